@@ -1,0 +1,33 @@
+# Two commands from a fresh clone: `make run` (the main comparison) and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test check plot clean
+
+# A virtual environment in the repository with the package (editable) and the test extras.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The main job: FedAvg, sequential PWFL and PWFL (K=2) on the embedded mnist-5k.
+run: $(STAMP)
+	$(BIN)/pwfl compare --config experiments/configs/quick.toml \
+		--strategies fedavg,pwfl-sequential,pwfl --seeds 0 --out results/compare/quick
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+check: $(STAMP)
+	$(BIN)/ruff check pwfl tests experiments
+	$(BIN)/ruff format --check pwfl tests experiments
+
+plot: $(STAMP)
+	$(BIN)/pwfl plot results/compare/quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache

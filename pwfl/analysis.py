@@ -1,0 +1,207 @@
+"""Load runs and comparisons into pandas, summarise them, and draw their figures.
+
+Usage (in a notebook)::
+
+    from pwfl import analysis
+    rounds = analysis.load_rounds("results/compare")        # tidy, one row per observation
+    analysis.summarize_comparison(rounds, target=0.9)
+    fig = analysis.plot_convergence(rounds)
+
+The CLI's ``pwfl plot`` uses these same functions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files, not windows: runs and CI have no screen
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+MERGED = "merged"
+
+
+def load_rounds(path: str | Path) -> pd.DataFrame:
+    """Read ``rounds.csv`` of a run, or ``comparison.csv`` of a comparison directory."""
+    path = Path(path)
+    for name in ("comparison.csv", "rounds.csv"):
+        if (path / name).is_file():
+            frame = pd.read_csv(path / name)
+            frame["weight_set"] = frame["weight_set"].astype(str)
+            return frame
+    raise FileNotFoundError(f"no comparison.csv or rounds.csv in '{path}'")
+
+
+def load_clients(path: str | Path) -> pd.DataFrame:
+    """Read ``clients.csv`` of a run (or the concatenation in a comparison)."""
+    path = Path(path)
+    files = (
+        [path / "clients.csv"]
+        if (path / "clients.csv").is_file()
+        else sorted(path.glob("*/clients.csv"))
+    )
+    if not files:
+        raise FileNotFoundError(f"no clients.csv in '{path}' or its run folders")
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
+def _weight_set_rows(rounds: pd.DataFrame) -> pd.DataFrame:
+    return rounds[rounds["weight_set"].astype(str) != MERGED]
+
+
+def _first_reaching(rounds: pd.DataFrame, target: float, column: str) -> float:
+    hit = rounds[rounds["accuracy"] >= target]
+    return float(hit[column].min()) if len(hit) else float("nan")
+
+
+def summarize_run(rounds: pd.DataFrame, target: float) -> dict[str, Any]:
+    """Headline numbers of one run.
+
+    ``final_accuracy`` is the mean over the run's weight sets of their last
+    accuracy (one set for FedAvg); ``best_set_final_accuracy`` the best of them.
+    ``rounds_to_target`` / ``sim_time_to_target_s`` count until the first
+    weight set reaches ``target`` (NaN when none does).
+    """
+    sets = _weight_set_rows(rounds)
+    last_round = int(sets["round"].max())
+    final = sets[sets["round"] == last_round]
+    per_round = sets.groupby("round").agg(
+        round_wall_s=("round_wall_s", "first"),
+        round_sim_s=("round_sim_s", "first"),
+        idle_s=("idle_s", "first"),
+    )
+    summary: dict[str, Any] = {
+        "rounds": last_round,
+        "final_accuracy": float(final["accuracy"].mean()),
+        "best_set_final_accuracy": float(final["accuracy"].max()),
+        "best_accuracy": float(sets["accuracy"].max()),
+        "final_accuracy_per_set": {
+            str(ws): float(acc)
+            for ws, acc in zip(final["weight_set"], final["accuracy"], strict=True)
+        },
+        "rounds_to_target": _first_reaching(sets, target, "round"),
+        "sim_time_to_target_s": _first_reaching(sets, target, "sim_time_s"),
+        "wall_time_to_target_s": _first_reaching(sets, target, "wall_time_s"),
+        "total_wall_time_s": float(sets["wall_time_s"].max()),
+        "mean_round_wall_s": float(per_round["round_wall_s"].mean()),
+        "total_sim_time_s": float(sets["sim_time_s"].max()),
+        "mean_round_sim_s": float(per_round["round_sim_s"].mean()),
+        "idle_fraction": float(per_round["idle_s"].sum() / per_round["round_sim_s"].sum()),
+        "target_accuracy": target,
+    }
+    merged = rounds[rounds["weight_set"].astype(str) == MERGED]
+    if len(merged):
+        summary["merged_final_accuracy"] = float(merged.sort_values("round")["accuracy"].iloc[-1])
+    return summary
+
+
+SUMMARY_METRICS = [
+    "final_accuracy",
+    "best_accuracy",
+    "rounds_to_target",
+    "sim_time_to_target_s",
+    "total_wall_time_s",
+    "mean_round_wall_s",
+    "mean_round_sim_s",
+    "idle_fraction",
+]
+
+
+def summarize_comparison(rounds: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Per strategy: mean and std over seeds of each run's summary numbers."""
+    per_run = []
+    for (strategy, seed), run in rounds.groupby(["strategy", "seed"], sort=False):
+        row = {k: v for k, v in summarize_run(run, target).items() if k in SUMMARY_METRICS}
+        per_run.append({"strategy": strategy, "seed": seed, **row})
+    runs = pd.DataFrame(per_run)
+    order = list(dict.fromkeys(runs["strategy"]))
+    grouped = runs.groupby("strategy", sort=False)[SUMMARY_METRICS]
+    table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
+    table["seeds"] = grouped.size()
+    table = table.reindex(order)
+    columns = [f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std")]
+    return table[["seeds", *columns]].reset_index()
+
+
+def format_summary(table: pd.DataFrame) -> str:
+    """A compact text table of a comparison summary (mean ± std)."""
+    lines = []
+    header = [
+        "strategy",
+        "final acc",
+        "best acc",
+        "rounds->tgt",
+        "sim s->tgt",
+        "round wall s",
+        "round sim s",
+        "idle",
+    ]
+    lines.append("  ".join(f"{h:>13}" for h in header))
+    for _, row in table.iterrows():
+        cells = [str(row["strategy"])]
+        for metric in [
+            "final_accuracy",
+            "best_accuracy",
+            "rounds_to_target",
+            "sim_time_to_target_s",
+            "mean_round_wall_s",
+            "mean_round_sim_s",
+            "idle_fraction",
+        ]:
+            cells.append(f"{row[metric + '_mean']:.3f}±{row[metric + '_std']:.3f}")
+        lines.append("  ".join(f"{c:>13}" for c in cells))
+    return "\n".join(lines)
+
+
+def plot_convergence(rounds: pd.DataFrame) -> plt.Figure:
+    """Accuracy against round, host wall time and simulated time.
+
+    One line per strategy and weight set: the mean over seeds, with a band of
+    one standard deviation where there are several seeds.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), sharey=True)
+    for ax, x, label in zip(
+        axes,
+        ("round", "wall_time_s", "sim_time_s"),
+        ("round", "host wall time (s)", "simulated time (s)"),
+        strict=True,
+    ):
+        for (strategy, weight_set), run in rounds.groupby(["strategy", "weight_set"], sort=False):
+            stats = run.groupby("round").agg(
+                x=(x, "mean"), mean=("accuracy", "mean"), std=("accuracy", "std")
+            )
+            name = (
+                strategy
+                if rounds[rounds["strategy"] == strategy]["weight_set"].nunique() == 1
+                else f"{strategy} / set {weight_set}"
+            )
+            (line,) = ax.plot(stats["x"], stats["mean"], marker=".", label=name)
+            if run["seed"].nunique() > 1:
+                std = np.nan_to_num(stats["std"].to_numpy())
+                ax.fill_between(
+                    stats["x"],
+                    stats["mean"] - std,
+                    stats["mean"] + std,
+                    color=line.get_color(),
+                    alpha=0.2,
+                )
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("server test accuracy")
+    axes[-1].legend(fontsize=8, loc="lower right")
+    fig.suptitle("Convergence (mean over seeds, band = ±1 std)")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, path: str | Path) -> Path:
+    """Save a figure as PNG and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,74 @@
+"""Reading the experiment config inside a Flower app, however the app was started.
+
+In pwfl's own runner the config object is handed to the app factories. Under
+Flower's tooling (``flwr run .``) it comes from the run config, whose dotted keys
+(``strategy.k = 2``, from ``[tool.flwr.app.config]`` or ``--run-config``) map
+one to one onto :class:`pwfl.config.Config`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from pwfl.config import Config, config_from_dict
+from pwfl.data import dataset_info
+from pwfl.seeding import seed_for
+from pwfl.training import TrainSettings
+
+# Run-config keys that are about the Flower app, not the experiment.
+APP_KEYS = ("out-dir",)
+
+
+def config_from_run_config(run_config: dict[str, Any]) -> Config:
+    """Build the experiment config from Flower's flat, dotted run config."""
+    nested: dict[str, Any] = {}
+    for key, value in run_config.items():
+        if key in APP_KEYS:
+            continue
+        *sections, leaf = key.split(".")
+        node = nested
+        for name in sections:
+            node = node.setdefault(name, {})
+        node[leaf] = value
+    return config_from_dict(nested)
+
+
+def train_settings(
+    cfg: Config,
+    server_round: int = 0,
+    partition_id: int = 0,
+    overrides: dict[str, Any] | None = None,
+) -> TrainSettings:
+    """Training settings of one client in one round.
+
+    ``overrides`` are the values the server sent in the message's config
+    (``local-epochs``, ``lr``, ...), which win over the experiment config.
+    """
+    overrides = overrides or {}
+    info = dataset_info(cfg.data.name)
+    use_gpu = cfg.simulation.client_gpus > 0 and torch.cuda.is_available()
+    return TrainSettings(
+        model=cfg.model.name,
+        in_channels=info.in_channels,
+        image_size=info.image_size,
+        local_epochs=int(overrides.get("local-epochs", cfg.train.local_epochs)),
+        batch_size=int(overrides.get("batch-size", cfg.train.batch_size)),
+        lr=float(overrides.get("lr", cfg.train.lr)),
+        momentum=float(overrides.get("momentum", cfg.train.momentum)),
+        augment=bool(overrides.get("augment", cfg.train.augment)),
+        seed=seed_for(cfg.seed, "client-train", server_round, partition_id),
+        device="cuda" if use_gpu else "cpu",
+    )
+
+
+def train_config(cfg: Config) -> dict[str, Any]:
+    """The training values the server sends with every train message."""
+    return {
+        "local-epochs": cfg.train.local_epochs,
+        "batch-size": cfg.train.batch_size,
+        "lr": cfg.train.lr,
+        "momentum": cfg.train.momentum,
+        "augment": cfg.train.augment,
+    }

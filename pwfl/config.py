@@ -1,0 +1,364 @@
+"""The experiment configuration: one typed, frozen, validated object read from TOML.
+
+Usage::
+
+    cfg = load_config("experiments/configs/quick.toml", ["strategy.k=3"])
+    cfg.strategy.k  # 3
+
+Every field is declared once below with its meaning beside it. ``load_config``
+rejects unknown keys and out-of-range values with a :class:`ConfigError` whose
+message is one line naming the key and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from pwfl.errors import ConfigError
+
+DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10")
+PARTITIONERS = ("iid", "dirichlet", "pathological", "size-skewed")
+MODELS = ("cnn", "small-cnn", "mlp")
+STRATEGIES = ("fedavg", "pwfl", "pwfl-sequential")
+GROUP_POLICIES = ("complementary", "balanced", "fixed")
+EXECUTORS = ("ray", "threads", "serial")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where client data comes from and how it is split between clients."""
+
+    name: str = "mnist-5k"
+    """Data set: mnist-5k (embedded, no download), mnist, fashion-mnist, cifar10."""
+    root: str = "data"
+    """Folder holding torchvision data sets (ignored by mnist-5k)."""
+    download: bool = False
+    """Let torchvision download a missing data set into ``root``."""
+    test_fraction: float = 0.2
+    """Share of mnist-5k held out for the server's test set (others ship one)."""
+    num_clients: int = 10
+    """Number of simulated clients, one data partition each."""
+    partitioner: str = "iid"
+    """Client split: iid, dirichlet (alpha), pathological (classes_per_client),
+    size-skewed (client sizes grow linearly: the largest holds ~N x the smallest)."""
+    alpha: float = 0.5
+    """Dirichlet concentration; small values give very non-IID clients."""
+    classes_per_client: int = 2
+    """Labels per client for the pathological split."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which network every client trains."""
+
+    name: str = "cnn"
+    """Registry name: cnn (two conv+BN+pool blocks, dropout FC), small-cnn, mlp."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Local training on each client, sent to it every round."""
+
+    local_epochs: int = 2
+    """Passes over the client's partition per round."""
+    batch_size: int = 32
+    """Mini-batch size of local SGD."""
+    lr: float = 0.02
+    """SGD learning rate."""
+    momentum: float = 0.9
+    """SGD momentum (reset every round: clients keep no optimiser state)."""
+    augment: bool = False
+    """Random rotation (and flips on CIFAR) while training."""
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """The server's algorithm and its round structure."""
+
+    name: str = "pwfl"
+    """fedavg (Flower's FedAvg), pwfl (K weight sets trained concurrently) or
+    pwfl-sequential (the same K sets trained one group after another)."""
+    num_rounds: int = 10
+    """Server rounds; in a PWFL round every weight set trains once."""
+    fraction_train: float = 1.0
+    """Share of clients sampled for training each round, in (0, 1]."""
+    min_train_nodes: int = 2
+    """Lower bound on the number of sampled training clients."""
+    fraction_evaluate: float = 0.5
+    """Share of clients that evaluate the global model(s) on local data, in [0, 1]."""
+    k: int = 2
+    """Number of global weight sets (PWFL only); each round's clients are split
+    into k disjoint groups."""
+    group_policy: str = "complementary"
+    """How sampled clients are split into groups: complementary (random split),
+    balanced (near-equal examples per group), fixed (a client always trains the
+    same weight set)."""
+    merge: str = "none"
+    """Merge policy between weight sets: none, every:N (average and redistribute
+    every N rounds) or final (one merged model, evaluated at the end)."""
+    executor: str = "ray"
+    """Where the K group aggregations run: ray (one Ray task each), threads, serial."""
+    target_accuracy: float = 0.9
+    """Accuracy whose first crossing is reported as rounds/time to target."""
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Resources of Flower's simulation engine (Ray backend)."""
+
+    client_cpus: float = 1.0
+    """CPUs reserved per client actor (Flower's default of 2 runs one client at a
+    time on a 2-core machine)."""
+    client_gpus: float = 0.0
+    """GPUs reserved per client actor; training uses CUDA when this is > 0."""
+    ray_cpus: int = 0
+    """CPUs Ray may use; 0 means all of this machine's cores."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole experiment."""
+
+    seed: int = 0
+    """The one experiment seed; every random choice derives from it."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    simulation: SimulationConfig = field(default_factory=SimulationConfig)
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with top-level fields replaced (validated again)."""
+        new = dataclasses.replace(self, **changes)
+        validate(new)
+        return new
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the configuration as nested plain dictionaries."""
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        """Return the resolved configuration as TOML text."""
+        return tomli_w.dumps(self.to_dict())
+
+
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "train": TrainConfig,
+    "strategy": StrategyConfig,
+    "simulation": SimulationConfig,
+}
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+    """Read a TOML file (or the defaults), apply ``section.key=value`` overrides.
+
+    Parameters
+    ----------
+    path
+        A TOML file; ``None`` starts from the defaults.
+    overrides
+        Strings such as ``"strategy.k=3"``; values are parsed as TOML literals
+        and fall back to plain strings (``strategy.name=pwfl``).
+
+    Raises
+    ------
+    ConfigError
+        On a missing or malformed file, an unknown key or an invalid value.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_toml(Path(path))
+    for item in overrides:
+        _apply_override(raw, item)
+    return config_from_dict(raw)
+
+
+def config_from_toml(text: str) -> Config:
+    """Build a validated config from TOML text (as carried in Flower's run config)."""
+    try:
+        return config_from_dict(tomllib.loads(text))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config text is not valid TOML: {err}") from None
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Build a validated :class:`Config` from nested dictionaries."""
+    top: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"config key '{key}' must be a table ([{key}])")
+            top[key] = _build_section(key, SECTIONS[key], value)
+        elif key == "seed":
+            top[key] = _coerce("seed", int, value)
+        else:
+            known = ["seed", *SECTIONS]
+            raise ConfigError(f"unknown config key '{key}'{_suggest(key, known)}")
+    cfg = Config(**top)
+    validate(cfg)
+    return cfg
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist; pass an existing TOML file")
+    try:
+        return tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config file '{path}' is not valid TOML: {err}") from None
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' must look like section.key=value")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    *sections, leaf = key.split(".")
+    node = raw
+    for name in sections:
+        node = node.setdefault(name, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{item}': '{name}' is not a section")
+    node[leaf] = value
+
+
+def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in fields:
+            raise ConfigError(
+                f"unknown config key '{section}.{key}'"
+                f"{_suggest(key, list(fields), prefix=section + '.')}"
+            )
+        kwargs[key] = _coerce(f"{section}.{key}", fields[key].type, value)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, type_name: Any, value: Any) -> Any:
+    name = type_name if isinstance(type_name, str) else type_name.__name__
+    if name == "bool":
+        if isinstance(value, bool):
+            return value
+    elif name == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif name == "float":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif name == "str":
+        if isinstance(value, str):
+            return value
+    raise ConfigError(f"config key '{key}' must be a {name}, got {value!r}")
+
+
+def _suggest(key: str, known: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    if close:
+        return f"; did you mean '{prefix}{close[0]}'?"
+    return f"; known keys: {', '.join(prefix + k for k in known)}"
+
+
+def _check(ok: bool, key: str, value: Any, rule: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}' = {value!r} is invalid: {rule}")
+
+
+def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, value, f"choose one of {', '.join(choices)}")
+
+
+def parse_merge(merge: str) -> tuple[str, int]:
+    """Split a merge policy into its kind and period: ``"every:3" -> ("every", 3)``."""
+    kind, _, period = merge.partition(":")
+    if kind in ("none", "final") and not period:
+        return kind, 0
+    if kind == "every" and period.isdigit() and int(period) > 0:
+        return kind, int(period)
+    raise ConfigError(
+        f"config key 'strategy.merge' = {merge!r} is invalid: "
+        "use none, final or every:N with N a positive integer"
+    )
+
+
+def validate(cfg: Config) -> None:
+    """Check every value and the relations between them; raise ConfigError."""
+    d, m, t, s, sim = cfg.data, cfg.model, cfg.train, cfg.strategy, cfg.simulation
+    _check(cfg.seed >= 0, "seed", cfg.seed, "must be >= 0")
+    _choice("data.name", d.name, DATASETS)
+    _choice("data.partitioner", d.partitioner, PARTITIONERS)
+    _check(0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
+    _check(d.num_clients >= 1, "data.num_clients", d.num_clients, "must be >= 1")
+    _check(d.alpha > 0, "data.alpha", d.alpha, "must be > 0")
+    _check(
+        d.classes_per_client >= 1,
+        "data.classes_per_client",
+        d.classes_per_client,
+        "must be >= 1",
+    )
+    _choice("model.name", m.name, MODELS)
+    _check(t.local_epochs >= 1, "train.local_epochs", t.local_epochs, "must be >= 1")
+    _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
+    _check(t.lr > 0, "train.lr", t.lr, "must be > 0")
+    _check(0 <= t.momentum < 1, "train.momentum", t.momentum, "must be in [0, 1)")
+    _choice("strategy.name", s.name, STRATEGIES)
+    _check(s.num_rounds >= 1, "strategy.num_rounds", s.num_rounds, "must be >= 1")
+    _check(
+        0 < s.fraction_train <= 1,
+        "strategy.fraction_train",
+        s.fraction_train,
+        "must be in (0, 1]",
+    )
+    _check(
+        0 <= s.fraction_evaluate <= 1,
+        "strategy.fraction_evaluate",
+        s.fraction_evaluate,
+        "must be in [0, 1]",
+    )
+    _check(s.min_train_nodes >= 1, "strategy.min_train_nodes", s.min_train_nodes, "must be >= 1")
+    _check(
+        s.min_train_nodes <= d.num_clients,
+        "strategy.min_train_nodes",
+        s.min_train_nodes,
+        f"must be <= data.num_clients ({d.num_clients})",
+    )
+    _check(s.k >= 1, "strategy.k", s.k, "must be >= 1")
+    if s.name != "fedavg":
+        sampled = num_sampled(d.num_clients, s.fraction_train, s.min_train_nodes)
+        _check(
+            s.k <= sampled,
+            "strategy.k",
+            s.k,
+            f"must be <= the {sampled} clients sampled per round "
+            "(raise strategy.fraction_train or data.num_clients, or lower k)",
+        )
+    _choice("strategy.group_policy", s.group_policy, GROUP_POLICIES)
+    parse_merge(s.merge)
+    _choice("strategy.executor", s.executor, EXECUTORS)
+    _check(
+        0 < s.target_accuracy <= 1,
+        "strategy.target_accuracy",
+        s.target_accuracy,
+        "must be in (0, 1]",
+    )
+    _check(sim.client_cpus > 0, "simulation.client_cpus", sim.client_cpus, "must be > 0")
+    _check(sim.client_gpus >= 0, "simulation.client_gpus", sim.client_gpus, "must be >= 0")
+    _check(sim.ray_cpus >= 0, "simulation.ray_cpus", sim.ray_cpus, "must be >= 0")
+
+
+def num_sampled(num_clients: int, fraction: float, min_nodes: int) -> int:
+    """Clients sampled per round, as Flower's FedAvg counts them."""
+    return min(num_clients, max(int(num_clients * fraction), min_nodes))

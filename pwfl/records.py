@@ -1,0 +1,102 @@
+"""Run records: tidy CSV tables written atomically after every round.
+
+``rounds.csv`` has one row per round and weight set, ``clients.csv`` one row per
+client reply, ``summary.json`` the run's headline numbers. Every file is written
+to a temporary name and renamed, so a run killed mid-write leaves the last good
+version behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+ROUND_COLUMNS = [
+    "strategy",
+    "seed",
+    "round",
+    "weight_set",
+    "accuracy",
+    "loss",
+    "client_accuracy",
+    "client_loss",
+    "train_loss",
+    "num_clients",
+    "num_examples",
+    "train_s",
+    "aggregate_s",
+    "round_wall_s",
+    "wall_time_s",
+    "round_sim_s",
+    "sim_time_s",
+    "idle_s",
+]
+CLIENT_COLUMNS = [
+    "strategy",
+    "seed",
+    "round",
+    "phase",
+    "client",
+    "weight_set",
+    "num_examples",
+    "train_time_s",
+    "loss",
+    "accuracy",
+    "status",
+]
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Write rows as CSV with a fixed column order (extra keys kept at the end)."""
+    frame = pd.DataFrame(rows)
+    extra = [c for c in frame.columns if c not in columns]
+    frame = frame.reindex(columns=columns + extra)
+    atomic_write_text(path, frame.to_csv(index=False))
+
+
+class RunRecorder:
+    """Collects round and client rows and keeps the run's files up to date."""
+
+    def __init__(self, out_dir: str | Path, strategy: str, seed: int, target: float):
+        self.out_dir = Path(out_dir)
+        self.strategy = strategy
+        self.seed = seed
+        self.target = target
+        self.rounds: list[dict[str, Any]] = []
+        self.clients: list[dict[str, Any]] = []
+
+    def on_round_end(
+        self, server_round: int, round_rows: list[dict[str, Any]], client_rows: list[dict[str, Any]]
+    ) -> None:
+        """Append one round's rows and rewrite the CSV files."""
+        tag = {"strategy": self.strategy, "seed": self.seed}
+        self.rounds.extend({**tag, **row} for row in round_rows)
+        self.clients.extend({**tag, **row} for row in client_rows)
+        write_csv(self.out_dir / "rounds.csv", self.rounds, ROUND_COLUMNS)
+        write_csv(self.out_dir / "clients.csv", self.clients, CLIENT_COLUMNS)
+
+    def on_run_end(self) -> None:
+        """Write ``summary.json`` from the rounds recorded."""
+        from pwfl.analysis import summarize_run
+
+        summary = summarize_run(pd.DataFrame(self.rounds), self.target)
+        summary.update(strategy=self.strategy, seed=self.seed)
+        atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -1,0 +1,87 @@
+"""Run one experiment in-process on Flower's simulation engine with one shared Ray session.
+
+``run_simulation`` is used rather than ``flwr run`` because a research runner
+wants the results in this process, the config object handed straight to the
+apps, and one Ray session that Flower's client actors and PWFL's aggregation
+tasks share (Flower's backend reuses a session that is already up).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+
+from pwfl.config import Config
+
+
+def start_ray(cfg: Config, verbose: bool = False) -> None:
+    """Start the run's Ray session once, before Flower or PWFL's executor needs it."""
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    import ray
+
+    if ray.is_initialized():
+        return
+    ray.init(
+        num_cpus=cfg.simulation.ray_cpus or None,
+        include_dashboard=False,
+        logging_level=logging.INFO if verbose else logging.ERROR,
+        log_to_driver=verbose,
+    )
+
+
+def quiet_libraries(verbose: bool) -> None:
+    """Keep Flower's and Ray's log lines (and the run_simulation deprecation) off screen."""
+    level = logging.DEBUG if verbose else logging.ERROR
+    for name in ("flwr", "ray", "datasets", "filelock"):
+        logging.getLogger(name).setLevel(level)
+    if not verbose:
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", category=UserWarning, module="ray")
+
+
+def run_experiment(
+    cfg: Config, out_dir: str | Path, quiet: bool = False, verbose: bool = False
+) -> dict:
+    """Run one experiment and write ``rounds.csv``, ``clients.csv``, ``config.toml``,
+    ``summary.json`` and ``final_weights.npz`` into ``out_dir``; return the summary."""
+    import json
+
+    from flwr.simulation import run_simulation
+
+    from pwfl.apps.client_app import make_client_app
+    from pwfl.apps.server_app import make_server_app
+    from pwfl.callbacks import Progress
+    from pwfl.data import partition_indices, server_test_data
+
+    # Load and split the data before Ray starts: a data problem is reported at
+    # once, and the client processes read the cached split instead of redoing it.
+    quiet_libraries(verbose)
+    server_test_data(cfg.data, cfg.seed)
+    partition_indices(cfg.data, cfg.seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    start_ray(cfg, verbose)
+    callbacks = (
+        [] if quiet else [Progress(cfg.strategy.num_rounds, f"{cfg.strategy.name} seed {cfg.seed}")]
+    )
+    backend_config = {
+        "client_resources": {
+            "num_cpus": cfg.simulation.client_cpus,
+            "num_gpus": cfg.simulation.client_gpus,
+        },
+    }
+    run_simulation(
+        server_app=make_server_app(cfg, out, callbacks),
+        client_app=make_client_app(cfg),
+        num_supernodes=cfg.data.num_clients,
+        backend_config=backend_config,
+        verbose_logging=verbose,
+    )
+    quiet_libraries(verbose)  # Flower resets its console handler level on each run
+    summary_path = out / "summary.json"
+    if not summary_path.is_file():
+        raise RuntimeError(f"the run ended without writing {summary_path}; rerun with --verbose")
+    return json.loads(summary_path.read_text())

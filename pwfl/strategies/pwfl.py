@@ -1,0 +1,427 @@
+"""Parallel-weight federated learning: K global weight sets trained at once on disjoint groups.
+
+Each round the server samples clients, splits them into K disjoint groups
+(for K=2 a random subset S and its complement S'), sends group k the weight
+set k in one push, so all K groups train at the same time, and aggregates the
+K groups concurrently on an executor (Ray tasks by default). With K=1 and no
+merging this is FedAvg, step for step.
+
+``SequentialPWFL`` is the baseline the idea is measured against: the same K
+weight sets and the same client split, but group k+1 is sent only after
+group k has been aggregated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Result, Strategy
+from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+from pwfl.aggregation import AggregateFn, Arrays, Executor, mean_of_weight_sets
+from pwfl.callbacks import Callback
+from pwfl.clock import (
+    GroupTiming,
+    concurrent_round,
+    group_train_time,
+    idle_time,
+    round_length,
+    sequential_round,
+)
+from pwfl.config import Config, parse_merge
+from pwfl.partition import sample_clients, split_clients, split_complementary
+from pwfl.seeding import rng_for
+from pwfl.strategies.common import (
+    CONFIG,
+    METRICS,
+    WEIGHT_KEY,
+    ClientDirectory,
+    group_messages,
+    reply_row,
+    to_record,
+    train_update,
+)
+
+EvaluateFn = Callable[[Arrays], dict[str, float]]
+MERGED = "merged"
+
+
+@dataclass
+class WeightSet:
+    """One of the K global models: its id, its weights, and its accuracy history."""
+
+    id: int
+    arrays: Arrays
+    rounds_trained: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+@dataclass
+class GroupOutcome:
+    """What one group did in one round."""
+
+    weight_set: int
+    clients: list[int]
+    replies: list[Message] = field(default_factory=list)
+    train_s: float = 0.0
+    aggregate_s: float = 0.0
+    aggregated: bool = False
+
+
+class _Timed:
+    """Wraps an aggregation function to also return its own run time.
+
+    The time is taken where the function runs (a Ray worker, a thread), so it
+    measures aggregation, not queueing or transfer.
+    """
+
+    def __init__(self, fn: AggregateFn):
+        self.fn = fn
+
+    def __call__(self, updates: list) -> tuple[Arrays, float]:
+        start = time.perf_counter()
+        result = self.fn(updates)
+        return result, time.perf_counter() - start
+
+
+class PWFL(Strategy):
+    """K weight sets, K disjoint client groups per round, trained concurrently.
+
+    Parameters
+    ----------
+    cfg
+        The experiment; ``cfg.strategy`` holds k, the group policy, the merge
+        policy and the sampling fractions.
+    directory
+        The connected clients (partition id -> node id, example counts).
+    evaluate_weights
+        Server-side evaluation of one weight set on the held-out test set.
+    executor
+        Where the K group aggregations run (Ray tasks, threads, or serially).
+    aggregate_fn
+        Client updates -> one weight set; the same function for every group.
+    callbacks
+        Receive each round's records (CSV writer, progress bar).
+    """
+
+    sequential = False
+    name = "pwfl"
+
+    def __init__(
+        self,
+        cfg: Config,
+        directory: ClientDirectory,
+        evaluate_weights: EvaluateFn,
+        executor: Executor,
+        aggregate_fn: AggregateFn,
+        callbacks: Sequence[Callback] = (),
+    ):
+        self.cfg = cfg
+        self.k = cfg.strategy.k
+        self.directory = directory
+        self.evaluate_weights = evaluate_weights
+        self.executor = executor
+        self.aggregate_fn = _Timed(aggregate_fn)
+        self.callbacks = list(callbacks)
+        self.merge_kind, self.merge_every = parse_merge(cfg.strategy.merge)
+        self.weight_sets: list[WeightSet] = []
+        self._groups: list[list[int]] = []
+        self._outcomes: dict[int, GroupOutcome] = {}
+        self._client_metrics: dict[int, dict[str, float]] = {}
+        self._client_rows: list[dict[str, Any]] = []
+        self._sent: dict[str, tuple[int, int]] = {}
+
+    # --- Flower's strategy hooks -------------------------------------------------
+
+    def summary(self) -> None:
+        """Nothing to log: the run's config is written next to its records."""
+
+    def configure_train(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """Messages for every group of the round, group k carrying weight set k.
+
+        ``arrays`` is not used: each group receives its own weight set.
+        """
+        return self._train_messages(server_round, list(range(self.k)), config)
+
+    def aggregate_train(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Aggregate every group's replies concurrently; return weight set 0."""
+        self._aggregate_groups(server_round, list(range(self.k)), list(replies))
+        return to_record(self.weight_sets[0].arrays), None
+
+    def configure_evaluate(
+        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
+    ) -> Iterable[Message]:
+        """A seeded sample of evaluating clients, split K ways, one weight set each."""
+        s = self.cfg.strategy
+        if s.fraction_evaluate == 0:
+            return []
+        rng = rng_for(self.cfg.seed, "sample-evaluate", server_round)
+        clients = sample_clients(self.directory.clients, s.fraction_evaluate, 1, rng)
+        if len(clients) < self.k:
+            return []
+        groups = split_complementary(
+            clients, self.k, rng_for(self.cfg.seed, "split-evaluate", server_round)
+        )
+        messages: list[Message] = []
+        for ws, group in enumerate(groups):
+            cfg = {**config, "server-round": server_round, "weight-set": ws}
+            record = to_record(self.weight_sets[ws].arrays)
+            messages += group_messages(self.directory, group, record, cfg, MessageType.EVALUATE)
+        return messages
+
+    def aggregate_evaluate(
+        self, server_round: int, replies: Iterable[Message]
+    ) -> MetricRecord | None:
+        """Weighted mean of the clients' metrics per weight set (Flower's helper)."""
+        ok: dict[int, list] = {}
+        for (pid, ws), reply in self._by_origin(replies):
+            self._client_rows.append(reply_row(reply, pid, ws, "evaluate", server_round))
+            if reply is not None and not reply.has_error():
+                ok.setdefault(ws, []).append(reply.content)
+        self._client_metrics = {
+            ws: dict(aggregate_metricrecords(contents, WEIGHT_KEY)) for ws, contents in ok.items()
+        }
+        everything = [c for contents in ok.values() for c in contents]
+        return aggregate_metricrecords(everything, WEIGHT_KEY) if everything else None
+
+    # --- The round loop ----------------------------------------------------------
+
+    def start(
+        self,
+        grid: Grid,
+        initial_arrays: ArrayRecord,
+        num_rounds: int = 3,
+        timeout: float = 3600,
+        train_config: ConfigRecord | None = None,
+        evaluate_config: ConfigRecord | None = None,
+        evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+    ) -> Result:
+        """Run ``num_rounds`` PWFL rounds; every weight set starts from ``initial_arrays``.
+
+        PWFL owns this loop because Flower's ``start`` holds one global model.
+        Records go to the callbacks; ``evaluate_fn`` is not used (each weight
+        set is evaluated with ``evaluate_weights``).
+        """
+        initial = {name: a.numpy() for name, a in initial_arrays.items()}
+        self.weight_sets = [WeightSet(i, dict(initial)) for i in range(self.k)]
+        train_config = train_config or ConfigRecord()
+        evaluate_config = evaluate_config or ConfigRecord()
+        result = Result()
+        run_started, sim_time = time.perf_counter(), 0.0
+        for server_round in range(1, num_rounds + 1):
+            round_started = time.perf_counter()
+            self._client_rows, self._client_metrics = [], {}
+            self._groups = self.plan_groups(server_round)
+
+            timings = self._train_round(grid, server_round, train_config, timeout)
+            replies = self._exchange(
+                grid,
+                self.configure_evaluate(server_round, initial_arrays, evaluate_config, grid),
+                timeout,
+            )
+            self.aggregate_evaluate(server_round, replies)
+            rows = self._weight_set_rows(server_round, timings)
+            # Merging comes last: the rows above describe each set's own model,
+            # the merged row the average, and the next round starts from it.
+            merged = self._merge(server_round, num_rounds)
+            if merged is not None:
+                metrics = self.evaluate_weights(merged)
+                rows.append(
+                    {
+                        "round": server_round,
+                        "weight_set": MERGED,
+                        "accuracy": metrics["accuracy"],
+                        "loss": metrics["loss"],
+                    }
+                )
+
+            round_sim = round_length(timings)
+            sim_time += round_sim
+            now = time.perf_counter()
+            clock = {
+                "round_wall_s": now - round_started,
+                "wall_time_s": now - run_started,
+                "round_sim_s": round_sim,
+                "sim_time_s": sim_time,
+                "idle_s": idle_time(timings),
+            }
+            rows = [{**row, **clock} for row in rows]
+            for callback in self.callbacks:
+                callback.on_round_end(server_round, rows, self._client_rows)
+        result.arrays = to_record(self.weight_sets[0].arrays)
+        return result
+
+    def plan_groups(self, server_round: int) -> list[list[int]]:
+        """Sample this round's clients and split them into K disjoint groups."""
+        s = self.cfg.strategy
+        sampled = sample_clients(
+            self.directory.clients,
+            s.fraction_train,
+            s.min_train_nodes,
+            rng_for(self.cfg.seed, "sample", server_round),
+        )
+        return split_clients(
+            s.group_policy,
+            sampled,
+            self.k,
+            rng_for(self.cfg.seed, "split", server_round),
+            self.directory.sizes,
+        )
+
+    def _train_round(
+        self, grid: Grid, server_round: int, config: ConfigRecord, timeout: float
+    ) -> list[GroupTiming]:
+        """All K groups in one push, then all K aggregations at once."""
+        self._outcomes = {}
+        messages = self.configure_train(server_round, to_record({}), config, grid)
+        self.aggregate_train(server_round, self._exchange(grid, messages, timeout))
+        return concurrent_round(*self._group_times())
+
+    def _group_times(self) -> tuple[list[float], list[float]]:
+        outcomes = [self._outcomes[ws] for ws in range(self.k)]
+        return [o.train_s for o in outcomes], [o.aggregate_s for o in outcomes]
+
+    def _train_messages(
+        self, server_round: int, weight_sets: list[int], config: ConfigRecord
+    ) -> list[Message]:
+        messages: list[Message] = []
+        for ws in weight_sets:
+            self._outcomes[ws] = GroupOutcome(ws, list(self._groups[ws]))
+            cfg = {**config, "server-round": server_round, "weight-set": ws}
+            record = to_record(self.weight_sets[ws].arrays)
+            messages += group_messages(
+                self.directory, self._groups[ws], record, cfg, MessageType.TRAIN
+            )
+        return messages
+
+    def _aggregate_groups(
+        self, server_round: int, weight_sets: list[int], replies: list[Message]
+    ) -> None:
+        """Sort replies into their groups and aggregate the groups concurrently."""
+        for (pid, ws), reply in self._by_origin(replies):
+            self._client_rows.append(reply_row(reply, pid, ws, "train", server_round))
+            if reply is not None:
+                self._outcomes[ws].replies.append(reply)
+        handles = {}
+        for ws in weight_sets:
+            outcome = self._outcomes[ws]
+            ok = [r for r in outcome.replies if not r.has_error()]
+            outcome.train_s = group_train_time(
+                [float(r.content[METRICS]["train-time-s"]) for r in ok]
+            )
+            if ok:
+                handles[ws] = self.executor.submit(self.aggregate_fn, [train_update(r) for r in ok])
+        for ws, handle in handles.items():  # every group is running before we wait on one
+            arrays, seconds = handle.result()
+            ws_state = self.weight_sets[ws]
+            ws_state.arrays = arrays
+            ws_state.rounds_trained += 1
+            self._outcomes[ws].aggregate_s = seconds
+            self._outcomes[ws].aggregated = True
+
+    def _merge(self, server_round: int, num_rounds: int) -> Arrays | None:
+        """Apply the merge policy; return the merged weights when a merge happened."""
+        due = (self.merge_kind == "every" and server_round % self.merge_every == 0) or (
+            self.merge_kind == "final" and server_round == num_rounds
+        )
+        if not due:
+            return None
+        merged = mean_of_weight_sets([ws.arrays for ws in self.weight_sets])
+        if self.merge_kind == "every":
+            for ws in self.weight_sets:
+                ws.arrays = {k: v.copy() for k, v in merged.items()}
+        return merged
+
+    def _weight_set_rows(
+        self, server_round: int, timings: list[GroupTiming]
+    ) -> list[dict[str, Any]]:
+        """Evaluate every weight set on the test set; one ``rounds.csv`` row each."""
+        rows = []
+        for ws, timing in zip(self.weight_sets, timings, strict=True):
+            ok = [r for r in self._outcomes[ws.id].replies if not r.has_error()]
+            metrics = self.evaluate_weights(ws.arrays)
+            ws.history.append(metrics["accuracy"])
+            client = self._client_metrics.get(ws.id, {})
+            rows.append(
+                {
+                    "round": server_round,
+                    "weight_set": str(ws.id),
+                    "accuracy": metrics["accuracy"],
+                    "loss": metrics["loss"],
+                    "client_accuracy": client.get("accuracy", np.nan),
+                    "client_loss": client.get("loss", np.nan),
+                    "train_loss": _weighted_loss(ok),
+                    "num_clients": len(ok),
+                    "num_examples": sum(int(r.content[METRICS][WEIGHT_KEY]) for r in ok),
+                    "train_s": timing.train_s,
+                    "aggregate_s": timing.aggregate_s,
+                    "group_start_s": timing.start_s,
+                    "group_end_s": timing.end_s,
+                }
+            )
+        return rows
+
+    def _exchange(self, grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
+        """Push messages, wait for the replies, and remember who each message went to."""
+        messages = list(messages)
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        # Message ids exist only once pushed. A reply names the message it
+        # answers, which also holds for errors reported by the SuperLink
+        # rather than the client; a message without reply timed out.
+        self._sent = {
+            m.metadata.message_id: (
+                self.directory.partition_of(m.metadata.dst_node_id),
+                int(m.content[CONFIG]["weight-set"]),
+            )
+            for m in messages
+        }
+        return replies
+
+    def _by_origin(
+        self, replies: Iterable[Message]
+    ) -> list[tuple[tuple[int, int], Message | None]]:
+        """((partition id, weight set), reply or None) for every message sent, in
+        partition-id order, so float sums do not depend on arrival order."""
+        answered = {r.metadata.reply_to_message_id: r for r in replies}
+        pairs = [(origin, answered.get(mid)) for mid, origin in self._sent.items()]
+        return sorted(pairs, key=lambda pair: pair[0])
+
+
+class SequentialPWFL(PWFL):
+    """The same K weight sets and client split, trained one group after another."""
+
+    sequential = True
+    name = "pwfl-sequential"
+
+    def _train_round(
+        self, grid: Grid, server_round: int, config: ConfigRecord, timeout: float
+    ) -> list[GroupTiming]:
+        """Group k+1 is sent only after group k has been aggregated."""
+        self._outcomes = {}
+        for ws in range(self.k):
+            messages = self._train_messages(server_round, [ws], config)
+            self._aggregate_groups(server_round, [ws], self._exchange(grid, messages, timeout))
+        return sequential_round(*self._group_times())
+
+
+def _weighted_loss(replies: list[Message]) -> float:
+    total = sum(float(r.content[METRICS][WEIGHT_KEY]) for r in replies)
+    if not total:
+        return float("nan")
+    return (
+        sum(
+            float(r.content[METRICS]["loss"]) * float(r.content[METRICS][WEIGHT_KEY])
+            for r in replies
+        )
+        / total
+    )

@@ -1,0 +1,1 @@
+"""pwfl test suite."""

@@ -1,0 +1,239 @@
+"""Unit tests for pwfl.training and pwfl.models: plain-PyTorch training, evaluation, registry."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from pwfl.config import DataConfig
+from pwfl.data import load_dataset
+from pwfl.models import MODELS, build_model
+from pwfl.training import ClientData, TrainSettings, evaluate, initial_state, train
+
+SETTINGS = TrainSettings(model="small-cnn", local_epochs=3, batch_size=32, lr=0.05, seed=1)
+
+
+@pytest.fixture(scope="module")
+def mnist5k():
+    return load_dataset(DataConfig(name="mnist-5k"), 0)
+
+
+@pytest.fixture(scope="module")
+def small_train(mnist5k):
+    """256 random training examples (the data set is sorted by label, so not the first 256)."""
+    train_set, _ = mnist5k
+    idx = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(0))[:256]
+    data = ClientData(x=train_set.x[idx], y=train_set.y[idx])
+    assert len(torch.unique(data.y)) == 10
+    return data
+
+
+@pytest.fixture(scope="module")
+def trained(small_train):
+    state = initial_state(SETTINGS, seed=0)
+    new_state, metrics = train(state, small_train, SETTINGS)
+    return state, new_state, metrics
+
+
+def _states_equal(a, b) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+# ---------------------------------------------------------------- train
+
+
+def test_training_lowers_the_loss(trained):
+    _, _, metrics = trained
+    assert metrics["loss"] < metrics["first_loss"]
+    assert metrics["loss"] < 0.9 * metrics["first_loss"]
+
+
+def test_training_metrics(trained):
+    _, _, metrics = trained
+    assert set(metrics) == {"loss", "first_loss", "num_examples", "train_time_s"}
+    assert metrics["num_examples"] == 256.0
+    assert metrics["train_time_s"] > 0.0
+
+
+def test_training_improves_accuracy(trained, mnist5k):
+    state, new_state, _ = trained
+    _, test = mnist5k
+    before = evaluate(state, test, SETTINGS)
+    after = evaluate(new_state, test, SETTINGS)
+    assert after["accuracy"] > before["accuracy"] + 0.3
+    assert after["accuracy"] > 0.5
+    assert after["loss"] < before["loss"]
+
+
+def test_training_does_not_modify_the_input_state(trained):
+    state, new_state, _ = trained
+    assert _states_equal(state, initial_state(SETTINGS, seed=0))
+    assert not _states_equal(state, new_state)
+
+
+def test_same_seed_gives_bitwise_identical_states(small_train):
+    state = initial_state(SETTINGS, seed=0)
+    settings = TrainSettings(model="small-cnn", local_epochs=1, batch_size=32, lr=0.05, seed=7)
+    a, metrics_a = train(state, small_train, settings)
+    b, metrics_b = train(state, small_train, settings)
+    assert _states_equal(a, b)
+    assert metrics_a["loss"] == metrics_b["loss"]
+
+
+def test_different_seed_gives_different_states(small_train):
+    state = initial_state(SETTINGS, seed=0)
+    a, _ = train(state, small_train, TrainSettings(model="small-cnn", local_epochs=1, seed=7))
+    b, _ = train(state, small_train, TrainSettings(model="small-cnn", local_epochs=1, seed=8))
+    assert a.keys() == b.keys()
+    assert not _states_equal(a, b)
+
+
+def test_training_is_independent_of_global_rng(small_train):
+    settings = TrainSettings(model="mlp", local_epochs=1, seed=3)
+    state = initial_state(settings, 0)
+    torch.manual_seed(1)
+    a, _ = train(state, small_train, settings)
+    torch.manual_seed(2)
+    b, _ = train(state, small_train, settings)
+    assert _states_equal(a, b)
+
+
+def test_cnn_batch_norm_counter_counts_steps(small_train):
+    # 2 epochs of ceil(256 / 100) = 3 batches: num_batches_tracked goes 0 -> 6.
+    settings = TrainSettings(model="cnn", local_epochs=2, batch_size=100, lr=0.02, seed=0)
+    state = initial_state(settings, 0)
+    assert int(state["features.1.num_batches_tracked"]) == 0
+    new_state, _ = train(state, small_train, settings)
+    assert int(new_state["features.1.num_batches_tracked"]) == 6
+    assert int(new_state["features.5.num_batches_tracked"]) == 6
+    assert new_state["features.1.num_batches_tracked"].dtype == torch.int64
+
+
+def test_train_on_empty_data_raises():
+    empty = ClientData(x=torch.zeros(0, 1, 28, 28), y=torch.zeros(0, dtype=torch.int64))
+    with pytest.raises(ValueError, match="empty"):
+        train(initial_state(SETTINGS, 0), empty, SETTINGS)
+
+
+def test_train_with_augmentation_runs_and_is_seeded(small_train):
+    data = ClientData(x=small_train.x[:64], y=small_train.y[:64])
+    settings = TrainSettings(model="mlp", local_epochs=1, augment=True, seed=5)
+    state = initial_state(settings, 0)
+    a, _ = train(state, data, settings)
+    b, _ = train(state, data, settings)
+    c, _ = train(state, data, TrainSettings(model="mlp", local_epochs=1, augment=False, seed=5))
+    assert _states_equal(a, b)
+    assert not _states_equal(a, c)
+
+
+# ---------------------------------------------------------------- evaluate
+
+
+def test_evaluate_matches_a_hand_computed_accuracy(trained, mnist5k):
+    _, new_state, _ = trained
+    _, test = mnist5k
+    result = evaluate(new_state, test, SETTINGS)
+    assert 0.0 <= result["accuracy"] <= 1.0
+    assert result["num_examples"] == 1000.0
+
+    model = build_model("small-cnn")
+    model.load_state_dict(new_state)
+    model.eval()
+    with torch.no_grad():
+        logits = model(test.x)
+    expected_acc = int((logits.argmax(dim=1) == test.y).sum()) / len(test)
+    expected_loss = float(torch.nn.functional.cross_entropy(logits, test.y))
+    assert result["accuracy"] == pytest.approx(expected_acc, abs=1e-9)
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-4)
+
+
+def test_evaluate_does_not_depend_on_batch_size(trained, mnist5k):
+    _, new_state, _ = trained
+    _, test = mnist5k
+    part = ClientData(x=test.x[:300], y=test.y[:300])
+    big = evaluate(new_state, part, SETTINGS, batch_size=512)
+    small = evaluate(new_state, part, SETTINGS, batch_size=7)
+    assert big["accuracy"] == small["accuracy"]
+    assert big["loss"] == pytest.approx(small["loss"], rel=1e-4)
+
+
+def test_evaluate_empty_data():
+    empty = ClientData(x=torch.zeros(0, 1, 28, 28), y=torch.zeros(0, dtype=torch.int64))
+    assert evaluate(initial_state(SETTINGS, 0), empty, SETTINGS) == {
+        "loss": 0.0,
+        "accuracy": 0.0,
+        "num_examples": 0.0,
+    }
+
+
+# ---------------------------------------------------------------- models and initial state
+
+
+@pytest.mark.parametrize("name", ["cnn", "small-cnn", "mlp"])
+@pytest.mark.parametrize(("channels", "side"), [(1, 28), (3, 32)])
+def test_models_forward_shape(name, channels, side):
+    model = build_model(name, in_channels=channels, image_size=side, seed=0)
+    model.eval()
+    with torch.no_grad():
+        out = model(torch.randn(5, channels, side, side))
+    assert tuple(out.shape) == (5, 10)
+    assert torch.isfinite(out).all()
+
+
+def test_registry_names():
+    assert set(MODELS) == {"cnn", "small-cnn", "mlp"}
+    with pytest.raises(ValueError, match="unknown model 'resnet'"):
+        build_model("resnet")
+
+
+@pytest.mark.parametrize("name", ["cnn", "small-cnn", "mlp"])
+def test_build_model_is_seeded(name):
+    a = build_model(name, seed=4).state_dict()
+    b = build_model(name, seed=4).state_dict()
+    c = build_model(name, seed=5).state_dict()
+    assert _states_equal(a, b)
+    assert not _states_equal(a, c)
+
+
+def test_seeded_build_leaves_global_rng_untouched():
+    torch.manual_seed(321)
+    expected = torch.rand(3)
+    torch.manual_seed(321)
+    build_model("cnn", seed=0)
+    assert torch.equal(torch.rand(3), expected)
+
+
+@pytest.mark.parametrize("name", ["cnn", "small-cnn", "mlp"])
+def test_initial_state_is_seeded(name):
+    settings = TrainSettings(model=name, in_channels=3, image_size=32)
+    a = initial_state(settings, seed=0)
+    b = initial_state(settings, seed=0)
+    c = initial_state(settings, seed=1)
+    assert _states_equal(a, b)
+    assert not _states_equal(a, c)
+    # A detached copy: changing it does not change a fresh one.
+    first = next(iter(a))
+    a[first].add_(1)
+    assert not torch.equal(a[first], initial_state(settings, seed=0)[first])
+
+
+# ---------------------------------------------------------------- no Flower import
+
+
+def _imports_flwr(modules: str) -> bool:
+    code = (
+        f"import sys, {modules}; "
+        "print(any(m == 'flwr' or m.startswith('flwr.') for m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    return result.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_core_modules_do_not_import_flower():
+    modules = "pwfl.training, pwfl.models, pwfl.data, pwfl.aggregation, pwfl.partition, pwfl.clock"
+    assert _imports_flwr(modules) is False
