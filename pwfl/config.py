@@ -66,7 +66,7 @@ class ModelConfig:
 class TrainConfig:
     """Local training on each client, sent to it every round."""
 
-    local_epochs: int = 2
+    local_epochs: int = 1
     """Passes over the client's partition per round."""
     batch_size: int = 32
     """Mini-batch size of local SGD."""

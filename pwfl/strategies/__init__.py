@@ -29,7 +29,7 @@ def build_strategy(
         cfg,
         directory,
         evaluate_weights,
-        make_executor(cfg.strategy.executor),
+        make_executor(cfg.strategy.executor, workers=cfg.strategy.k),
         get_aggregator("fedavg"),
         callbacks,
     )

@@ -24,7 +24,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from pwfl.aggregation import AggregateFn, Arrays, Executor, mean_of_weight_sets
+from pwfl.aggregation import AggregateFn, Arrays, Executor, Timed, mean_of_weight_sets
 from pwfl.callbacks import Callback
 from pwfl.clock import (
     GroupTiming,
@@ -74,22 +74,6 @@ class GroupOutcome:
     aggregated: bool = False
 
 
-class _Timed:
-    """Wraps an aggregation function to also return its own run time.
-
-    The time is taken where the function runs (a Ray worker, a thread), so it
-    measures aggregation, not queueing or transfer.
-    """
-
-    def __init__(self, fn: AggregateFn):
-        self.fn = fn
-
-    def __call__(self, updates: list) -> tuple[Arrays, float]:
-        start = time.perf_counter()
-        result = self.fn(updates)
-        return result, time.perf_counter() - start
-
-
 class PWFL(Strategy):
     """K weight sets, K disjoint client groups per round, trained concurrently.
 
@@ -127,7 +111,7 @@ class PWFL(Strategy):
         self.directory = directory
         self.evaluate_weights = evaluate_weights
         self.executor = executor
-        self.aggregate_fn = _Timed(aggregate_fn)
+        self.aggregate_fn = Timed(aggregate_fn)
         self.callbacks = list(callbacks)
         self.merge_kind, self.merge_every = parse_merge(cfg.strategy.merge)
         self.weight_sets: list[WeightSet] = []
