@@ -9,10 +9,30 @@ NumPy, so it runs the same in this process, in a thread pool, or as a Ray task::
     weights = [f.result() for f in futures]    # K groups aggregated concurrently
 
 Executors hide the transport: strategies ask for ``submit`` and never import Ray.
+
+Aggregators by name (``get_aggregator``): ``fedavg``, ``median``,
+``trimmed-mean`` (``beta``), ``krum`` (``num_malicious``) and ``multi-krum``
+(``num_malicious``, ``to_keep``). Parameters may arrive as strings from the
+config, with dashes or underscores: ``get_aggregator("trimmed-mean", beta="0.1")``.
+The robust rules reuse Flower's NumPy implementations in
+``flwr.server.strategy.aggregate``, imported on first use, so importing this
+module imports neither Flower nor Ray.
+
+Your own aggregator is a module-level function (so it pickles into a Ray task)::
+
+    def my_agg(updates: list[tuple[dict[str, np.ndarray], float]]) -> dict[str, np.ndarray]:
+        ...  # one (arrays, num_examples) pair per client; return one arrays dict
+
+and ``load_aggregator("mypackage.mymodule:my_agg")`` (or
+``"mypackage.mymodule.my_agg"``) imports it; a spec without ``:`` or ``.`` is
+looked up by name. Integer arrays (batch-norm counters) should come back with
+their dtype, as ``weighted_mean`` does.
 """
 
 from __future__ import annotations
 
+import functools
+import importlib
 import os
 import time
 from collections.abc import Callable
@@ -65,7 +85,183 @@ def _restore_dtype(value: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return np.asarray(np.rint(value), dtype=dtype)
 
 
-AGGREGATORS: dict[str, AggregateFn] = {"fedavg": weighted_mean}
+def median(updates: list[Update]) -> Arrays:
+    """Coordinate-wise median of the clients' arrays; example counts play no part.
+
+    Yin et al., "Byzantine-Robust Distributed Learning: Towards Optimal
+    Statistical Rates", ICML 2018, Algorithm 1, option I. Computed by Flower's
+    ``aggregate_median``: with an even number of clients a coordinate is the
+    mean of its two middle values.
+    """
+    from flwr.server.strategy.aggregate import aggregate_median
+
+    names, results = _to_flower(updates)
+    return _from_flower(names, aggregate_median(results), updates)
+
+
+def trimmed_mean(updates: list[Update], beta: float = 0.2) -> Arrays:
+    """Coordinate-wise mean of the clients' arrays without the extreme values.
+
+    Yin et al., "Byzantine-Robust Distributed Learning: Towards Optimal
+    Statistical Rates", ICML 2018, Algorithm 1, option II. Computed by Flower's
+    ``aggregate_trimmed_avg``, which drops ``floor(beta * n)`` values at each
+    end of every coordinate: with ``beta=0.2`` five clients lose one value at
+    each end, four or fewer lose none. Example counts play no part.
+
+    Parameters
+    ----------
+    updates
+        ``(arrays, num_examples)`` per client.
+    beta
+        Fraction cut at each end, in [0, 0.5).
+    """
+    from flwr.server.strategy.aggregate import aggregate_trimmed_avg
+
+    names, results = _to_flower(updates)
+    return _from_flower(names, aggregate_trimmed_avg(results, beta), updates)
+
+
+def krum(updates: list[Update], num_malicious: int = 0) -> Arrays:
+    """The one client update closest to its ``n - f - 2`` nearest neighbours.
+
+    Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant
+    Gradient Descent", NeurIPS 2017, the Krum rule. Computed by Flower's
+    ``aggregate_krum``; its guarantee needs ``n > 2f + 2`` clients, and with
+    fewer Flower scores each update by its ``max(1, n - f - 2)`` nearest ones.
+    Only floating-point arrays enter the distances; see ``multi_krum``.
+
+    Parameters
+    ----------
+    updates
+        ``(arrays, num_examples)`` per client.
+    num_malicious
+        ``f``, the number of Byzantine clients to tolerate.
+    """
+    return _krum(updates, num_malicious, to_keep=0)
+
+
+def multi_krum(updates: list[Update], num_malicious: int = 0, to_keep: int | None = None) -> Arrays:
+    """The mean of the ``to_keep`` client updates with the best Krum scores.
+
+    Blanchard et al., "Machine Learning with Adversaries: Byzantine Tolerant
+    Gradient Descent", NeurIPS 2017, the Multi-Krum variant. Computed by
+    Flower's ``aggregate_krum``, which weights the kept updates by their
+    example counts (the paper averages them uniformly).
+
+    Only floating-point arrays enter the distances: batch-norm counters differ
+    by the clients' batch counts, and their squared differences would outweigh
+    every weight. Integer arrays are the coordinate-wise median over all
+    clients, cast back to their dtype.
+
+    Parameters
+    ----------
+    updates
+        ``(arrays, num_examples)`` per client.
+    num_malicious
+        ``f``, the number of Byzantine clients to tolerate.
+    to_keep
+        Updates averaged; ``None`` keeps ``n - f``. Clipped to [1, n], so a
+        group that lost clients still aggregates.
+    """
+    n = len(updates)
+    keep = n - num_malicious if to_keep is None else to_keep
+    return _krum(updates, num_malicious, to_keep=max(1, min(keep, n)))
+
+
+def _krum(updates: list[Update], num_malicious: int, to_keep: int) -> Arrays:
+    from flwr.server.strategy.aggregate import aggregate_krum, aggregate_median
+
+    names, results = _to_flower(updates)
+    first = updates[0][0]
+    is_float = [np.issubdtype(first[name].dtype, np.floating) for name in names]
+    floats = [i for i, flag in enumerate(is_float) if flag]
+    others = [i for i, flag in enumerate(is_float) if not flag]
+    merged: list[np.ndarray] = [np.empty(0)] * len(names)
+    if floats:
+        chosen = aggregate_krum(
+            [([arrays[i] for i in floats], n) for arrays, n in results], num_malicious, to_keep
+        )
+        # Krum hands back the chosen client's own arrays: copy them, so the new
+        # weights do not share memory with a reply.
+        for i, value in zip(floats, chosen, strict=True):
+            merged[i] = np.array(value)
+    if others:
+        counters = aggregate_median([([arrays[i] for i in others], n) for arrays, n in results])
+        for i, value in zip(others, counters, strict=True):
+            merged[i] = value
+    return _from_flower(names, merged, updates)
+
+
+def _to_flower(updates: list[Update]) -> tuple[list[str], list[tuple[list[np.ndarray], float]]]:
+    """Our updates as Flower's ``(list of arrays, num_examples)`` pairs.
+
+    Every update is read in the first update's key order, so the i-th array of
+    each list is the same tensor even when the clients' dicts are ordered
+    differently.
+    """
+    if not updates:
+        raise ValueError("cannot aggregate an empty group of updates")
+    first = updates[0][0]
+    for arrays, _ in updates[1:]:
+        if arrays.keys() != first.keys():
+            differ = sorted(set(arrays) ^ set(first))
+            raise ValueError(f"updates hold different arrays: {', '.join(differ)}")
+    names = list(first)
+    return names, [([np.asarray(arrays[name]) for name in names], n) for arrays, n in updates]
+
+
+def _from_flower(names: list[str], values: list[np.ndarray], updates: list[Update]) -> Arrays:
+    """Flower's list of arrays back to a dict, each array in its input dtype."""
+    first = updates[0][0]
+    return {
+        name: _restore_dtype(value, first[name].dtype)
+        for name, value in zip(names, values, strict=True)
+    }
+
+
+AGGREGATORS: dict[str, AggregateFn] = {
+    "fedavg": weighted_mean,
+    "median": median,
+    "trimmed-mean": trimmed_mean,
+    "krum": krum,
+    "multi-krum": multi_krum,
+}
+"""Aggregation functions by name; ``get_aggregator`` binds their parameters."""
+
+
+def _beta(value: Any) -> float:
+    try:
+        beta = float(value)
+    except (TypeError, ValueError):
+        beta = float("nan")
+    if isinstance(value, bool) or not 0.0 <= beta < 0.5:
+        raise ValueError(f"must be a number in [0, 0.5), got {value!r}")
+    return beta
+
+
+def _count(value: Any, minimum: int) -> int:
+    if isinstance(value, bool):
+        raise ValueError(f"must be an integer >= {minimum}, got {value!r}")
+    if isinstance(value, str):
+        value = value.strip()
+    try:
+        count = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"must be an integer >= {minimum}, got {value!r}") from None
+    if count != float(value) or count < minimum:
+        raise ValueError(f"must be an integer >= {minimum}, got {value!r}")
+    return count
+
+
+PARAMETERS: dict[str, dict[str, Callable[[Any], Any]]] = {
+    "trimmed-mean": {"beta": _beta},
+    "krum": {"num_malicious": functools.partial(_count, minimum=0)},
+    "multi-krum": {
+        "num_malicious": functools.partial(_count, minimum=0),
+        "to_keep": functools.partial(_count, minimum=1),
+    },
+}
+"""Each aggregator's parameters and the conversion of their (string) values."""
 
 
 class Timed:
@@ -86,11 +282,100 @@ class Timed:
         return result, time.perf_counter() - start
 
 
-def get_aggregator(name: str) -> AggregateFn:
-    """Return a registered aggregation function by name."""
+def get_aggregator(name: str, **params: Any) -> AggregateFn:
+    """A registered aggregation function by name, with its parameters bound.
+
+    Parameters
+    ----------
+    name
+        A key of ``AGGREGATORS``: fedavg, median, trimmed-mean, krum, multi-krum.
+    **params
+        The aggregator's parameters (``PARAMETERS``); values may be strings, as
+        the config carries them, and names may use dashes (``num-malicious``).
+        ``None`` keeps the default.
+
+    Returns
+    -------
+    AggregateFn
+        The registered function itself when no parameter is given, otherwise a
+        ``functools.partial`` of it; both pickle, so they can run as Ray tasks.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, a parameter the aggregator does not take, or a
+        value out of range.
+    """
     if name not in AGGREGATORS:
         raise ValueError(f"unknown aggregator '{name}'; choose one of {', '.join(AGGREGATORS)}")
-    return AGGREGATORS[name]
+    accepted = PARAMETERS.get(name, {})
+    bound: dict[str, Any] = {}
+    for key, value in params.items():
+        param = key.replace("-", "_")
+        if param not in accepted:
+            takes = ", ".join(accepted) or "no parameters"
+            raise ValueError(f"aggregator '{name}' has no parameter '{key}'; it takes {takes}")
+        if value is None:
+            continue
+        try:
+            bound[param] = accepted[param](value)
+        except ValueError as err:
+            raise ValueError(f"aggregator '{name}': parameter '{key}' {err}") from None
+    return functools.partial(AGGREGATORS[name], **bound) if bound else AGGREGATORS[name]
+
+
+def load_aggregator(spec: str, **params: Any) -> AggregateFn:
+    """A named aggregator, or a user's function imported from a dotted path.
+
+    Parameters
+    ----------
+    spec
+        A name for ``get_aggregator`` (no ``:`` and no ``.``), or the path of a
+        module-level function: ``package.module:function`` or
+        ``package.module.function``.
+    **params
+        Parameters of a named aggregator; a user's function takes none.
+
+    Returns
+    -------
+    AggregateFn
+        The aggregation function.
+
+    Raises
+    ------
+    ValueError
+        With one line naming ``spec`` and the problem: the module is missing or
+        fails to import, the attribute is missing, or it is not callable.
+    """
+    if ":" not in spec and "." not in spec:
+        return get_aggregator(spec, **params)
+    if params:
+        raise ValueError(f"aggregator '{spec}' is a user function; it takes no parameters")
+    module_name, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
+    if not module_name or not attr:
+        raise ValueError(f"cannot load aggregator '{spec}': expected 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise ValueError(f"cannot load aggregator '{spec}': no module named '{err.name}'") from None
+    except Exception as err:
+        problem = " ".join(str(err).split())
+        raise ValueError(
+            f"cannot load aggregator '{spec}': importing '{module_name}' raised "
+            f"{type(err).__name__}: {problem}"
+        ) from err
+    fn: Any = module
+    for part in attr.split("."):
+        if not hasattr(fn, part):
+            raise ValueError(
+                f"cannot load aggregator '{spec}': module '{module_name}' has no attribute '{attr}'"
+            )
+        fn = getattr(fn, part)
+    if not callable(fn):
+        raise ValueError(
+            f"cannot load aggregator '{spec}': '{attr}' is not callable ({type(fn).__name__})"
+        )
+    return fn
 
 
 class Handle(Protocol):

@@ -49,6 +49,19 @@ def load_clients(path: str | Path) -> pd.DataFrame:
     return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
 
 
+def load_server(path: str | Path) -> pd.DataFrame:
+    """Read ``server.csv`` (aggregation intervals) of a run or of every run in a comparison."""
+    return _load_table(path, "server.csv")
+
+
+def _load_table(path: str | Path, name: str) -> pd.DataFrame:
+    path = Path(path)
+    files = [path / name] if (path / name).is_file() else sorted(path.glob(f"*/{name}"))
+    if not files:
+        raise FileNotFoundError(f"no {name} in '{path}' or its run folders")
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
 def _weight_set_rows(rounds: pd.DataFrame) -> pd.DataFrame:
     return rounds[rounds["weight_set"].astype(str) != MERGED]
 
@@ -196,6 +209,75 @@ def plot_convergence(rounds: pd.DataFrame) -> plt.Figure:
     fig.suptitle("Convergence (mean over seeds, band = ±1 std)")
     fig.tight_layout()
     return fig
+
+
+def plot_timeline(
+    clients: pd.DataFrame, server: pd.DataFrame, rounds: int = 3, seed: int | None = None
+) -> plt.Figure:
+    """Gantt chart of client work, coloured by weight set, with the server's busy time.
+
+    One panel per strategy (first seed unless ``seed`` is given), the first
+    ``rounds`` rounds, on the simulated clock. The server's row shows its
+    aggregation intervals; the gaps between them are its idle time.
+    """
+    train = clients[(clients["phase"] == "train") & clients["sim_start_s"].notna()]
+    strategies = list(dict.fromkeys(train["strategy"]))
+    fig, axes = plt.subplots(
+        len(strategies),
+        1,
+        figsize=(12, 2.2 + 0.25 * train["client"].nunique() * len(strategies)),
+        squeeze=False,
+    )
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, strategy in zip(axes[:, 0], strategies, strict=True):
+        mine = train[train["strategy"] == strategy]
+        run_seed = mine["seed"].min() if seed is None else seed
+        mine = mine[(mine["seed"] == run_seed) & (mine["round"] <= rounds)]
+        busy = server[
+            (server["strategy"] == strategy)
+            & (server["seed"] == run_seed)
+            & (server["round"] <= rounds)
+        ]
+        for _, row in mine.iterrows():
+            colour = colours[int(row["weight_set"]) % len(colours)]
+            ax.barh(
+                row["client"],
+                row["sim_end_s"] - row["sim_start_s"],
+                left=row["sim_start_s"],
+                color=colour,
+                edgecolor="white",
+                height=0.8,
+            )
+        server_y = mine["client"].max() + 1.5 if len(mine) else 0
+        for _, row in busy.iterrows():
+            ax.barh(
+                server_y,
+                max(row["busy_end_s"] - row["busy_start_s"], 1e-3),
+                left=row["busy_start_s"],
+                color="black",
+                height=0.8,
+            )
+        idle = summarize_idle(busy, mine)
+        ax.set_title(
+            f"{strategy} (seed {run_seed}): server idle {idle:.0%} of the time shown", fontsize=10
+        )
+        ax.set_yticks(list(sorted(mine["client"].unique())) + [server_y])
+        ax.set_yticklabels([str(c) for c in sorted(mine["client"].unique())] + ["server"])
+        ax.set_ylabel("client")
+        ax.grid(axis="x", alpha=0.3)
+    axes[-1, 0].set_xlabel("simulated time (s); colour = weight set, black = server aggregating")
+    fig.tight_layout()
+    return fig
+
+
+def summarize_idle(server: pd.DataFrame, clients: pd.DataFrame) -> float:
+    """Share of the span from the first send to the last aggregation with no aggregation."""
+    if server.empty:
+        return float("nan")
+    start = min(clients["sim_start_s"].min(), server["busy_start_s"].min())
+    end = max(server["busy_end_s"].max(), clients["sim_end_s"].max())
+    busy = (server["busy_end_s"] - server["busy_start_s"]).sum()
+    return float(1 - busy / (end - start)) if end > start else float("nan")
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> Path:

@@ -3,16 +3,28 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+
+@dataclass
+class RoundRecord:
+    """What one round adds to the run's tables."""
+
+    server_round: int
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    """``rounds.csv`` rows: one per weight set (and ``merged``)."""
+    clients: list[dict[str, Any]] = field(default_factory=list)
+    """``clients.csv`` rows: one per message sent."""
+    server: list[dict[str, Any]] = field(default_factory=list)
+    """``server.csv`` rows: the server's aggregation intervals on the simulated clock."""
 
 
 class Callback(Protocol):
     """Something that watches a run round by round."""
 
-    def on_round_end(
-        self, server_round: int, round_rows: list[dict[str, Any]], client_rows: list[dict[str, Any]]
-    ) -> None:
-        """Called once per round with that round's ``rounds.csv`` and ``clients.csv`` rows."""
+    def on_round_end(self, record: RoundRecord) -> None:
+        """Called once per round with that round's rows."""
 
     def on_run_end(self) -> None:
         """Called once after the last round."""
@@ -33,11 +45,9 @@ class Progress:
             dynamic_ncols=True,
         )
 
-    def on_round_end(
-        self, server_round: int, round_rows: list[dict[str, Any]], client_rows: list[dict[str, Any]]
-    ) -> None:
+    def on_round_end(self, record: RoundRecord) -> None:
         """Advance one round and show the accuracies."""
-        accs = " ".join(f"{r['weight_set']}:{r['accuracy']:.3f}" for r in round_rows)
+        accs = " ".join(f"{r['weight_set']}:{r['accuracy']:.3f}" for r in record.rounds)
         self._bar.set_postfix_str(f"acc {accs}")
         self._bar.update(1)
 

@@ -77,11 +77,24 @@ def write_comparison(out: Path, runs: Sequence[tuple[str, int]], target: float) 
     summary = analysis.summarize_comparison(rounds, target)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     analysis.save_figure(analysis.plot_convergence(rounds), out / "convergence.png")
+    _draw_timeline(out)
     return summary
+
+
+def _draw_timeline(path: Path) -> list[Path]:
+    try:
+        clients, server = analysis.load_clients(path), analysis.load_server(path)
+    except FileNotFoundError:
+        return []
+    if "sim_start_s" not in clients:
+        return []
+    fig = analysis.plot_timeline(clients, server)
+    return [analysis.save_figure(fig, path / "timeline.png")]
 
 
 def redraw(path: str | Path) -> list[Path]:
     """Redraw the figures of a run or comparison folder from its CSV files."""
     path = Path(path)
     rounds = analysis.load_rounds(path)
-    return [analysis.save_figure(analysis.plot_convergence(rounds), path / "convergence.png")]
+    drawn = [analysis.save_figure(analysis.plot_convergence(rounds), path / "convergence.png")]
+    return drawn + _draw_timeline(path)

@@ -29,6 +29,9 @@ MODELS = ("cnn", "small-cnn", "mlp")
 STRATEGIES = ("fedavg", "pwfl", "pwfl-sequential")
 GROUP_POLICIES = ("complementary", "balanced", "fixed")
 EXECUTORS = ("ray", "threads", "serial")
+PROFILES = ("uniform", "lognormal", "tiers", "trace")
+BALANCING = ("off", "halve", "proportional")
+COMPRESSION = ("none", "int8", "int8-delta")
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,68 @@ class StrategyConfig:
     every N rounds) or final (one merged model, evaluated at the end)."""
     executor: str = "ray"
     """Where the K group aggregations run: ray (one Ray task each), threads, serial."""
+    aggregator: str = "fedavg"
+    """How a group's updates become one weight set: fedavg, median, trimmed-mean,
+    krum, multi-krum, or a dotted path ``package.module:function`` to your own
+    (pwfl strategies; the fedavg strategy is Flower's FedAvg)."""
+    trim_beta: float = 0.2
+    """trimmed-mean: share of values cut from each end, in [0, 0.5)."""
+    num_malicious: int = 0
+    """krum / multi-krum: number of Byzantine clients tolerated."""
+    krum_keep: int = 0
+    """multi-krum: updates averaged; 0 keeps n - num_malicious."""
     target_accuracy: float = 0.9
     """Accuracy whose first crossing is reported as rounds/time to target."""
+
+
+@dataclass(frozen=True)
+class CommConfig:
+    """What travels between clients and server."""
+
+    compression: str = "none"
+    """Client updates as sent: none, int8 (8-bit weights with a per-tensor scale and
+    zero point) or int8-delta (8-bit difference from the weights received)."""
+
+
+@dataclass(frozen=True)
+class ClientsConfig:
+    """Simulated devices and links: how long each client takes on the simulated clock."""
+
+    profile: str = "uniform"
+    """How speed factors are drawn: uniform (all 1), lognormal (spread), tiers, or
+    trace (read from ``trace``)."""
+    spread: float = 0.5
+    """Sigma of log(speed) for the lognormal profile."""
+    tiers: str = "0.6:1.0,0.3:0.5,0.1:0.2"
+    """Tiers profile as share:speed pairs; speed 0.2 computes 5x slower."""
+    trace: str = ""
+    """CSV with columns client,speed,up_mbps,down_mbps,latency_ms (profile = trace)."""
+    up_mbps: float = 20.0
+    """Upload bandwidth of every client (profiles other than trace)."""
+    down_mbps: float = 50.0
+    """Download bandwidth of every client (profiles other than trace)."""
+    latency_ms: float = 20.0
+    """One round trip's network latency (profiles other than trace)."""
+    offline_prob: float = 0.0
+    """Per-round probability that a client is unavailable for sampling."""
+
+
+@dataclass(frozen=True)
+class StragglerConfig:
+    """Straggler detection, load balancing and the reply deadline."""
+
+    ema: float = 0.5
+    """Weight of the newest round trip in each client's moving estimate."""
+    threshold: float = 1.5
+    """A client is a straggler when its estimate exceeds threshold x the median."""
+    load_balancing: str = "off"
+    """off, halve (a straggler's epochs are halved, an on-time client gets one more
+    up to max_epochs) or proportional (epochs scaled so every client needs about the
+    median time)."""
+    max_epochs: int = 4
+    """Upper bound on the local epochs load balancing may give a client."""
+    deadline_s: float = 0.0
+    """Replies later than this on the simulated clock are dropped (0: no deadline)."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +195,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    comm: CommConfig = field(default_factory=CommConfig)
+    clients: ClientsConfig = field(default_factory=ClientsConfig)
+    stragglers: StragglerConfig = field(default_factory=StragglerConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
     def replace(self, **changes: Any) -> Config:
@@ -154,6 +220,9 @@ SECTIONS: dict[str, type] = {
     "model": ModelConfig,
     "train": TrainConfig,
     "strategy": StrategyConfig,
+    "comm": CommConfig,
+    "clients": ClientsConfig,
+    "stragglers": StragglerConfig,
     "simulation": SimulationConfig,
 }
 
@@ -348,15 +417,60 @@ def validate(cfg: Config) -> None:
     _choice("strategy.group_policy", s.group_policy, GROUP_POLICIES)
     parse_merge(s.merge)
     _choice("strategy.executor", s.executor, EXECUTORS)
+    _check(0 <= s.trim_beta < 0.5, "strategy.trim_beta", s.trim_beta, "must be in [0, 0.5)")
+    _check(s.num_malicious >= 0, "strategy.num_malicious", s.num_malicious, "must be >= 0")
+    _check(s.krum_keep >= 0, "strategy.krum_keep", s.krum_keep, "must be >= 0")
+    if s.name == "fedavg":
+        _check(
+            s.aggregator == "fedavg",
+            "strategy.aggregator",
+            s.aggregator,
+            "the fedavg strategy is Flower's FedAvg; use strategy.name = pwfl with k = 1 "
+            "for another aggregator",
+        )
+    _choice("comm.compression", cfg.comm.compression, COMPRESSION)
     _check(
         0 < s.target_accuracy <= 1,
         "strategy.target_accuracy",
         s.target_accuracy,
         "must be in (0, 1]",
     )
+    _validate_clients(cfg.clients, cfg.stragglers)
     _check(sim.client_cpus > 0, "simulation.client_cpus", sim.client_cpus, "must be > 0")
     _check(sim.client_gpus >= 0, "simulation.client_gpus", sim.client_gpus, "must be >= 0")
     _check(sim.ray_cpus >= 0, "simulation.ray_cpus", sim.ray_cpus, "must be >= 0")
+
+
+def _validate_clients(c: ClientsConfig, st: StragglerConfig) -> None:
+    _choice("clients.profile", c.profile, PROFILES)
+    _check(c.spread >= 0, "clients.spread", c.spread, "must be >= 0")
+    parse_tiers(c.tiers)
+    if c.profile == "trace":
+        _check(bool(c.trace), "clients.trace", c.trace, "give a CSV file for profile = trace")
+        _check(Path(c.trace).is_file(), "clients.trace", c.trace, "file does not exist")
+    for key in ("up_mbps", "down_mbps"):
+        value = getattr(c, key)
+        _check(value > 0, f"clients.{key}", value, "must be > 0")
+    _check(c.latency_ms >= 0, "clients.latency_ms", c.latency_ms, "must be >= 0")
+    _check(0 <= c.offline_prob < 1, "clients.offline_prob", c.offline_prob, "must be in [0, 1)")
+    _check(0 < st.ema <= 1, "stragglers.ema", st.ema, "must be in (0, 1]")
+    _check(st.threshold >= 1, "stragglers.threshold", st.threshold, "must be >= 1")
+    _choice("stragglers.load_balancing", st.load_balancing, BALANCING)
+    _check(st.max_epochs >= 1, "stragglers.max_epochs", st.max_epochs, "must be >= 1")
+    _check(st.deadline_s >= 0, "stragglers.deadline_s", st.deadline_s, "must be >= 0")
+
+
+def parse_tiers(text: str) -> list[tuple[float, float]]:
+    """``"0.9:1,0.1:0.2"`` -> ``[(0.9, 1.0), (0.1, 0.2)]`` (share, speed); shares sum to 1."""
+    rule = "use share:speed pairs such as 0.9:1,0.1:0.2 with shares summing to 1"
+    try:
+        pairs = [tuple(float(x) for x in item.split(":")) for item in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"config key 'clients.tiers' = {text!r} is invalid: {rule}") from None
+    ok = all(len(p) == 2 and p[0] > 0 and p[1] > 0 for p in pairs)
+    if not ok or abs(sum(p[0] for p in pairs) - 1) > 1e-6:
+        raise ConfigError(f"config key 'clients.tiers' = {text!r} is invalid: {rule}")
+    return [(p[0], p[1]) for p in pairs]
 
 
 def num_sampled(num_clients: int, fraction: float, min_nodes: int) -> int:

@@ -1,7 +1,8 @@
 """Run records: tidy CSV tables written atomically after every round.
 
 ``rounds.csv`` has one row per round and weight set, ``clients.csv`` one row per
-client reply, ``summary.json`` the run's headline numbers. Every file is written
+client message, ``server.csv`` one row per aggregation interval on the simulated
+clock, ``summary.json`` the run's headline numbers. Every file is written
 to a temporary name and renamed, so a run killed mid-write leaves the last good
 version behind.
 """
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from pwfl.callbacks import RoundRecord
 
 ROUND_COLUMNS = [
     "strategy",
@@ -35,6 +38,8 @@ ROUND_COLUMNS = [
     "round_sim_s",
     "sim_time_s",
     "idle_s",
+    "bytes_down",
+    "bytes_up",
 ]
 CLIENT_COLUMNS = [
     "strategy",
@@ -48,7 +53,18 @@ CLIENT_COLUMNS = [
     "loss",
     "accuracy",
     "status",
+    "straggler",
+    "local_epochs",
+    "bytes_down",
+    "bytes_up",
+    "download_s",
+    "compute_s",
+    "upload_s",
+    "rtt_s",
+    "sim_start_s",
+    "sim_end_s",
 ]
+SERVER_COLUMNS = ["strategy", "seed", "round", "weight_set", "busy_start_s", "busy_end_s"]
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -82,16 +98,17 @@ class RunRecorder:
         self.target = target
         self.rounds: list[dict[str, Any]] = []
         self.clients: list[dict[str, Any]] = []
+        self.server: list[dict[str, Any]] = []
 
-    def on_round_end(
-        self, server_round: int, round_rows: list[dict[str, Any]], client_rows: list[dict[str, Any]]
-    ) -> None:
+    def on_round_end(self, record: RoundRecord) -> None:
         """Append one round's rows and rewrite the CSV files."""
         tag = {"strategy": self.strategy, "seed": self.seed}
-        self.rounds.extend({**tag, **row} for row in round_rows)
-        self.clients.extend({**tag, **row} for row in client_rows)
+        self.rounds.extend({**tag, **row} for row in record.rounds)
+        self.clients.extend({**tag, **row} for row in record.clients)
+        self.server.extend({**tag, **row} for row in record.server)
         write_csv(self.out_dir / "rounds.csv", self.rounds, ROUND_COLUMNS)
         write_csv(self.out_dir / "clients.csv", self.clients, CLIENT_COLUMNS)
+        write_csv(self.out_dir / "server.csv", self.server, SERVER_COLUMNS)
 
     def on_run_end(self) -> None:
         """Write ``summary.json`` from the rounds recorded."""

@@ -59,13 +59,18 @@ def run_experiment(
     from pwfl.apps.client_app import make_client_app
     from pwfl.apps.server_app import make_server_app
     from pwfl.callbacks import Progress
+    from pwfl.clock import make_profiles
     from pwfl.data import partition_indices, server_test_data
+    from pwfl.strategies import aggregator_from_config
 
     # Load and split the data before Ray starts: a data problem is reported at
     # once, and the client processes read the cached split instead of redoing it.
     quiet_libraries(verbose)
     server_test_data(cfg.data, cfg.seed)
     partition_indices(cfg.data, cfg.seed)
+    make_profiles(cfg.clients, range(cfg.data.num_clients), cfg.seed)  # a bad trace fails here
+    if cfg.strategy.name != "fedavg":
+        aggregator_from_config(cfg)  # an unknown name or a bad dotted path fails here
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start_ray(cfg, verbose)

@@ -8,8 +8,9 @@ This module never imports Flower, so it can be tested, profiled and reused alone
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -37,7 +38,9 @@ class TrainSettings:
     model: str = "cnn"
     in_channels: int = 1
     image_size: int = 28
-    local_epochs: int = 1
+    local_epochs: float = 1
+    """Passes over the data; a fraction runs that share of an epoch's batches
+    (load balancing gives slow clients less work)."""
     batch_size: int = 32
     lr: float = 0.05
     momentum: float = 0.9
@@ -55,7 +58,7 @@ def train(
     """Train a copy of ``state`` on ``data`` with SGD; return new state and metrics.
 
     Metrics: ``loss`` (mean over the last epoch), ``first_loss`` (mean over the
-    first epoch), ``num_examples`` and ``train_time_s``, the CPU time of the
+    first epoch), ``num_examples``, ``steps`` and ``train_time_s``, the CPU time of the
     calling thread (what this client's own device would have spent).
     """
     if len(data) == 0:
@@ -71,7 +74,10 @@ def train(
         torch.manual_seed(settings.seed)  # dropout and augmentation draws
         order = torch.Generator().manual_seed(settings.seed)
         model.train()
-        for _ in range(settings.local_epochs):
+        steps_per_epoch = math.ceil(len(data) / settings.batch_size)
+        budget = max(1, math.ceil(settings.local_epochs * steps_per_epoch))
+        steps_done = 0
+        while budget > 0:  # one pass per loop, cut short when the step budget ends
             total, seen = 0.0, 0
             for xb, yb in _batches(data, settings.batch_size, order):
                 if augment is not None:
@@ -83,12 +89,17 @@ def train(
                 optimiser.step()
                 total += float(loss.detach()) * len(yb)
                 seen += len(yb)
+                budget -= 1
+                steps_done += 1
+                if budget == 0:
+                    break
             epoch_losses.append(total / seen)
     new_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     metrics = {
         "loss": epoch_losses[-1],
         "first_loss": epoch_losses[0],
         "num_examples": float(len(data)),
+        "steps": float(steps_done),
         "train_time_s": time.thread_time() - start,
     }
     return new_state, metrics
@@ -114,6 +125,20 @@ def evaluate(
         correct += int((logits.argmax(dim=1) == yb).sum())
     n = len(data)
     return {"loss": total_loss / n, "accuracy": correct / n, "num_examples": float(n)}
+
+
+def warm_up(settings: TrainSettings, data: ClientData) -> None:
+    """Run one training step on a copy of a fresh model and throw it away.
+
+    A process's first forward and backward pass pays one-off costs (allocator,
+    autograd and kernel set-up) that would otherwise be counted as the first
+    round's compute time on the simulated clock.
+    """
+    if len(data) == 0:
+        return
+    one_batch = ClientData(data.x[: settings.batch_size], data.y[: settings.batch_size])
+    state = initial_state(settings, seed=0)
+    train(state, one_batch, replace(settings, local_epochs=1))
 
 
 def initial_state(settings: TrainSettings, seed: int) -> StateDict:

@@ -41,7 +41,7 @@ def test_defaults_load_and_equal_dataclass_defaults():
     assert cfg.data.num_clients == 10
     assert cfg.data.partitioner == "iid"
     assert cfg.model.name == "cnn"
-    assert cfg.train.local_epochs == 2
+    assert cfg.train.local_epochs == 1
     assert cfg.train.lr == pytest.approx(0.02)
     assert cfg.strategy.name == "pwfl"
     assert cfg.strategy.k == 2

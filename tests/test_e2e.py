@@ -133,3 +133,32 @@ def test_merge_every_round_records_a_merged_row(runs):
     # After a merge every set holds the same weights.
     for name in weights["0"]:
         np.testing.assert_array_equal(weights["0"][name], weights["1"][name])
+
+
+def _rtt_spread(out) -> pd.Series:
+    clients = pd.read_csv(out / "clients.csv")
+    train = clients[(clients["phase"] == "train") & (clients["status"] == "ok")]
+    return train.groupby("round")["rtt_s"].agg(lambda r: r.max() / r.median())
+
+
+def test_heterogeneous_clients_timeline_and_load_balancing(runs):
+    hetero = ("clients.profile=tiers", "strategy.num_rounds=3")
+    off = runs("tiers-off", *hetero)
+    on = runs("tiers-lb", *hetero, "stragglers.load_balancing=proportional")
+    clients = pd.read_csv(off / "clients.csv")
+    train = clients[clients["phase"] == "train"]
+    # Every reply sits on the simulated clock: start + round trip = end, and
+    # the parts of the round trip add up.
+    np.testing.assert_allclose(train["sim_end_s"] - train["sim_start_s"], train["rtt_s"])
+    parts = train["download_s"] + train["compute_s"] + train["upload_s"] + 0.02
+    np.testing.assert_allclose(parts, train["rtt_s"])
+    assert (train["bytes_up"] > 0).all() and (train["bytes_down"] > 0).all()
+    # The slowest tier (speed 0.2) computes 5x as long as its measured CPU time.
+    assert train["straggler"].any()
+    server = pd.read_csv(off / "server.csv")
+    assert len(server) == 3 * 2 and (server["busy_end_s"] >= server["busy_start_s"]).all()
+    # Load balancing gives stragglers less work: later rounds finish closer together.
+    lb_clients = pd.read_csv(on / "clients.csv")
+    lb_train = lb_clients[lb_clients["phase"] == "train"]
+    assert lb_train[lb_train["round"] > 1]["local_epochs"].min() < 1
+    assert _rtt_spread(on).loc[2:].mean() < _rtt_spread(off).loc[2:].mean()

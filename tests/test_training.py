@@ -53,8 +53,9 @@ def test_training_lowers_the_loss(trained):
 
 def test_training_metrics(trained):
     _, _, metrics = trained
-    assert set(metrics) == {"loss", "first_loss", "num_examples", "train_time_s"}
+    assert set(metrics) == {"loss", "first_loss", "num_examples", "steps", "train_time_s"}
     assert metrics["num_examples"] == 256.0
+    assert metrics["steps"] == SETTINGS.local_epochs * 256 / SETTINGS.batch_size
     assert metrics["train_time_s"] > 0.0
 
 
@@ -237,3 +238,15 @@ def _imports_flwr(modules: str) -> bool:
 def test_core_modules_do_not_import_flower():
     modules = "pwfl.training, pwfl.models, pwfl.data, pwfl.aggregation, pwfl.partition, pwfl.clock"
     assert _imports_flwr(modules) is False
+
+
+def test_fractional_epochs_run_that_share_of_the_batches(mnist5k):
+    train_data, _ = mnist5k
+    data = ClientData(train_data.x[:320], train_data.y[:320])
+    state = initial_state(SETTINGS, seed=0)
+    half = TrainSettings(model=SETTINGS.model, local_epochs=0.5, batch_size=32, seed=1)
+    _, metrics = train(state, data, half)
+    assert metrics["steps"] == 5  # 10 batches per epoch
+    two_and_half = TrainSettings(model=SETTINGS.model, local_epochs=2.5, batch_size=32, seed=1)
+    _, metrics = train(state, data, two_and_half)
+    assert metrics["steps"] == 25

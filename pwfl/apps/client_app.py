@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from pwfl import training
 from pwfl.apps.settings import config_from_run_config, train_settings
 from pwfl.config import Config
 from pwfl.data import client_data
-from pwfl.strategies.common import ARRAYS, CLIENT, CONFIG, METRICS, WEIGHT_KEY
+from pwfl.strategies.common import (
+    ARRAYS,
+    CLIENT,
+    CONFIG,
+    METRICS,
+    WEIGHT_KEY,
+    encode_reply_arrays,
+)
 
 
 def make_client_app(cfg: Config | None = None) -> ClientApp:
@@ -22,10 +29,15 @@ def make_client_app(cfg: Config | None = None) -> ClientApp:
 
     @app.query()
     def describe(msg: Message, context: Context) -> Message:
-        """Tell the server which partition this node holds and how many examples."""
+        """Tell the server which partition this node holds and how many examples.
+
+        Also warms this process up, so that the first round's measured compute
+        time is not inflated by one-off start-up work.
+        """
         config, pid = setup(context)
-        size = len(client_data(config.data, config.seed, pid))
-        info = ConfigRecord({"partition-id": pid, "num-examples": size})
+        data = client_data(config.data, config.seed, pid)
+        training.warm_up(train_settings(config), data)
+        info = ConfigRecord({"partition-id": pid, "num-examples": len(data)})
         return Message(RecordDict({CLIENT: info}), reply_to=msg)
 
     @app.train()
@@ -35,10 +47,11 @@ def make_client_app(cfg: Config | None = None) -> ClientApp:
         sent = msg.content[CONFIG]
         settings = train_settings(config, int(sent["server-round"]), pid, dict(sent))
         data = client_data(config.data, config.seed, pid)
-        state, metrics = training.train(msg.content[ARRAYS].to_torch_state_dict(), data, settings)
+        received = msg.content[ARRAYS]
+        state, metrics = training.train(received.to_torch_state_dict(), data, settings)
         reply = RecordDict(
             {
-                ARRAYS: ArrayRecord(state),
+                ARRAYS: encode_reply_arrays(state, received, config.comm.compression),
                 METRICS: MetricRecord(
                     {
                         WEIGHT_KEY: len(data),

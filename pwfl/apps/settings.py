@@ -53,7 +53,7 @@ def train_settings(
         model=cfg.model.name,
         in_channels=info.in_channels,
         image_size=info.image_size,
-        local_epochs=int(overrides.get("local-epochs", cfg.train.local_epochs)),
+        local_epochs=float(overrides.get("local-epochs", cfg.train.local_epochs)),
         batch_size=int(overrides.get("batch-size", cfg.train.batch_size)),
         lr=float(overrides.get("lr", cfg.train.lr)),
         momentum=float(overrides.get("momentum", cfg.train.momentum)),

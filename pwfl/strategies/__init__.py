@@ -6,9 +6,11 @@ from collections.abc import Sequence
 
 from flwr.serverapp.strategy import Strategy
 
-from pwfl.aggregation import get_aggregator, make_executor
+from pwfl.aggregation import AggregateFn, load_aggregator, make_executor
 from pwfl.callbacks import Callback
+from pwfl.clock import make_profiles
 from pwfl.config import Config
+from pwfl.errors import ConfigError
 from pwfl.strategies.common import ClientDirectory
 from pwfl.strategies.fedavg import EvaluateFn, RecordingFedAvg
 from pwfl.strategies.pwfl import PWFL, SequentialPWFL
@@ -22,17 +24,33 @@ def build_strategy(
 ) -> Strategy:
     """The strategy named by ``cfg.strategy.name``, wired to its callbacks."""
     name = cfg.strategy.name
+    profiles = make_profiles(cfg.clients, directory.clients, cfg.seed)
     if name == "fedavg":
-        return RecordingFedAvg(cfg, directory, evaluate_weights, callbacks)
+        return RecordingFedAvg(cfg, directory, evaluate_weights, profiles, callbacks)
     cls = {"pwfl": PWFL, "pwfl-sequential": SequentialPWFL}[name]
     return cls(
         cfg,
         directory,
         evaluate_weights,
         make_executor(cfg.strategy.executor, workers=cfg.strategy.k),
-        get_aggregator("fedavg"),
+        aggregator_from_config(cfg),
+        profiles,
         callbacks,
     )
+
+
+def aggregator_from_config(cfg: Config) -> AggregateFn:
+    """The aggregation function named by ``strategy.aggregator``, parameters bound."""
+    s = cfg.strategy
+    params = {
+        "trimmed-mean": {"beta": s.trim_beta},
+        "krum": {"num_malicious": s.num_malicious},
+        "multi-krum": {"num_malicious": s.num_malicious, "to_keep": s.krum_keep or None},
+    }.get(s.aggregator, {})
+    try:
+        return load_aggregator(s.aggregator, **params)
+    except ValueError as err:
+        raise ConfigError(f"config key 'strategy.aggregator': {err}") from None
 
 
 __all__ = ["build_strategy", "PWFL", "SequentialPWFL", "RecordingFedAvg"]

@@ -8,7 +8,7 @@ partition ids and the ``balanced`` policy knows the clients' sizes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Rec
 from flwr.serverapp import Grid
 
 from pwfl.aggregation import Arrays, Update
+from pwfl.codec import decode_update, encode_update
+from pwfl.config import Config
+from pwfl.seeding import rng_for
 
 ARRAYS = "arrays"
 CONFIG = "config"
@@ -32,7 +35,9 @@ def to_numpy(record: ArrayRecord) -> Arrays:
 
 def to_record(arrays: Arrays) -> ArrayRecord:
     """A name -> ndarray dict as an ArrayRecord."""
-    return ArrayRecord({name: Array(np.ascontiguousarray(v)) for name, v in arrays.items()})
+    # np.asarray(order="C"), not np.ascontiguousarray, which turns 0-d arrays
+    # (batch-norm counters, quantisation scales) into 1-d ones.
+    return ArrayRecord({name: Array(np.asarray(v, order="C")) for name, v in arrays.items()})
 
 
 @dataclass
@@ -89,39 +94,22 @@ def discover_clients(grid: Grid, expected: int, timeout: float) -> ClientDirecto
     return directory
 
 
-def sent_ids(messages: Iterable[Message]) -> dict[str, Message]:
-    """Message id -> message, for messages already pushed."""
-    return {m.metadata.message_id: m for m in messages}
+def train_update(reply: Message, reference: Arrays | None = None, mode: str = "none") -> Update:
+    """The (arrays, num_examples) pair a training reply carries, decompressed.
+
+    ``reference`` is the weights the client was sent (needed by ``int8-delta``).
+    """
+    arrays = decode_update(to_numpy(reply.content[ARRAYS]), reference, mode)
+    return arrays, float(reply.content[METRICS][WEIGHT_KEY])
 
 
-def train_update(reply: Message) -> Update:
-    """The (arrays, num_examples) pair a training reply carries."""
-    return to_numpy(reply.content[ARRAYS]), float(reply.content[METRICS][WEIGHT_KEY])
-
-
-def reply_row(
-    reply: Message | None, partition_id: int, weight_set: int, phase: str, server_round: int
-) -> dict[str, Any]:
-    """One ``clients.csv`` row for a reply (or a missing reply: status timeout)."""
-    row: dict[str, Any] = {
-        "round": server_round,
-        "phase": phase,
-        "client": partition_id,
-        "weight_set": weight_set,
-    }
-    if reply is None:
-        return {**row, "status": "timeout"}
-    if reply.has_error():
-        return {**row, "status": "failed"}
-    metrics = reply.content[METRICS]
-    return {
-        **row,
-        "num_examples": int(metrics[WEIGHT_KEY]),
-        "train_time_s": float(metrics.get("train-time-s", 0.0)),
-        "loss": float(metrics.get("loss", np.nan)),
-        "accuracy": float(metrics.get("accuracy", np.nan)),
-        "status": "ok",
-    }
+def encode_reply_arrays(state: dict[str, Any], received: ArrayRecord, mode: str) -> ArrayRecord:
+    """A client's trained state as the ArrayRecord it sends back (compressed by ``mode``)."""
+    if mode == "none":
+        return ArrayRecord(state)
+    reference = to_numpy(received) if mode == "int8-delta" else None
+    arrays = {name: tensor.numpy() for name, tensor in state.items()}
+    return to_record(encode_update(arrays, reference, mode))
 
 
 def group_messages(
@@ -130,10 +118,38 @@ def group_messages(
     arrays: ArrayRecord,
     config: dict[str, Any],
     message_type: str,
+    epochs: Callable[[int], float] | None = None,
 ) -> list[Message]:
-    """One message per client, all carrying the same weights and config."""
-    content = RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(config)})
-    return [
-        Message(content=content, message_type=message_type, dst_node_id=directory.node_of[c])
-        for c in clients
-    ]
+    """One message per client, all sharing the same weights record.
+
+    ``epochs`` gives each client its own ``local-epochs`` (load balancing);
+    without it every client gets the same config.
+    """
+    messages = []
+    shared = ConfigRecord(config)
+    for c in clients:
+        cfg = shared if epochs is None else ConfigRecord({**config, "local-epochs": epochs(c)})
+        content = RecordDict({ARRAYS: arrays, CONFIG: cfg})
+        messages.append(
+            Message(content=content, message_type=message_type, dst_node_id=directory.node_of[c])
+        )
+    return messages
+
+
+def available_clients(clients: list[int], cfg: Config, server_round: int) -> list[int]:
+    """The clients online this round: each is offline with ``clients.offline_prob``.
+
+    Drawn from ``(seed, "offline", round)``, so every strategy of one seed sees
+    the same clients go missing. At least ``min_train_nodes`` stay online.
+    """
+    p = cfg.clients.offline_prob
+    if p == 0:
+        return list(clients)
+    rng = rng_for(cfg.seed, "offline", server_round)
+    draws = rng.random(len(clients))
+    online = [c for c, u in zip(clients, draws, strict=True) if u >= p]
+    needed = max(cfg.strategy.min_train_nodes, cfg.strategy.k)
+    if len(online) < needed:  # keep the round possible: bring back the likeliest
+        order = np.argsort(-draws)
+        online = sorted(clients[i] for i in order[:needed])
+    return online

@@ -1,40 +1,53 @@
 """Flower's FedAvg, made repeatable and recorded.
 
-Only three things change from ``flwr.serverapp.strategy.FedAvg``: nodes are
-sampled from the experiment seed over partition ids (Flower draws from the
-unseeded ``random`` module), replies are aggregated in partition-id order (so
-float sums do not depend on arrival order), and every reply and round is
-passed to the run's callbacks. Aggregation itself is Flower's.
+What changes from ``flwr.serverapp.strategy.FedAvg``: nodes are sampled from
+the experiment seed over partition ids (Flower draws from the unseeded
+``random`` module), each client may get its own local epochs (load
+balancing), replies are priced on the simulated clock and aggregated in
+partition-id order (so float sums do not depend on arrival order), and every
+round is passed to the run's callbacks. Aggregation itself is Flower's.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggregate_metricrecords
 
-from pwfl.callbacks import Callback
-from pwfl.clock import concurrent_round, idle_time, round_length
+from pwfl.callbacks import Callback, RoundRecord
+from pwfl.clock import ClientProfile, concurrent_round, idle_time, round_length
 from pwfl.config import Config
 from pwfl.partition import sample_clients
 from pwfl.seeding import rng_for
-from pwfl.strategies.common import METRICS, ClientDirectory, reply_row, to_numpy
+from pwfl.stragglers import StragglerTracker
+from pwfl.strategies.common import (
+    ARRAYS,
+    METRICS,
+    ClientDirectory,
+    available_clients,
+    group_messages,
+    to_numpy,
+    to_record,
+    train_update,
+)
+from pwfl.strategies.ledger import Ledger
 
 EvaluateFn = Callable[[dict], dict[str, float]]
 
 
 class RecordingFedAvg(FedAvg):
-    """Flower's FedAvg with seeded sampling and per-round records."""
+    """Flower's FedAvg with seeded sampling, the simulated clock and per-round records."""
 
     def __init__(
         self,
         cfg: Config,
         directory: ClientDirectory,
         evaluate_weights: EvaluateFn,
+        profiles: dict[int, ClientProfile],
         callbacks: Sequence[Callback] = (),
     ):
         s = cfg.strategy
@@ -49,71 +62,108 @@ class RecordingFedAvg(FedAvg):
         self.directory = directory
         self.evaluate_weights = evaluate_weights
         self.callbacks = list(callbacks)
-        self._clients: list[dict[str, Any]] = []
+        self.tracker = StragglerTracker(cfg.stragglers, cfg.train.local_epochs)
+        self.ledger = Ledger(directory, profiles, self.tracker, cfg.stragglers.deadline_s)
+        self._record = RoundRecord(0)
+        self._pending: list[Message] = []
+        self._sent_arrays: dict = {}
         self._train_s = 0.0
         self._aggregate_s = 0.0
+        self._train_loss = float("nan")
         self._client_metrics: dict[str, float] = {}
+        self._eval_rows: list[dict] = []
+        self._num_clients = 0
+        self._num_examples = 0
         self._round_started = 0.0
         self._run_started = 0.0
         self._sim_time = 0.0
 
-    def _sample(self, server_round: int, purpose: str, fraction: float, minimum: int) -> list[int]:
-        rng = rng_for(self.cfg.seed, purpose, server_round)
-        return sample_clients(self.directory.clients, fraction, minimum, rng)
-
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
-        """Seeded sample of clients, then Flower's own message construction."""
+        """Seeded sample of the clients online this round, one message each."""
         if server_round == 1:
             self._run_started = time.perf_counter()
         self._round_started = time.perf_counter()
-        self._clients = []
-        clients = self._sample(server_round, "sample", self.fraction_train, self.min_train_nodes)
-        config["server-round"] = server_round
-        config["weight-set"] = 0
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        nodes = [self.directory.node_of[c] for c in clients]
-        return self._construct_messages(record, nodes, MessageType.TRAIN)
+        self._record = RoundRecord(server_round)
+        online = available_clients(self.directory.clients, self.cfg, server_round)
+        rng = rng_for(self.cfg.seed, "sample", server_round)
+        clients = sample_clients(online, self.fraction_train, self.min_train_nodes, rng)
+        config = {**config, "server-round": server_round, "weight-set": 0}
+        self._sent_arrays = to_numpy(arrays)
+        self._pending = group_messages(
+            self.directory, clients, arrays, config, MessageType.TRAIN, self.tracker.epochs_for
+        )
+        return self._pending
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Record the replies, then aggregate them with Flower's FedAvg in client order."""
-        ordered = self._ordered(replies)
-        self._record(ordered, "train", server_round)
-        ok = [r for r in ordered if not r.has_error()]
-        self._train_s = max((float(r.content[METRICS]["train-time-s"]) for r in ok), default=0.0)
+        """Price and record the replies, then aggregate them with Flower's FedAvg."""
+        self.ledger.remember(self._pending)  # pushed by Flower's loop: ids exist now
+        settled = self.ledger.settle(replies, "train", server_round)
+        accepted = settled.accepted.get(0, [])
+        self._train_s = settled.group_s.get(0, 0.0)
+        self._record.clients = settled.rows
         start = time.perf_counter()
-        arrays, metrics = super().aggregate_train(server_round, ordered)
+        if self.cfg.comm.compression == "none":
+            arrays, metrics = super().aggregate_train(server_round, accepted)
+        else:
+            arrays, metrics = self._aggregate_compressed(accepted)
         self._aggregate_s = time.perf_counter() - start
         self._train_loss = float(metrics["loss"]) if metrics is not None else float("nan")
-        self._num_clients = len(ok)
-        self._num_examples = sum(int(r.content[METRICS]["num-examples"]) for r in ok)
+        self._num_clients = len(accepted)
+        self._num_examples = sum(int(r.content[METRICS]["num-examples"]) for r in accepted)
         return arrays, metrics
+
+    def _aggregate_compressed(
+        self, replies: list[Message]
+    ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        # Flower's FedAvg would average the 8-bit codes; decode each reply first,
+        # then aggregate with the same Flower helpers its aggregate_train uses.
+        if not replies:
+            return None, None
+        contents = [
+            RecordDict(
+                {
+                    ARRAYS: to_record(
+                        train_update(r, self._sent_arrays, self.cfg.comm.compression)[0]
+                    ),
+                    METRICS: r.content[METRICS],
+                }
+            )
+            for r in replies
+        ]
+        return (
+            aggregate_arrayrecords(contents, self.weighted_by_key),
+            aggregate_metricrecords(contents, self.weighted_by_key),
+        )
 
     def configure_evaluate(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Seeded sample of evaluating clients."""
+        self._pending = []
         if self.fraction_evaluate == 0.0:
             return []
-        clients = self._sample(
-            server_round, "sample-evaluate", self.fraction_evaluate, self.min_evaluate_nodes
+        rng = rng_for(self.cfg.seed, "sample-evaluate", server_round)
+        clients = sample_clients(
+            self.directory.clients, self.fraction_evaluate, self.min_evaluate_nodes, rng
         )
-        config["server-round"] = server_round
-        config["weight-set"] = 0
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        nodes = [self.directory.node_of[c] for c in clients]
-        return self._construct_messages(record, nodes, MessageType.EVALUATE)
+        config = {**config, "server-round": server_round, "weight-set": 0}
+        self._pending = group_messages(
+            self.directory, clients, arrays, config, MessageType.EVALUATE
+        )
+        return self._pending
 
     def aggregate_evaluate(
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Record the evaluation replies, then Flower's weighted metric mean."""
-        ordered = self._ordered(replies)
-        self._record(ordered, "evaluate", server_round)
-        metrics = super().aggregate_evaluate(server_round, ordered)
+        self.ledger.remember(self._pending)
+        settled = self.ledger.settle(replies, "evaluate", server_round)
+        self._eval_rows = settled.rows
+        metrics = super().aggregate_evaluate(server_round, settled.accepted.get(0, []))
         self._client_metrics = dict(metrics) if metrics is not None else {}
         return metrics
 
@@ -124,37 +174,50 @@ class RecordingFedAvg(FedAvg):
             return MetricRecord(metrics)
         now = time.perf_counter()
         timings = concurrent_round([self._train_s], [self._aggregate_s])
+        round_start = self._sim_time
         round_sim = round_length(timings)
         self._sim_time += round_sim
-        row = {
-            "round": server_round,
-            "weight_set": "0",
-            "accuracy": metrics["accuracy"],
-            "loss": metrics["loss"],
-            "client_accuracy": self._client_metrics.get("accuracy", float("nan")),
-            "client_loss": self._client_metrics.get("loss", float("nan")),
-            "train_loss": self._train_loss,
-            "num_clients": self._num_clients,
-            "num_examples": self._num_examples,
-            "train_s": self._train_s,
-            "aggregate_s": self._aggregate_s,
-            "round_wall_s": now - self._round_started,
-            "wall_time_s": now - self._run_started,
-            "round_sim_s": round_sim,
-            "sim_time_s": self._sim_time,
-            "idle_s": idle_time(timings),
-        }
+        record = self._record
+        record.clients = [
+            {**row, "sim_start_s": round_start, "sim_end_s": round_start + row["rtt_s"]}
+            if "rtt_s" in row
+            else row
+            for row in record.clients
+        ] + self._eval_rows
+        busy = round_start + self._train_s
+        record.server = [
+            {
+                "round": server_round,
+                "weight_set": 0,
+                "busy_start_s": busy,
+                "busy_end_s": busy + self._aggregate_s,
+            }
+        ]
+        record.rounds = [
+            {
+                "round": server_round,
+                "weight_set": "0",
+                "accuracy": metrics["accuracy"],
+                "loss": metrics["loss"],
+                "client_accuracy": self._client_metrics.get("accuracy", float("nan")),
+                "client_loss": self._client_metrics.get("loss", float("nan")),
+                "train_loss": self._train_loss,
+                "num_clients": self._num_clients,
+                "num_examples": self._num_examples,
+                "train_s": self._train_s,
+                "aggregate_s": self._aggregate_s,
+                "group_start_s": 0.0,
+                "group_end_s": timings[0].end_s,
+                "round_wall_s": now - self._round_started,
+                "wall_time_s": now - self._run_started,
+                "round_sim_s": round_sim,
+                "sim_time_s": self._sim_time,
+                "idle_s": idle_time(timings),
+                "bytes_down": sum(r.get("bytes_down", 0) for r in self._record.clients),
+                "bytes_up": sum(r.get("bytes_up", 0) for r in self._record.clients),
+            }
+        ]
         for callback in self.callbacks:
-            callback.on_round_end(server_round, [row], self._clients)
-        self._client_metrics = {}
+            callback.on_round_end(record)
+        self._client_metrics, self._eval_rows = {}, []
         return MetricRecord(metrics)
-
-    def _ordered(self, replies: Iterable[Message]) -> list[Message]:
-        # Aggregating in partition-id order makes the float sums, and so the
-        # run, independent of the order in which replies happened to arrive.
-        return sorted(replies, key=lambda r: self.directory.partition_of(r.metadata.src_node_id))
-
-    def _record(self, replies: list[Message], phase: str, server_round: int) -> None:
-        for reply in replies:
-            pid = self.directory.partition_of(reply.metadata.src_node_id)
-            self._clients.append(reply_row(reply, pid, 0, phase, server_round))

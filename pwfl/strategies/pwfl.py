@@ -25,11 +25,11 @@ from flwr.serverapp.strategy import Result, Strategy
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from pwfl.aggregation import AggregateFn, Arrays, Executor, Timed, mean_of_weight_sets
-from pwfl.callbacks import Callback
+from pwfl.callbacks import Callback, RoundRecord
 from pwfl.clock import (
+    ClientProfile,
     GroupTiming,
     concurrent_round,
-    group_train_time,
     idle_time,
     round_length,
     sequential_round,
@@ -37,16 +37,17 @@ from pwfl.clock import (
 from pwfl.config import Config, parse_merge
 from pwfl.partition import sample_clients, split_clients, split_complementary
 from pwfl.seeding import rng_for
+from pwfl.stragglers import StragglerTracker
 from pwfl.strategies.common import (
-    CONFIG,
     METRICS,
     WEIGHT_KEY,
     ClientDirectory,
+    available_clients,
     group_messages,
-    reply_row,
     to_record,
     train_update,
 )
+from pwfl.strategies.ledger import Ledger, Settled
 
 EvaluateFn = Callable[[Arrays], dict[str, float]]
 MERGED = "merged"
@@ -69,9 +70,9 @@ class GroupOutcome:
     weight_set: int
     clients: list[int]
     replies: list[Message] = field(default_factory=list)
+    rows: list[dict[str, Any]] = field(default_factory=list)
     train_s: float = 0.0
     aggregate_s: float = 0.0
-    aggregated: bool = False
 
 
 class PWFL(Strategy):
@@ -90,6 +91,8 @@ class PWFL(Strategy):
         Where the K group aggregations run (Ray tasks, threads, or serially).
     aggregate_fn
         Client updates -> one weight set; the same function for every group.
+    profiles
+        Each client's simulated device and link.
     callbacks
         Receive each round's records (CSV writer, progress bar).
     """
@@ -104,6 +107,7 @@ class PWFL(Strategy):
         evaluate_weights: EvaluateFn,
         executor: Executor,
         aggregate_fn: AggregateFn,
+        profiles: dict[int, ClientProfile],
         callbacks: Sequence[Callback] = (),
     ):
         self.cfg = cfg
@@ -114,12 +118,13 @@ class PWFL(Strategy):
         self.aggregate_fn = Timed(aggregate_fn)
         self.callbacks = list(callbacks)
         self.merge_kind, self.merge_every = parse_merge(cfg.strategy.merge)
+        self.tracker = StragglerTracker(cfg.stragglers, cfg.train.local_epochs)
+        self.ledger = Ledger(directory, profiles, self.tracker, cfg.stragglers.deadline_s)
         self.weight_sets: list[WeightSet] = []
         self._groups: list[list[int]] = []
         self._outcomes: dict[int, GroupOutcome] = {}
         self._client_metrics: dict[int, dict[str, float]] = {}
-        self._client_rows: list[dict[str, Any]] = []
-        self._sent: dict[str, tuple[int, int]] = {}
+        self._eval_rows: list[dict[str, Any]] = []
 
     # --- Flower's strategy hooks -------------------------------------------------
 
@@ -139,7 +144,8 @@ class PWFL(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate every group's replies concurrently; return weight set 0."""
-        self._aggregate_groups(server_round, list(range(self.k)), list(replies))
+        settled = self.ledger.settle(replies, "train", server_round)
+        self._aggregate_groups(list(range(self.k)), settled)
         return to_record(self.weight_sets[0].arrays), None
 
     def configure_evaluate(
@@ -153,9 +159,8 @@ class PWFL(Strategy):
         clients = sample_clients(self.directory.clients, s.fraction_evaluate, 1, rng)
         if len(clients) < self.k:
             return []
-        groups = split_complementary(
-            clients, self.k, rng_for(self.cfg.seed, "split-evaluate", server_round)
-        )
+        split_rng = rng_for(self.cfg.seed, "split-evaluate", server_round)
+        groups = split_complementary(clients, self.k, split_rng)
         messages: list[Message] = []
         for ws, group in enumerate(groups):
             cfg = {**config, "server-round": server_round, "weight-set": ws}
@@ -167,11 +172,9 @@ class PWFL(Strategy):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Weighted mean of the clients' metrics per weight set (Flower's helper)."""
-        ok: dict[int, list] = {}
-        for (pid, ws), reply in self._by_origin(replies):
-            self._client_rows.append(reply_row(reply, pid, ws, "evaluate", server_round))
-            if reply is not None and not reply.has_error():
-                ok.setdefault(ws, []).append(reply.content)
+        settled = self.ledger.settle(replies, "evaluate", server_round)
+        self._eval_rows = settled.rows
+        ok = {ws: [r.content for r in rs] for ws, rs in settled.accepted.items() if rs}
         self._client_metrics = {
             ws: dict(aggregate_metricrecords(contents, WEIGHT_KEY)) for ws, contents in ok.items()
         }
@@ -200,11 +203,9 @@ class PWFL(Strategy):
         self.weight_sets = [WeightSet(i, dict(initial)) for i in range(self.k)]
         train_config = train_config or ConfigRecord()
         evaluate_config = evaluate_config or ConfigRecord()
-        result = Result()
         run_started, sim_time = time.perf_counter(), 0.0
         for server_round in range(1, num_rounds + 1):
             round_started = time.perf_counter()
-            self._client_rows, self._client_metrics = [], {}
             self._groups = self.plan_groups(server_round)
 
             timings = self._train_round(grid, server_round, train_config, timeout)
@@ -214,20 +215,16 @@ class PWFL(Strategy):
                 timeout,
             )
             self.aggregate_evaluate(server_round, replies)
-            rows = self._weight_set_rows(server_round, timings)
+            record = RoundRecord(server_round, rounds=self._weight_set_rows(server_round, timings))
             # Merging comes last: the rows above describe each set's own model,
             # the merged row the average, and the next round starts from it.
             merged = self._merge(server_round, num_rounds)
             if merged is not None:
                 metrics = self.evaluate_weights(merged)
-                rows.append(
-                    {
-                        "round": server_round,
-                        "weight_set": MERGED,
-                        "accuracy": metrics["accuracy"],
-                        "loss": metrics["loss"],
-                    }
+                record.rounds.append(
+                    {"round": server_round, "weight_set": MERGED, **_test_metrics(metrics)}
                 )
+            record.clients, record.server = self._timeline(server_round, timings, sim_time)
 
             round_sim = round_length(timings)
             sim_time += round_sim
@@ -239,17 +236,19 @@ class PWFL(Strategy):
                 "sim_time_s": sim_time,
                 "idle_s": idle_time(timings),
             }
-            rows = [{**row, **clock} for row in rows]
+            record.rounds = [{**row, **clock} for row in record.rounds]
             for callback in self.callbacks:
-                callback.on_round_end(server_round, rows, self._client_rows)
+                callback.on_round_end(record)
+        result = Result()
         result.arrays = to_record(self.weight_sets[0].arrays)
         return result
 
     def plan_groups(self, server_round: int) -> list[list[int]]:
-        """Sample this round's clients and split them into K disjoint groups."""
+        """Sample this round's available clients and split them into K disjoint groups."""
         s = self.cfg.strategy
+        online = available_clients(self.directory.clients, self.cfg, server_round)
         sampled = sample_clients(
-            self.directory.clients,
+            online,
             s.fraction_train,
             s.min_train_nodes,
             rng_for(self.cfg.seed, "sample", server_round),
@@ -284,34 +283,40 @@ class PWFL(Strategy):
             cfg = {**config, "server-round": server_round, "weight-set": ws}
             record = to_record(self.weight_sets[ws].arrays)
             messages += group_messages(
-                self.directory, self._groups[ws], record, cfg, MessageType.TRAIN
+                self.directory,
+                self._groups[ws],
+                record,
+                cfg,
+                MessageType.TRAIN,
+                epochs=self.tracker.epochs_for,
             )
         return messages
 
-    def _aggregate_groups(
-        self, server_round: int, weight_sets: list[int], replies: list[Message]
-    ) -> None:
-        """Sort replies into their groups and aggregate the groups concurrently."""
-        for (pid, ws), reply in self._by_origin(replies):
-            self._client_rows.append(reply_row(reply, pid, ws, "train", server_round))
-            if reply is not None:
-                self._outcomes[ws].replies.append(reply)
+    def _aggregate_groups(self, weight_sets: list[int], settled: Settled) -> None:
+        """Aggregate the groups' accepted replies concurrently."""
         handles = {}
         for ws in weight_sets:
             outcome = self._outcomes[ws]
-            ok = [r for r in outcome.replies if not r.has_error()]
-            outcome.train_s = group_train_time(
-                [float(r.content[METRICS]["train-time-s"]) for r in ok]
-            )
-            if ok:
-                handles[ws] = self.executor.submit(self.aggregate_fn, [train_update(r) for r in ok])
+            outcome.replies = settled.accepted.get(ws, [])
+            outcome.rows = [r for r in settled.rows if r["weight_set"] == ws]
+            outcome.train_s = settled.group_s.get(ws, 0.0)
+            if outcome.replies:
+                sent = self.weight_sets[ws].arrays
+                mode = self.cfg.comm.compression
+                updates = [train_update(r, sent, mode) for r in outcome.replies]
+                handles[ws] = self.executor.submit(self.aggregate_fn, updates)
         for ws, handle in handles.items():  # every group is running before we wait on one
             arrays, seconds = handle.result()
-            ws_state = self.weight_sets[ws]
-            ws_state.arrays = arrays
-            ws_state.rounds_trained += 1
+            self.weight_sets[ws].arrays = arrays
+            self.weight_sets[ws].rounds_trained += 1
             self._outcomes[ws].aggregate_s = seconds
-            self._outcomes[ws].aggregated = True
+
+    def _exchange(self, grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
+        """Push messages, wait for the replies, and let the ledger note the messages."""
+        messages = list(messages)
+        replies = list(grid.send_and_receive(messages, timeout=timeout))
+        self.ledger.remember(messages)
+        return replies
 
     def _merge(self, server_round: int, num_rounds: int) -> Arrays | None:
         """Apply the merge policy; return the merged weights when a merge happened."""
@@ -332,7 +337,7 @@ class PWFL(Strategy):
         """Evaluate every weight set on the test set; one ``rounds.csv`` row each."""
         rows = []
         for ws, timing in zip(self.weight_sets, timings, strict=True):
-            ok = [r for r in self._outcomes[ws.id].replies if not r.has_error()]
+            outcome = self._outcomes[ws.id]
             metrics = self.evaluate_weights(ws.arrays)
             ws.history.append(metrics["accuracy"])
             client = self._client_metrics.get(ws.id, {})
@@ -340,45 +345,46 @@ class PWFL(Strategy):
                 {
                     "round": server_round,
                     "weight_set": str(ws.id),
-                    "accuracy": metrics["accuracy"],
-                    "loss": metrics["loss"],
+                    **_test_metrics(metrics),
                     "client_accuracy": client.get("accuracy", np.nan),
                     "client_loss": client.get("loss", np.nan),
-                    "train_loss": _weighted_loss(ok),
-                    "num_clients": len(ok),
-                    "num_examples": sum(int(r.content[METRICS][WEIGHT_KEY]) for r in ok),
+                    "train_loss": _weighted_loss(outcome.replies),
+                    "num_clients": len(outcome.replies),
+                    "num_examples": sum(
+                        int(r.content[METRICS][WEIGHT_KEY]) for r in outcome.replies
+                    ),
                     "train_s": timing.train_s,
                     "aggregate_s": timing.aggregate_s,
                     "group_start_s": timing.start_s,
                     "group_end_s": timing.end_s,
+                    "bytes_down": sum(r.get("bytes_down", 0) for r in outcome.rows),
+                    "bytes_up": sum(r.get("bytes_up", 0) for r in outcome.rows),
                 }
             )
         return rows
 
-    def _exchange(self, grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
-        """Push messages, wait for the replies, and remember who each message went to."""
-        messages = list(messages)
-        replies = list(grid.send_and_receive(messages, timeout=timeout))
-        # Message ids exist only once pushed. A reply names the message it
-        # answers, which also holds for errors reported by the SuperLink
-        # rather than the client; a message without reply timed out.
-        self._sent = {
-            m.metadata.message_id: (
-                self.directory.partition_of(m.metadata.dst_node_id),
-                int(m.content[CONFIG]["weight-set"]),
-            )
-            for m in messages
-        }
-        return replies
-
-    def _by_origin(
-        self, replies: Iterable[Message]
-    ) -> list[tuple[tuple[int, int], Message | None]]:
-        """((partition id, weight set), reply or None) for every message sent, in
-        partition-id order, so float sums do not depend on arrival order."""
-        answered = {r.metadata.reply_to_message_id: r for r in replies}
-        pairs = [(origin, answered.get(mid)) for mid, origin in self._sent.items()]
-        return sorted(pairs, key=lambda pair: pair[0])
+    def _timeline(
+        self, server_round: int, timings: list[GroupTiming], round_start: float
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Client rows with absolute simulated times, and the server's busy intervals."""
+        clients, server = [], []
+        for ws, timing in enumerate(timings):
+            start = round_start + timing.start_s
+            for row in self._outcomes[ws].rows:
+                if "rtt_s" in row:
+                    row = {**row, "sim_start_s": start, "sim_end_s": start + row["rtt_s"]}
+                clients.append(row)
+            if self._outcomes[ws].replies:
+                busy = start + timing.train_s
+                server.append(
+                    {
+                        "round": server_round,
+                        "weight_set": ws,
+                        "busy_start_s": busy,
+                        "busy_end_s": busy + timing.aggregate_s,
+                    }
+                )
+        return clients + self._eval_rows, server
 
 
 class SequentialPWFL(PWFL):
@@ -394,18 +400,20 @@ class SequentialPWFL(PWFL):
         self._outcomes = {}
         for ws in range(self.k):
             messages = self._train_messages(server_round, [ws], config)
-            self._aggregate_groups(server_round, [ws], self._exchange(grid, messages, timeout))
+            replies = self._exchange(grid, messages, timeout)
+            self._aggregate_groups([ws], self.ledger.settle(replies, "train", server_round))
         return sequential_round(*self._group_times())
+
+
+def _test_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    return {"accuracy": metrics["accuracy"], "loss": metrics["loss"]}
 
 
 def _weighted_loss(replies: list[Message]) -> float:
     total = sum(float(r.content[METRICS][WEIGHT_KEY]) for r in replies)
     if not total:
         return float("nan")
-    return (
-        sum(
-            float(r.content[METRICS]["loss"]) * float(r.content[METRICS][WEIGHT_KEY])
-            for r in replies
-        )
-        / total
+    weighted = sum(
+        float(r.content[METRICS]["loss"]) * float(r.content[METRICS][WEIGHT_KEY]) for r in replies
     )
+    return weighted / total

@@ -1,0 +1,102 @@
+"""Straggler detection from round-trip times, and load balancing by local epochs.
+
+The server keeps, per client, a moving estimate (exponential, weight ``ema`` on
+the newest value) of the fixed part of its round trip (transfer and latency)
+and of its compute time per local epoch. A client is a *straggler* when its
+predicted round trip at the base number of epochs exceeds ``threshold`` times
+the median prediction over the clients seen so far.
+
+Load balancing changes how many local epochs a client is asked to run:
+
+* ``halve``: the rule of the load-balancing seed project: a straggler's epochs
+  are halved (down to an eighth of an epoch), an on-time client gets one more
+  (at most ``max_epochs``);
+* ``proportional``: each client gets the epochs that bring its predicted round
+  trip closest to the median client's at the base epochs, so the groups finish
+  together instead of waiting for their slowest member;
+* ``off``: every client runs the base epochs (flags are still recorded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from statistics import median
+
+from pwfl.clock import ClientTiming
+from pwfl.config import StragglerConfig
+
+# Least work load balancing gives a client: an eighth of an epoch's batches. Below
+# that an update carries too little to be worth its transfer.
+MIN_EPOCHS = 0.125
+
+
+@dataclass
+class Estimate:
+    """Moving estimates of one client's round trip, in two parts."""
+
+    fixed_s: float
+    per_epoch_s: float
+
+    def predict(self, epochs: int) -> float:
+        """Predicted round trip when running ``epochs`` local epochs."""
+        return self.fixed_s + epochs * self.per_epoch_s
+
+
+class StragglerTracker:
+    """Round-trip estimates, straggler flags and the local epochs each client gets."""
+
+    def __init__(self, cfg: StragglerConfig, base_epochs: int):
+        self.cfg = cfg
+        self.base_epochs = base_epochs
+        self.estimates: dict[int, Estimate] = {}
+        self.epochs: dict[int, float] = {}
+
+    def epochs_for(self, client: int) -> float:
+        """Local epochs to ask of ``client`` in the next round."""
+        if self.cfg.load_balancing == "off":
+            return self.base_epochs
+        return self.epochs.get(client, self.base_epochs)
+
+    def observe(self, client: int, timing: ClientTiming, epochs: int) -> None:
+        """Fold one measured round trip into the client's estimates."""
+        fixed = timing.download_s + timing.upload_s + timing.latency_s
+        per_epoch = timing.compute_s / max(epochs, 1)
+        old = self.estimates.get(client)
+        if old is None:
+            self.estimates[client] = Estimate(fixed, per_epoch)
+            return
+        w = self.cfg.ema
+        old.fixed_s = w * fixed + (1 - w) * old.fixed_s
+        old.per_epoch_s = w * per_epoch + (1 - w) * old.per_epoch_s
+
+    def median_round_trip(self) -> float:
+        """Median predicted round trip at the base epochs over the clients seen."""
+        return median(e.predict(self.base_epochs) for e in self.estimates.values())
+
+    def is_straggler(self, client: int) -> bool:
+        """Whether the client's predicted round trip is ``threshold`` x the median or more."""
+        if client not in self.estimates:
+            return False
+        limit = self.cfg.threshold * self.median_round_trip()
+        return self.estimates[client].predict(self.base_epochs) > limit
+
+    def stragglers(self) -> set[int]:
+        """Every client currently flagged."""
+        return {c for c in self.estimates if self.is_straggler(c)}
+
+    def end_round(self, clients: list[int]) -> None:
+        """Re-plan the epochs of the clients that answered this round."""
+        rule = self.cfg.load_balancing
+        if rule == "halve":
+            for c in clients:
+                current = self.epochs_for(c)
+                if self.is_straggler(c):
+                    self.epochs[c] = max(MIN_EPOCHS, current / 2)
+                else:
+                    self.epochs[c] = min(self.cfg.max_epochs, current + 1)
+        elif rule == "proportional":
+            target = self.median_round_trip()
+            for c in clients:
+                est = self.estimates[c]
+                ideal = (target - est.fixed_s) / est.per_epoch_s if est.per_epoch_s > 0 else 1
+                self.epochs[c] = float(min(self.cfg.max_epochs, max(MIN_EPOCHS, ideal)))

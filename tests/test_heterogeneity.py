@@ -1,0 +1,127 @@
+"""Device profiles, round trips on the simulated clock, straggler flags and load balancing."""
+
+from __future__ import annotations
+
+import pytest
+
+from pwfl.clock import ClientProfile, ClientTiming, make_profiles, read_trace, round_trip
+from pwfl.config import ClientsConfig, StragglerConfig, load_config
+from pwfl.errors import ConfigError
+from pwfl.stragglers import StragglerTracker
+
+
+def test_round_trip_adds_transfer_compute_and_latency():
+    profile = ClientProfile(speed=0.5, up_mbps=8.0, down_mbps=16.0, latency_ms=30.0)
+    timing = round_trip(profile, measured_compute_s=1.0, bytes_down=2_000_000, bytes_up=1_000_000)
+    assert timing.download_s == pytest.approx(1.0)  # 16 Mbit at 16 Mbit/s
+    assert timing.compute_s == pytest.approx(2.0)  # half speed
+    assert timing.upload_s == pytest.approx(1.0)  # 8 Mbit at 8 Mbit/s
+    assert timing.total_s == pytest.approx(4.03)
+
+
+def test_tiers_give_exact_shares_and_are_seeded():
+    cfg = ClientsConfig(profile="tiers", tiers="0.9:1,0.1:0.2")
+    profiles = make_profiles(cfg, range(20), seed=3)
+    speeds = sorted(p.speed for p in profiles.values())
+    assert speeds == [0.2, 0.2] + [1.0] * 18
+    assert make_profiles(cfg, range(20), seed=3) == profiles
+    slow = {c for c, p in profiles.items() if p.speed < 1}
+    other = {c for c, p in make_profiles(cfg, range(20), seed=4).items() if p.speed < 1}
+    assert slow != other or len(slow) == 0
+
+
+def test_lognormal_spread_zero_is_uniform():
+    profiles = make_profiles(ClientsConfig(profile="lognormal", spread=0.0), range(5), 0)
+    assert {p.speed for p in profiles.values()} == {1.0}
+    spread = make_profiles(ClientsConfig(profile="lognormal", spread=1.0), range(50), 0)
+    assert max(p.speed for p in spread.values()) / min(p.speed for p in spread.values()) > 5
+
+
+def write(tmp_path, text):
+    path = tmp_path / "trace.csv"
+    path.write_text(text)
+    return path
+
+
+def test_trace_is_read(tmp_path):
+    path = write(
+        tmp_path, "client,speed,up_mbps,down_mbps,latency_ms\n0,1,10,20,5\n1,0.25,1,2,100\n"
+    )
+    profiles = read_trace(path, [0, 1])
+    assert profiles[1] == ClientProfile(speed=0.25, up_mbps=1, down_mbps=2, latency_ms=100)
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("client,speed,up_mbps,latency_ms\n0,1,1,1\n", "down_mbps"),
+        ("client,speed,up_mbps,down_mbps,latency_ms\n0,-1,1,1,1\n", "speed"),
+        ("client,speed,up_mbps,down_mbps,latency_ms\n0,x,1,1,1\n", "numbers"),
+        ("client,speed,up_mbps,down_mbps,latency_ms\n0,1,1,1,1\n", "client 1"),
+    ],
+)
+def test_malformed_trace_is_one_clear_line(tmp_path, text, named):
+    with pytest.raises(ConfigError) as err:
+        read_trace(write(tmp_path, text), [0, 1])
+    message = str(err.value)
+    assert named in message and "\n" not in message
+
+
+def test_config_rejects_trace_profile_without_file():
+    with pytest.raises(ConfigError, match="clients.trace"):
+        load_config(None, ["clients.profile=trace"])
+
+
+def timing(compute: float) -> ClientTiming:
+    return ClientTiming(download_s=0.1, compute_s=compute, upload_s=0.1, latency_s=0.0)
+
+
+def test_stragglers_are_flagged_from_a_synthetic_trace():
+    tracker = StragglerTracker(StragglerConfig(threshold=1.5, ema=0.5), base_epochs=1)
+    # Clients 0-3 take ~1 s, client 4 takes 5 s.
+    for _ in range(3):
+        for c in range(4):
+            tracker.observe(c, timing(0.8), epochs=1)
+        tracker.observe(4, timing(4.8), epochs=1)
+    assert tracker.stragglers() == {4}
+    assert tracker.median_round_trip() == pytest.approx(1.0)
+    # The estimate moves with the ema: one fast round halves the gap, it does not erase it.
+    tracker.observe(4, timing(0.8), epochs=1)
+    assert tracker.estimates[4].per_epoch_s == pytest.approx(0.5 * 0.8 + 0.5 * 4.8)
+    assert tracker.is_straggler(4)
+
+
+def test_halve_rule_of_the_seed():
+    tracker = StragglerTracker(
+        StragglerConfig(load_balancing="halve", max_epochs=3, threshold=1.5), base_epochs=2
+    )
+    for c in range(4):
+        tracker.observe(c, timing(1.0), epochs=2)
+    tracker.observe(4, timing(10.0), epochs=2)
+    tracker.end_round(list(range(5)))
+    assert tracker.epochs_for(4) == 1  # halved
+    assert tracker.epochs_for(0) == 3  # one more
+    tracker.end_round(list(range(5)))
+    assert tracker.epochs_for(0) == 3  # bounded by max_epochs
+    assert tracker.epochs_for(4) == 0.5  # halved again: half an epoch of batches
+
+
+def test_proportional_rule_evens_out_round_trips():
+    tracker = StragglerTracker(
+        StragglerConfig(load_balancing="proportional", max_epochs=4), base_epochs=2
+    )
+    per_epoch = {0: 0.5, 1: 0.5, 2: 0.5, 3: 2.0}
+    for c, t in per_epoch.items():
+        tracker.observe(c, ClientTiming(0, 2 * t, 0, 0), epochs=2)
+    tracker.end_round(list(per_epoch))
+    predicted = [tracker.estimates[c].predict(tracker.epochs_for(c)) for c in per_epoch]
+    before = [tracker.estimates[c].predict(2) for c in per_epoch]
+    assert max(predicted) / min(predicted) < max(before) / min(before)
+    assert tracker.epochs_for(3) < 2 <= tracker.epochs_for(0)
+
+
+def test_load_balancing_off_keeps_base_epochs():
+    tracker = StragglerTracker(StragglerConfig(load_balancing="off"), base_epochs=2)
+    tracker.observe(0, timing(9.0), epochs=2)
+    tracker.end_round([0])
+    assert tracker.epochs_for(0) == 2
