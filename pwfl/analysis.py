@@ -103,9 +103,14 @@ def summarize_run(rounds: pd.DataFrame, target: float) -> dict[str, Any]:
         "mean_round_wall_s": float(per_round["round_wall_s"].mean()),
         "total_sim_time_s": float(sets["sim_time_s"].max()),
         "mean_round_sim_s": float(per_round["round_sim_s"].mean()),
-        "idle_fraction": float(per_round["idle_s"].sum() / per_round["round_sim_s"].sum()),
+        "idle_fraction": float(per_round["idle_s"].sum() / per_round["round_sim_s"].sum())
+        if per_round["idle_s"].notna().any()
+        else float("nan"),
         "target_accuracy": target,
     }
+    for column in ("bytes_up", "bytes_down"):
+        if column in sets:
+            summary[f"total_{column}"] = int(sets[column].fillna(0).sum())
     merged = rounds[rounds["weight_set"].astype(str) == MERGED]
     if len(merged):
         summary["merged_final_accuracy"] = float(merged.sort_values("round")["accuracy"].iloc[-1])
@@ -114,6 +119,7 @@ def summarize_run(rounds: pd.DataFrame, target: float) -> dict[str, Any]:
 
 SUMMARY_METRICS = [
     "final_accuracy",
+    "total_bytes_up",
     "best_accuracy",
     "rounds_to_target",
     "sim_time_to_target_s",
@@ -124,19 +130,39 @@ SUMMARY_METRICS = [
 ]
 
 
-def summarize_comparison(rounds: pd.DataFrame, target: float) -> pd.DataFrame:
-    """Per strategy: mean and std over seeds of each run's summary numbers."""
+def finish_spread(clients: pd.DataFrame) -> pd.DataFrame:
+    """Per run and round: slowest over median client round trip (1 = all finish together)."""
+    train = clients[(clients["phase"] == "train") & clients["rtt_s"].notna()]
+    spread = train.groupby(["strategy", "seed", "round"])["rtt_s"].agg(
+        lambda rtt: rtt.max() / rtt.median()
+    )
+    return spread.rename("finish_spread").reset_index()
+
+
+def summarize_comparison(
+    rounds: pd.DataFrame, target: float, clients: pd.DataFrame | None = None
+) -> pd.DataFrame:
+    """Per strategy: mean and std over seeds of each run's summary numbers.
+
+    With ``clients`` the table also gets ``finish_spread`` (see :func:`finish_spread`),
+    averaged over rounds.
+    """
+    metrics = list(SUMMARY_METRICS)
     per_run = []
     for (strategy, seed), run in rounds.groupby(["strategy", "seed"], sort=False):
         row = {k: v for k, v in summarize_run(run, target).items() if k in SUMMARY_METRICS}
         per_run.append({"strategy": strategy, "seed": seed, **row})
     runs = pd.DataFrame(per_run)
+    if clients is not None and "rtt_s" in clients:
+        spread = finish_spread(clients).groupby(["strategy", "seed"])["finish_spread"].mean()
+        runs = runs.join(spread, on=["strategy", "seed"])
+        metrics.append("finish_spread")
     order = list(dict.fromkeys(runs["strategy"]))
-    grouped = runs.groupby("strategy", sort=False)[SUMMARY_METRICS]
+    grouped = runs.groupby("strategy", sort=False)[metrics]
     table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
     table["seeds"] = grouped.size()
     table = table.reindex(order)
-    columns = [f"{m}_{s}" for m in SUMMARY_METRICS for s in ("mean", "std")]
+    columns = [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
     return table[["seeds", *columns]].reset_index()
 
 
@@ -268,6 +294,17 @@ def plot_timeline(
     axes[-1, 0].set_xlabel("simulated time (s); colour = weight set, black = server aggregating")
     fig.tight_layout()
     return fig
+
+
+def idle_fraction(server: pd.DataFrame, span_s: float) -> float:
+    """Share of ``[0, span_s]`` in which the server aggregated nothing (union of intervals)."""
+    busy, end = 0.0, -np.inf
+    for start, stop in sorted(zip(server["busy_start_s"], server["busy_end_s"], strict=True)):
+        start = max(start, end)
+        if stop > start:
+            busy += stop - start
+        end = max(end, stop)
+    return float(1 - busy / span_s) if span_s > 0 else float("nan")
 
 
 def summarize_idle(server: pd.DataFrame, clients: pd.DataFrame) -> float:

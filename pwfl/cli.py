@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
         "--strategies", default="fedavg,pwfl-sequential,pwfl", help="comma-separated strategy names"
     )
     compare.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
+    compare.add_argument(
+        "--vary",
+        metavar="SECTION.KEY=V1,V2",
+        help="also compare values of one config key, e.g. "
+        "stragglers.load_balancing=off,proportional",
+    )
 
     plot = sub.add_parser("plot", help="redraw the figures of a run or comparison folder")
     plot.add_argument("dir", help="a folder written by pwfl run or pwfl compare")
@@ -97,10 +103,12 @@ def _main(args: argparse.Namespace) -> int:
         return 0
 
     from pwfl.analysis import format_summary
-    from pwfl.compare import check_strategies, run_comparison
+    from pwfl.compare import check_strategies, parse_vary, run_comparison
 
     strategies = check_strategies([s.strip() for s in args.strategies.split(",") if s.strip()])
-    summary = run_comparison(cfg, strategies, _seeds(args.seeds), out, args.quiet, args.verbose)
+    summary = run_comparison(
+        cfg, strategies, _seeds(args.seeds), out, args.quiet, args.verbose, parse_vary(args.vary)
+    )
     print(format_summary(summary))
     print(f"comparison in {out} (comparison.csv, summary.csv, convergence.png)")
     return 0

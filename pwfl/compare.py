@@ -25,9 +25,9 @@ from pwfl.config import STRATEGIES, Config, ConfigError
 from pwfl.records import atomic_write_text
 
 
-def run_name(strategy: str, seed: int) -> str:
+def run_name(label: str, seed: int) -> str:
     """Folder name of one run inside a comparison."""
-    return f"{strategy}-seed{seed}"
+    return f"{label.replace(' ', '-')}-seed{seed}"
 
 
 def check_strategies(names: Sequence[str]) -> list[str]:
@@ -41,9 +41,43 @@ def check_strategies(names: Sequence[str]) -> list[str]:
     return list(names)
 
 
-def with_run(cfg: Config, strategy: str, seed: int) -> Config:
-    """The config of one run of the comparison."""
-    return cfg.replace(seed=seed, strategy=dataclasses.replace(cfg.strategy, name=strategy))
+def parse_vary(text: str | None) -> tuple[str, list[str]] | None:
+    """``"stragglers.load_balancing=off,proportional"`` -> (key, values)."""
+    if not text:
+        return None
+    key, sep, values = text.partition("=")
+    choices = [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or "." not in key or not choices:
+        raise ConfigError(f"--vary '{text}' must look like section.key=value1,value2")
+    return key.strip(), choices
+
+
+def plan_runs(
+    cfg: Config,
+    strategies: Sequence[str],
+    seeds: Sequence[int],
+    vary: tuple[str, list[str]] | None = None,
+) -> list[tuple[str, int, Config]]:
+    """(label, seed, config) of every run; all configs are validated before any runs.
+
+    The label is the strategy name, followed by ``key=value`` when a config key
+    is varied (``pwfl load_balancing=proportional``).
+    """
+    variants = (
+        [("", [])]
+        if vary is None
+        else [(f" {vary[0].split('.')[-1]}={value}", [f"{vary[0]}={value}"]) for value in vary[1]]
+    )
+    runs = []
+    for seed in seeds:
+        for suffix, overrides in variants:
+            base = cfg.with_overrides(overrides)
+            for strategy in strategies:
+                run_cfg = base.replace(
+                    seed=seed, strategy=dataclasses.replace(base.strategy, name=strategy)
+                )
+                runs.append((strategy + suffix, seed, run_cfg))
+    return runs
 
 
 def run_comparison(
@@ -53,19 +87,21 @@ def run_comparison(
     out_dir: str | Path,
     quiet: bool = False,
     verbose: bool = False,
+    vary: tuple[str, list[str]] | None = None,
 ) -> pd.DataFrame:
-    """Run every strategy for every seed, then write the comparison files.
+    """Run every strategy (and variant) for every seed, then write the comparison files.
 
-    Returns the summary table (one row per strategy).
+    Returns the summary table (one row per strategy and variant).
     """
     from pwfl.runner import run_experiment
 
     out = Path(out_dir)
-    runs = [(s, seed) for seed in seeds for s in strategies]
-    configs = {run: with_run(cfg, *run) for run in runs}  # validate all before running any
-    for (strategy, seed), run_cfg in configs.items():
-        run_experiment(run_cfg, out / run_name(strategy, seed), quiet=quiet, verbose=verbose)
-    return write_comparison(out, runs, cfg.strategy.target_accuracy)
+    runs = plan_runs(cfg, strategies, seeds, vary)
+    for label, seed, run_cfg in runs:
+        run_experiment(run_cfg, out / run_name(label, seed), quiet, verbose, label=label)
+    return write_comparison(
+        out, [(label, seed) for label, seed, _ in runs], cfg.strategy.target_accuracy
+    )
 
 
 def write_comparison(out: Path, runs: Sequence[tuple[str, int]], target: float) -> pd.DataFrame:
@@ -74,7 +110,11 @@ def write_comparison(out: Path, runs: Sequence[tuple[str, int]], target: float) 
     rounds = pd.concat(frames, ignore_index=True)
     rounds["weight_set"] = rounds["weight_set"].astype(str)
     atomic_write_text(out / "comparison.csv", rounds.to_csv(index=False))
-    summary = analysis.summarize_comparison(rounds, target)
+    try:
+        clients = analysis.load_clients(out)
+    except FileNotFoundError:
+        clients = None
+    summary = analysis.summarize_comparison(rounds, target, clients)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     analysis.save_figure(analysis.plot_convergence(rounds), out / "convergence.png")
     _draw_timeline(out)

@@ -32,6 +32,8 @@ EXECUTORS = ("ray", "threads", "serial")
 PROFILES = ("uniform", "lognormal", "tiers", "trace")
 BALANCING = ("off", "halve", "proportional")
 COMPRESSION = ("none", "int8", "int8-delta")
+MODES = ("sync", "async")
+SERVER_OPTIMIZERS = ("none", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,9 @@ class StrategyConfig:
     """Lower bound on the number of sampled training clients."""
     fraction_evaluate: float = 0.5
     """Share of clients that evaluate the global model(s) on local data, in [0, 1]."""
+    mode: str = "sync"
+    """pwfl only: sync (a round barrier over the K groups) or async (each weight set
+    moves on as soon as its own group is aggregated, with clients that are free)."""
     k: int = 2
     """Number of global weight sets (PWFL only); each round's clients are split
     into k disjoint groups."""
@@ -118,6 +123,14 @@ class StrategyConfig:
     """krum / multi-krum: number of Byzantine clients tolerated."""
     krum_keep: int = 0
     """multi-krum: updates averaged; 0 keeps n - num_malicious."""
+    server_opt: str = "none"
+    """Server optimiser applied to each weight set after aggregation (Flower's own):
+    none, fedavgm, fedadam, fedyogi, fedadagrad (pwfl strategies)."""
+    server_lr: float = 0.0
+    """Server learning rate; 0 keeps Flower's default for the optimiser (1.0 for
+    fedavgm, 0.1 for the adaptive ones)."""
+    server_momentum: float = 0.0
+    """fedavgm: server momentum, in [0, 1)."""
     target_accuracy: float = 0.9
     """Accuracy whose first crossing is reported as rounds/time to target."""
 
@@ -205,6 +218,13 @@ class Config:
         new = dataclasses.replace(self, **changes)
         validate(new)
         return new
+
+    def with_overrides(self, overrides: list[str]) -> Config:
+        """Return a copy with ``section.key=value`` overrides applied (validated)."""
+        raw = self.to_dict()
+        for item in overrides:
+            _apply_override(raw, item)
+        return config_from_dict(raw)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as nested plain dictionaries."""
@@ -415,6 +435,13 @@ def validate(cfg: Config) -> None:
             "(raise strategy.fraction_train or data.num_clients, or lower k)",
         )
     _choice("strategy.group_policy", s.group_policy, GROUP_POLICIES)
+    _choice("strategy.mode", s.mode, MODES)
+    _check(
+        s.mode == "sync" or s.name == "pwfl",
+        "strategy.mode",
+        s.mode,
+        "async applies to strategy.name = pwfl only",
+    )
     parse_merge(s.merge)
     _choice("strategy.executor", s.executor, EXECUTORS)
     _check(0 <= s.trim_beta < 0.5, "strategy.trim_beta", s.trim_beta, "must be in [0, 0.5)")
@@ -429,6 +456,21 @@ def validate(cfg: Config) -> None:
             "for another aggregator",
         )
     _choice("comm.compression", cfg.comm.compression, COMPRESSION)
+    _choice("strategy.server_opt", s.server_opt, SERVER_OPTIMIZERS)
+    _check(s.server_lr >= 0, "strategy.server_lr", s.server_lr, "must be >= 0")
+    _check(
+        0 <= s.server_momentum < 1,
+        "strategy.server_momentum",
+        s.server_momentum,
+        "must be in [0, 1)",
+    )
+    if s.name == "fedavg":
+        _check(
+            s.server_opt == "none",
+            "strategy.server_opt",
+            s.server_opt,
+            "use strategy.name = pwfl with k = 1 for a server optimiser on one model",
+        )
     _check(
         0 < s.target_accuracy <= 1,
         "strategy.target_accuracy",

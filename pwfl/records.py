@@ -10,6 +10,7 @@ version behind.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -112,8 +113,12 @@ class RunRecorder:
 
     def on_run_end(self) -> None:
         """Write ``summary.json`` from the rounds recorded."""
-        from pwfl.analysis import summarize_run
+        from pwfl.analysis import idle_fraction, summarize_run
 
-        summary = summarize_run(pd.DataFrame(self.rounds), self.target)
+        rounds = pd.DataFrame(self.rounds)
+        summary = summarize_run(rounds, self.target)
+        if math.isnan(summary["idle_fraction"]) and self.server:  # async: no round barrier
+            span = float(rounds["sim_time_s"].max())
+            summary["idle_fraction"] = idle_fraction(pd.DataFrame(self.server), span)
         summary.update(strategy=self.strategy, seed=self.seed)
         atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -48,10 +48,17 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 def run_experiment(
-    cfg: Config, out_dir: str | Path, quiet: bool = False, verbose: bool = False
+    cfg: Config,
+    out_dir: str | Path,
+    quiet: bool = False,
+    verbose: bool = False,
+    label: str | None = None,
 ) -> dict:
     """Run one experiment and write ``rounds.csv``, ``clients.csv``, ``config.toml``,
-    ``summary.json`` and ``final_weights.npz`` into ``out_dir``; return the summary."""
+    ``summary.json`` and ``final_weights.npz`` into ``out_dir``; return the summary.
+
+    ``label`` names the run in the tables (default: the strategy's name).
+    """
     import json
 
     from flwr.simulation import run_simulation
@@ -75,7 +82,14 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     start_ray(cfg, verbose)
     callbacks = (
-        [] if quiet else [Progress(cfg.strategy.num_rounds, f"{cfg.strategy.name} seed {cfg.seed}")]
+        []
+        if quiet
+        else [
+            Progress(
+                cfg.strategy.num_rounds * (cfg.strategy.k if cfg.strategy.mode == "async" else 1),
+                f"{label or cfg.strategy.name} seed {cfg.seed}",
+            )
+        ]
     )
     backend_config = {
         "client_resources": {
@@ -84,7 +98,7 @@ def run_experiment(
         },
     }
     run_simulation(
-        server_app=make_server_app(cfg, out, callbacks),
+        server_app=make_server_app(cfg, out, callbacks, label),
         client_app=make_client_app(cfg),
         num_supernodes=cfg.data.num_clients,
         backend_config=backend_config,

@@ -93,3 +93,37 @@ def test_compare_end_to_end_writes_tables_and_figure(tmp_path, ray_session, caps
     png.unlink()
     assert main(["plot", str(out)]) == 0
     assert png.is_file()
+
+
+def test_compare_varies_one_config_key(tmp_path, ray_session):
+    out = tmp_path / "vary"
+    code = main(
+        [
+            "compare",
+            "--config",
+            str(CONFIGS / "tiny.toml"),
+            "--strategies",
+            "pwfl",
+            "--vary",
+            "strategy.k=1,2",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary["strategy"].tolist() == ["pwfl k=1", "pwfl k=2"]
+    assert (out / "pwfl-k=1-seed0" / "rounds.csv").is_file()
+    comparison = pd.read_csv(out / "comparison.csv")
+    assert comparison.groupby("strategy")["weight_set"].nunique().to_dict() == {
+        "pwfl k=1": 1,
+        "pwfl k=2": 2,
+    }
+    assert (out / "timeline.png").is_file()
+
+
+def test_bad_vary_is_one_line(tmp_path):
+    result = pwfl("compare", "--config", QUICK, "--vary", "strategy.k", "--out", str(tmp_path))
+    assert result.returncode == 2
+    assert "--vary" in result.stderr and "Traceback" not in result.stderr

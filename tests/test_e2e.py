@@ -162,3 +162,68 @@ def test_heterogeneous_clients_timeline_and_load_balancing(runs):
     lb_train = lb_clients[lb_clients["phase"] == "train"]
     assert lb_train[lb_train["round"] > 1]["local_epochs"].min() < 1
     assert _rtt_spread(on).loc[2:].mean() < _rtt_spread(off).loc[2:].mean()
+
+
+def test_int8_updates_send_fewer_bytes_and_still_learn(runs):
+    plain = pd.read_csv(runs("pwfl-threads", "strategy.executor=threads") / "rounds.csv")
+    packed = pd.read_csv(
+        runs("int8", "strategy.executor=threads", "comm.compression=int8") / "rounds.csv"
+    )
+    ratio = packed["bytes_up"].sum() / plain["bytes_up"].sum()
+    assert ratio < 0.35  # small-cnn: many tiny tensors, each with its scale and zero point
+    assert (packed["bytes_down"] == plain["bytes_down"]).all()  # the server sends floats
+    assert packed["accuracy"].iloc[-2:].min() > 0.8
+
+
+def test_user_aggregator_from_dotted_path_is_used(runs):
+    from . import plugins
+
+    plugins.CALLS.clear()
+    out = runs("plugin", "strategy.aggregator=tests.plugins:counting_mean")
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert plugins.CALLS == [2, 2, 2, 2]  # 2 rounds x 2 groups of 2 clients
+    assert rounds["accuracy"].iloc[-1] > 0.5
+
+
+def test_deadline_drops_late_replies(runs):
+    out = runs("deadline", "clients.profile=tiers", "stragglers.deadline_s=0.6")
+    clients = pd.read_csv(out / "clients.csv")
+    train = clients[clients["phase"] == "train"]
+    late = train[train["status"] == "late"]
+    assert len(late) and (late["rtt_s"] > 0.6).all()
+    assert (train[train["status"] == "ok"]["rtt_s"] <= 0.6).all()
+    rounds = pd.read_csv(out / "rounds.csv")
+    # Late replies are not aggregated, and the server waited until the deadline.
+    counted = train[train["status"] == "ok"].groupby(["round", "weight_set"]).size()
+    for _, row in rounds.iterrows():
+        assert row["num_clients"] == counted.get((row["round"], int(row["weight_set"])), 0)
+        assert row["train_s"] <= 0.6 + 1e-9
+
+
+def test_async_groups_never_share_a_busy_client(runs):
+    out = runs("async", "strategy.mode=async", "strategy.num_rounds=3", "clients.profile=tiers")
+    clients = pd.read_csv(out / "clients.csv")
+    train = clients[clients["phase"] == "train"].sort_values("sim_start_s")
+    for _, mine in train.groupby("client"):
+        intervals = list(zip(mine["sim_start_s"], mine["sim_end_s"], strict=True))
+        for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
+            assert start >= end - 1e-9  # the next job starts after the last one ended
+    rounds = pd.read_csv(out / "rounds.csv")
+    for _, ws in rounds.groupby("weight_set"):
+        ws = ws.sort_values("round")
+        assert ws["round"].tolist() == [1, 2, 3]
+        assert ws["accuracy"].iloc[-1] > ws["accuracy"].iloc[0]
+        # Each weight set keeps its own clock: its rounds follow one another.
+        assert ws["sim_time_s"].is_monotonic_increasing
+    # No barrier: the first set to finish round 1 starts round 2 before the other
+    # set has finished round 1.
+    first_round_done = rounds[rounds["round"] == 1]["sim_time_s"].max()
+    assert rounds[rounds["round"] == 2]["group_start_s"].min() < first_round_done
+
+
+def test_server_momentum_per_weight_set_runs_and_learns(runs):
+    out = runs("fedavgm", "strategy.server_opt=fedavgm", "strategy.server_momentum=0.5")
+    rounds = pd.read_csv(out / "rounds.csv")
+    plain = pd.read_csv(runs("pwfl-threads", "strategy.executor=threads") / "rounds.csv")
+    assert rounds["accuracy"].tolist() != plain["accuracy"].tolist()  # the step changed things
+    assert rounds.groupby("weight_set")["accuracy"].last().min() > 0.5

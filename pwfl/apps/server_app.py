@@ -25,10 +25,15 @@ ROUND_TIMEOUT_S = 3600.0
 
 
 def run_server(
-    grid: Grid, cfg: Config, out_dir: str | Path, callbacks: Sequence[Callback] = ()
+    grid: Grid,
+    cfg: Config,
+    out_dir: str | Path,
+    callbacks: Sequence[Callback] = (),
+    label: str | None = None,
 ) -> dict[str, Arrays]:
     """Run one experiment on a Flower grid and write its records to ``out_dir``.
 
+    ``label`` names the run in the tables (default: the strategy's name).
     Returns the final weights by weight-set name (``"0"``, ``"1"``, ...).
     """
     out = Path(out_dir)
@@ -41,7 +46,7 @@ def run_server(
         return training.evaluate(state, test, settings)
 
     directory = discover_clients(grid, cfg.data.num_clients, DISCOVERY_TIMEOUT_S)
-    recorder = RunRecorder(out, cfg.strategy.name, cfg.seed, cfg.strategy.target_accuracy)
+    recorder = RunRecorder(out, label or cfg.strategy.name, cfg.seed, cfg.strategy.target_accuracy)
     everyone = [recorder, *callbacks]
     strategy = build_strategy(cfg, directory, evaluate_weights, everyone)
     initial = ArrayRecord(training.initial_state(settings, cfg.seed))
@@ -92,7 +97,10 @@ def load_weights(path: str | Path) -> dict[str, Arrays]:
 
 
 def make_server_app(
-    cfg: Config | None = None, out_dir: str | Path | None = None, callbacks: Sequence[Callback] = ()
+    cfg: Config | None = None,
+    out_dir: str | Path | None = None,
+    callbacks: Sequence[Callback] = (),
+    label: str | None = None,
 ) -> ServerApp:
     """A ServerApp for ``cfg``, or for the run config when ``cfg`` is None."""
     app = ServerApp()
@@ -105,7 +113,7 @@ def make_server_app(
             if out_dir is not None
             else context.run_config.get("out-dir", "results/flwr-run")
         )
-        run_server(grid, config, str(out), callbacks)
+        run_server(grid, config, str(out), callbacks, label)
 
     return app
 

@@ -11,6 +11,7 @@ from pwfl.callbacks import Callback
 from pwfl.clock import make_profiles
 from pwfl.config import Config
 from pwfl.errors import ConfigError
+from pwfl.strategies.async_pwfl import AsyncPWFL
 from pwfl.strategies.common import ClientDirectory
 from pwfl.strategies.fedavg import EvaluateFn, RecordingFedAvg
 from pwfl.strategies.pwfl import PWFL, SequentialPWFL
@@ -28,6 +29,8 @@ def build_strategy(
     if name == "fedavg":
         return RecordingFedAvg(cfg, directory, evaluate_weights, profiles, callbacks)
     cls = {"pwfl": PWFL, "pwfl-sequential": SequentialPWFL}[name]
+    if cfg.strategy.mode == "async":
+        cls = AsyncPWFL
     return cls(
         cfg,
         directory,

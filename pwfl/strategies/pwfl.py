@@ -48,6 +48,7 @@ from pwfl.strategies.common import (
     train_update,
 )
 from pwfl.strategies.ledger import Ledger, Settled
+from pwfl.strategies.server_optimizer import ServerOptimizer
 
 EvaluateFn = Callable[[Arrays], dict[str, float]]
 MERGED = "merged"
@@ -120,6 +121,11 @@ class PWFL(Strategy):
         self.merge_kind, self.merge_every = parse_merge(cfg.strategy.merge)
         self.tracker = StragglerTracker(cfg.stragglers, cfg.train.local_epochs)
         self.ledger = Ledger(directory, profiles, self.tracker, cfg.stragglers.deadline_s)
+        self.optimizers = (
+            [ServerOptimizer(cfg.strategy) for _ in range(self.k)]
+            if cfg.strategy.server_opt != "none"
+            else []
+        )
         self.weight_sets: list[WeightSet] = []
         self._groups: list[list[int]] = []
         self._outcomes: dict[int, GroupOutcome] = {}
@@ -307,9 +313,16 @@ class PWFL(Strategy):
                 handles[ws] = self.executor.submit(self.aggregate_fn, updates)
         for ws, handle in handles.items():  # every group is running before we wait on one
             arrays, seconds = handle.result()
-            self.weight_sets[ws].arrays = arrays
+            self.weight_sets[ws].arrays = self._optimizer_step(ws, arrays)
             self.weight_sets[ws].rounds_trained += 1
             self._outcomes[ws].aggregate_s = seconds
+
+    def _optimizer_step(self, ws: int, aggregated: Arrays) -> Arrays:
+        """Apply the weight set's server optimiser, if any, to its new aggregate."""
+        if not self.optimizers:
+            return aggregated
+        current = self.weight_sets[ws]
+        return self.optimizers[ws].step(current.rounds_trained + 1, current.arrays, aggregated)
 
     def _exchange(self, grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
         """Push messages, wait for the replies, and let the ledger note the messages."""
