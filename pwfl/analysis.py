@@ -140,17 +140,24 @@ def finish_spread(clients: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarize_comparison(
-    rounds: pd.DataFrame, target: float, clients: pd.DataFrame | None = None
+    rounds: pd.DataFrame,
+    target: float,
+    clients: pd.DataFrame | None = None,
+    server: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per strategy: mean and std over seeds of each run's summary numbers.
 
     With ``clients`` the table also gets ``finish_spread`` (see :func:`finish_spread`),
-    averaged over rounds.
+    averaged over rounds. With ``server`` the idle fraction of runs without a round
+    barrier (async) comes from the server's aggregation intervals.
     """
     metrics = list(SUMMARY_METRICS)
     per_run = []
     for (strategy, seed), run in rounds.groupby(["strategy", "seed"], sort=False):
         row = {k: v for k, v in summarize_run(run, target).items() if k in SUMMARY_METRICS}
+        if np.isnan(row["idle_fraction"]) and server is not None:
+            mine = server[(server["strategy"] == strategy) & (server["seed"] == seed)]
+            row["idle_fraction"] = idle_fraction(mine, float(run["sim_time_s"].max()))
         per_run.append({"strategy": strategy, "seed": seed, **row})
     runs = pd.DataFrame(per_run)
     if clients is not None and "rtt_s" in clients:
@@ -167,32 +174,23 @@ def summarize_comparison(
 
 
 def format_summary(table: pd.DataFrame) -> str:
-    """A compact text table of a comparison summary (mean ± std)."""
-    lines = []
-    header = [
-        "strategy",
-        "final acc",
-        "best acc",
-        "rounds->tgt",
-        "sim s->tgt",
-        "round wall s",
-        "round sim s",
-        "idle",
-    ]
-    lines.append("  ".join(f"{h:>13}" for h in header))
+    """A compact text table of a comparison summary (mean ± std over seeds)."""
+    shown = {
+        "final_accuracy": "final acc",
+        "best_accuracy": "best acc",
+        "rounds_to_target": "rounds->tgt",
+        "sim_time_to_target_s": "sim s->tgt",
+        "mean_round_wall_s": "round wall s",
+        "mean_round_sim_s": "round sim s",
+        "idle_fraction": "idle",
+        "finish_spread": "spread",
+    }
+    shown = {k: v for k, v in shown.items() if f"{k}_mean" in table}
+    width = max(8, *(len(str(s)) for s in table["strategy"]))
+    lines = [f"{'strategy':<{width}}  " + "  ".join(f"{h:>13}" for h in shown.values())]
     for _, row in table.iterrows():
-        cells = [str(row["strategy"])]
-        for metric in [
-            "final_accuracy",
-            "best_accuracy",
-            "rounds_to_target",
-            "sim_time_to_target_s",
-            "mean_round_wall_s",
-            "mean_round_sim_s",
-            "idle_fraction",
-        ]:
-            cells.append(f"{row[metric + '_mean']:.3f}±{row[metric + '_std']:.3f}")
-        lines.append("  ".join(f"{c:>13}" for c in cells))
+        cells = [f"{row[m + '_mean']:.3f}±{row[m + '_std']:.3f}" for m in shown]
+        lines.append(f"{row['strategy']:<{width}}  " + "  ".join(f"{c:>13}" for c in cells))
     return "\n".join(lines)
 
 

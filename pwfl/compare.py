@@ -111,10 +111,10 @@ def write_comparison(out: Path, runs: Sequence[tuple[str, int]], target: float) 
     rounds["weight_set"] = rounds["weight_set"].astype(str)
     atomic_write_text(out / "comparison.csv", rounds.to_csv(index=False))
     try:
-        clients = analysis.load_clients(out)
+        clients, server = analysis.load_clients(out), analysis.load_server(out)
     except FileNotFoundError:
-        clients = None
-    summary = analysis.summarize_comparison(rounds, target, clients)
+        clients = server = None
+    summary = analysis.summarize_comparison(rounds, target, clients, server)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     analysis.save_figure(analysis.plot_convergence(rounds), out / "convergence.png")
     _draw_timeline(out)
