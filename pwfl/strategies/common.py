@@ -1,4 +1,4 @@
-"""What every strategy shares: record conversions, client discovery, reply bookkeeping.
+"""What every strategy shares: record conversions, client discovery, message building.
 
 Flower identifies clients by random node ids; pwfl identifies them by their
 partition id, which is stable across runs. A one-off ``query`` round asks every
@@ -8,6 +8,7 @@ partition ids and the ``balanced`` policy knows the clients' sizes.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -68,8 +69,6 @@ class ClientDirectory:
 
 def discover_clients(grid: Grid, expected: int, timeout: float) -> ClientDirectory:
     """Ask every connected node for its partition id and example count."""
-    import time
-
     deadline = time.time() + timeout
     while len(node_ids := list(grid.get_node_ids())) < expected:
         if time.time() > deadline:
