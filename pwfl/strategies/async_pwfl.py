@@ -43,7 +43,7 @@ from pwfl.strategies.common import (
     to_record,
     train_update,
 )
-from pwfl.strategies.ledger import Ledger, Settled
+from pwfl.strategies.ledger import Ledger, Settled, bytes_moved, on_clock
 from pwfl.strategies.pwfl import PWFL, WeightSet, _test_metrics, _weighted_loss
 
 PULL_INTERVAL_S = 0.05
@@ -192,12 +192,7 @@ class AsyncPWFL(PWFL):
         assert job.settled is not None
         metrics = self.evaluate_weights(self.weight_sets[job.weight_set].arrays)
         self.weight_sets[job.weight_set].history.append(metrics["accuracy"])
-        clients = [
-            {**row, "sim_start_s": job.start_s, "sim_end_s": job.start_s + row["rtt_s"]}
-            if "rtt_s" in row
-            else row
-            for row in job.settled.rows
-        ]
+        clients = on_clock(job.settled.rows, job.start_s)
         row = {
             "round": job.round,
             "weight_set": str(job.weight_set),
@@ -214,8 +209,7 @@ class AsyncPWFL(PWFL):
             "round_sim_s": ready - job.start_s,
             "sim_time_s": ready,
             "idle_s": float("nan"),  # no round barrier: idle time is in server.csv
-            "bytes_down": sum(r.get("bytes_down", 0) for r in job.settled.rows),
-            "bytes_up": sum(r.get("bytes_up", 0) for r in job.settled.rows),
+            **bytes_moved(job.settled.rows),
         }
         server = [
             {

@@ -34,7 +34,7 @@ from pwfl.strategies.common import (
     to_record,
     train_update,
 )
-from pwfl.strategies.ledger import Ledger
+from pwfl.strategies.ledger import Ledger, bytes_moved, on_clock
 
 EvaluateFn = Callable[[dict], dict[str, float]]
 
@@ -178,12 +178,7 @@ class RecordingFedAvg(FedAvg):
         round_sim = round_length(timings)
         self._sim_time += round_sim
         record = self._record
-        record.clients = [
-            {**row, "sim_start_s": round_start, "sim_end_s": round_start + row["rtt_s"]}
-            if "rtt_s" in row
-            else row
-            for row in record.clients
-        ] + self._eval_rows
+        record.clients = on_clock(record.clients, round_start) + self._eval_rows
         busy = round_start + self._train_s
         record.server = [
             {
@@ -213,8 +208,7 @@ class RecordingFedAvg(FedAvg):
                 "round_sim_s": round_sim,
                 "sim_time_s": self._sim_time,
                 "idle_s": idle_time(timings),
-                "bytes_down": sum(r.get("bytes_down", 0) for r in self._record.clients),
-                "bytes_up": sum(r.get("bytes_up", 0) for r in self._record.clients),
+                **bytes_moved(record.clients),
             }
         ]
         for callback in self.callbacks:

@@ -140,3 +140,19 @@ class Ledger:
             "upload_s": timing.upload_s,
             "rtt_s": timing.total_s,
         }
+
+
+def on_clock(rows: list[dict[str, Any]], start_s: float) -> list[dict[str, Any]]:
+    """Rows of a group sent at simulated time ``start_s``, with ``sim_start_s`` and
+    ``sim_end_s`` on every priced reply."""
+    return [
+        {**row, "sim_start_s": start_s, "sim_end_s": start_s + row["rtt_s"]}
+        if "rtt_s" in row
+        else row
+        for row in rows
+    ]
+
+
+def bytes_moved(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Total ``bytes_down`` and ``bytes_up`` of some ``clients.csv`` rows."""
+    return {key: sum(int(r.get(key, 0)) for r in rows) for key in ("bytes_down", "bytes_up")}

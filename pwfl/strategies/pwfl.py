@@ -47,7 +47,7 @@ from pwfl.strategies.common import (
     to_record,
     train_update,
 )
-from pwfl.strategies.ledger import Ledger, Settled
+from pwfl.strategies.ledger import Ledger, Settled, bytes_moved, on_clock
 from pwfl.strategies.server_optimizer import ServerOptimizer
 
 EvaluateFn = Callable[[Arrays], dict[str, float]]
@@ -370,8 +370,7 @@ class PWFL(Strategy):
                     "aggregate_s": timing.aggregate_s,
                     "group_start_s": timing.start_s,
                     "group_end_s": timing.end_s,
-                    "bytes_down": sum(r.get("bytes_down", 0) for r in outcome.rows),
-                    "bytes_up": sum(r.get("bytes_up", 0) for r in outcome.rows),
+                    **bytes_moved(outcome.rows),
                 }
             )
         return rows
@@ -383,10 +382,7 @@ class PWFL(Strategy):
         clients, server = [], []
         for ws, timing in enumerate(timings):
             start = round_start + timing.start_s
-            for row in self._outcomes[ws].rows:
-                if "rtt_s" in row:
-                    row = {**row, "sim_start_s": start, "sim_end_s": start + row["rtt_s"]}
-                clients.append(row)
+            clients += on_clock(self._outcomes[ws].rows, start)
             if self._outcomes[ws].replies:
                 busy = start + timing.train_s
                 server.append(
