@@ -31,8 +31,8 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
         log_to_driver=verbose,
         # Ray kills task workers idle for more than 1 s once the client actors
         # fill its worker quota, so every round's aggregation tasks paid ~0.9 s
-        # to start fresh Python processes (measured: 0.85-1.0 s per round
-        # against 0.03 s with warm workers). Keep them for the whole run.
+        # to start fresh Python processes (0.9-1.0 s against 0.03 s with warm
+        # workers: experiments/bench_ray_task_latency.py). Keep them for the run.
         _system_config={"idle_worker_killing_time_threshold_ms": 600_000},
     )
 
