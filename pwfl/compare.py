@@ -110,23 +110,26 @@ def write_comparison(out: Path, runs: Sequence[tuple[str, int]], target: float) 
     rounds = pd.concat(frames, ignore_index=True)
     rounds["weight_set"] = rounds["weight_set"].astype(str)
     atomic_write_text(out / "comparison.csv", rounds.to_csv(index=False))
-    try:
-        clients, server = analysis.load_clients(out), analysis.load_server(out)
-    except FileNotFoundError:
-        clients = server = None
+    clients, server = _timeline_tables(out)
     summary = analysis.summarize_comparison(rounds, target, clients, server)
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
     analysis.save_figure(analysis.plot_convergence(rounds), out / "convergence.png")
-    _draw_timeline(out)
+    _draw_timeline(out, clients, server)
     return summary
 
 
-def _draw_timeline(path: Path) -> list[Path]:
+def _timeline_tables(path: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """``clients.csv`` and ``server.csv`` of a run or of every run of a comparison."""
     try:
-        clients, server = analysis.load_clients(path), analysis.load_server(path)
+        return analysis.load_clients(path), analysis.load_server(path)
     except FileNotFoundError:
-        return []
-    if "sim_start_s" not in clients:
+        return None, None
+
+
+def _draw_timeline(
+    path: Path, clients: pd.DataFrame | None, server: pd.DataFrame | None
+) -> list[Path]:
+    if clients is None or server is None or "sim_start_s" not in clients:
         return []
     fig = analysis.plot_timeline(clients, server)
     return [analysis.save_figure(fig, path / "timeline.png")]
@@ -137,4 +140,4 @@ def redraw(path: str | Path) -> list[Path]:
     path = Path(path)
     rounds = analysis.load_rounds(path)
     drawn = [analysis.save_figure(analysis.plot_convergence(rounds), path / "convergence.png")]
-    return drawn + _draw_timeline(path)
+    return drawn + _draw_timeline(path, *_timeline_tables(path))

@@ -73,8 +73,6 @@ class Job:
 class AsyncPWFL(PWFL):
     """PWFL without a round barrier between the K weight sets."""
 
-    name = "pwfl"
-
     def start(
         self,
         grid: Grid,

@@ -98,9 +98,6 @@ class PWFL(Strategy):
         Receive each round's records (CSV writer, progress bar).
     """
 
-    sequential = False
-    name = "pwfl"
-
     def __init__(
         self,
         cfg: Config,
@@ -398,9 +395,6 @@ class PWFL(Strategy):
 
 class SequentialPWFL(PWFL):
     """The same K weight sets and client split, trained one group after another."""
-
-    sequential = True
-    name = "pwfl-sequential"
 
     def _train_round(
         self, grid: Grid, server_round: int, config: ConfigRecord, timeout: float
