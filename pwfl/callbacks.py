@@ -33,11 +33,12 @@ class Callback(Protocol):
 class Progress:
     """A progress bar on stderr with the latest accuracy of every weight set."""
 
-    def __init__(self, total_rounds: int, label: str):
+    def __init__(self, total_rounds: int, label: str, done: int = 0):
         from tqdm import tqdm
 
         self._bar = tqdm(
             total=total_rounds,
+            initial=done,
             desc=label,
             unit="round",
             file=sys.stderr,

@@ -3,6 +3,8 @@
 Usage::
 
     pwfl run --config experiments/configs/quick.toml --set strategy.k=3 --out results/runs/k3
+    pwfl resume results/runs/k3      # continue a run that was killed
+    pwfl deploy --config experiments/configs/tiny.toml --clients 3   # SuperLink + 3 SuperNodes
     pwfl compare --config experiments/configs/quick.toml --strategies fedavg,pwfl --seeds 0,1
     pwfl plot results/compare/quick
 
@@ -38,9 +40,35 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--out", help="output folder")
         p.add_argument("--quiet", action="store_true", help="no progress display")
         p.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+        p.add_argument(
+            "--ray-address",
+            metavar="ADDRESS",
+            help="run on an existing Ray cluster (auto, or the head's host:port); "
+            "same as --set simulation.ray_address=ADDRESS",
+        )
 
     run = sub.add_parser("run", help="run one experiment")
     experiment_args(run)
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace a run already in the output folder"
+    )
+
+    resume = sub.add_parser("resume", help="continue a killed run from its checkpoint")
+    resume.add_argument("dir", help="the run folder (it holds checkpoint.npz)")
+    resume.add_argument("--quiet", action="store_true", help="no progress display")
+    resume.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+
+    deploy = sub.add_parser(
+        "deploy", help="run on Flower's Deployment Engine: a SuperLink and N SuperNodes here"
+    )
+    experiment_args(deploy)
+    deploy.add_argument("--clients", type=int, required=True, help="number of SuperNodes")
+    deploy.add_argument(
+        "--timeout", type=float, default=3600.0, help="seconds to wait for the run (3600)"
+    )
+    deploy.add_argument(
+        "--overwrite", action="store_true", help="replace a run already in the output folder"
+    )
 
     compare = sub.add_parser("compare", help="compare strategies over seeds")
     experiment_args(compare)
@@ -64,6 +92,8 @@ def _default_out(kind: str, config_path: str, cfg: Config) -> Path:
     stem = Path(config_path).stem
     if kind == "run":
         return Path("results/runs") / f"{stem}-{cfg.strategy.name}-seed{cfg.seed}"
+    if kind == "deploy":
+        return Path("results/deploy") / f"{stem}-{cfg.strategy.name}-seed{cfg.seed}"
     return Path("results/compare") / stem
 
 
@@ -79,7 +109,51 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _check_out_dir(out: Path, overwrite: bool) -> None:
+    """Refuse to write over a run unless told to (nothing is touched before)."""
+    from pwfl.checkpoint import CHECKPOINT_FILE
+
+    if overwrite:
+        return
+    if (out / "summary.json").is_file():
+        raise ConfigError(
+            f"'{out}' holds a finished run; pass --overwrite to replace it or --out to "
+            "write elsewhere"
+        )
+    if (out / CHECKPOINT_FILE).is_file():
+        raise ConfigError(
+            f"'{out}' holds an unfinished run; continue it with 'pwfl resume {out}', or "
+            "pass --overwrite to start again"
+        )
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from pwfl.checkpoint import CHECKPOINT_FILE, load_checkpoint
+    from pwfl.runner import run_experiment
+
+    out = Path(args.dir)
+    if not out.is_dir():
+        raise ConfigError(f"'{out}' is not a folder; pass the folder of the run to resume")
+    ckpt = load_checkpoint(out / CHECKPOINT_FILE)
+    if ckpt.round >= ckpt.num_rounds and (out / "summary.json").is_file():
+        raise ConfigError(
+            f"'{out}' is finished (round {ckpt.round} of {ckpt.num_rounds}); nothing to resume"
+        )
+    summary = run_experiment(
+        ckpt.config, out, quiet=args.quiet, verbose=args.verbose, label=ckpt.label, resume=ckpt
+    )
+    _print_result(summary, out)
+    return 0
+
+
+def _print_result(summary: dict, out: Path) -> None:
+    accs = ", ".join(f"set {k}: {v:.4f}" for k, v in summary["final_accuracy_per_set"].items())
+    print(f"final test accuracy ({accs}); records in {out}")
+
+
 def _main(args: argparse.Namespace) -> int:
+    if args.command == "resume":
+        return _resume(args)
     if args.command == "plot":
         from pwfl.compare import redraw
 
@@ -92,14 +166,27 @@ def _main(args: argparse.Namespace) -> int:
             raise ConfigError(str(err)) from None
         return 0
 
-    cfg = load_config(args.config, args.set)
+    overrides = list(args.set)
+    if args.ray_address:
+        overrides.append(f"simulation.ray_address={args.ray_address!r}")
+    cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else _default_out(args.command, args.config, cfg)
     if args.command == "run":
         from pwfl.runner import run_experiment
 
+        _check_out_dir(out, args.overwrite)
         summary = run_experiment(cfg, out, quiet=args.quiet, verbose=args.verbose)
-        accs = ", ".join(f"set {k}: {v:.4f}" for k, v in summary["final_accuracy_per_set"].items())
-        print(f"final test accuracy ({accs}); records in {out}")
+        _print_result(summary, out)
+        return 0
+    if args.command == "deploy":
+        from pwfl.deploy import deploy
+
+        if args.clients < 1:
+            raise ConfigError(f"--clients {args.clients} must be >= 1")
+        cfg = cfg.with_overrides([f"data.num_clients={args.clients}"])
+        _check_out_dir(out, args.overwrite)
+        summary = deploy(cfg, out, args.clients, timeout_s=args.timeout)
+        _print_result(summary, out)
         return 0
 
     from pwfl.analysis import format_summary

@@ -34,6 +34,7 @@ BALANCING = ("off", "halve", "proportional")
 COMPRESSION = ("none", "int8", "int8-delta")
 MODES = ("sync", "async")
 SERVER_OPTIMIZERS = ("none", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
+CLIENT_STATES = ("none", "momentum", "personal")
 
 
 @dataclass(frozen=True)
@@ -78,9 +79,14 @@ class TrainConfig:
     lr: float = 0.02
     """SGD learning rate."""
     momentum: float = 0.9
-    """SGD momentum (reset every round: clients keep no optimiser state)."""
+    """SGD momentum (reset every round unless ``client_state = "momentum"``)."""
     augment: bool = False
     """Random rotation (and flips on CIFAR) while training."""
+    client_state: str = "none"
+    """What a client keeps between its rounds (in Flower's ``Context.state``, saved
+    with the run's checkpoints): none, momentum (its SGD momentum buffers) or
+    personal (its own classifier layer, which replaces the received one; FedPer,
+    Arivazhagan et al. 2019)."""
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,44 @@ class StragglerConfig:
 
 
 @dataclass(frozen=True)
+class FaultsConfig:
+    """Injected client failures, and how the server rides them out.
+
+    Faults hit training messages and are drawn from ``(seed, "fault", round,
+    client)``, so every strategy of one seed meets the same failures.
+    """
+
+    crash_prob: float = 0.0
+    """Per round and client: its ClientApp raises on every attempt of that round."""
+    transient_prob: float = 0.0
+    """Per round and client: its ClientApp raises once and succeeds when asked again."""
+    hang_prob: float = 0.0
+    """Per round and client: it answers only after ``round_timeout_s`` has passed
+    (really: the client sleeps), so the server records a timeout."""
+    max_retries: int = 2
+    """Failed (error) replies are sent again to the same client up to this many
+    times within the round; a timeout is not retried (the round's time is up)."""
+    quorum: float = 0.5
+    """A weight set's group is aggregated only when at least this share of its
+    clients' replies counts (ceil, at least one); otherwise the set keeps its weights
+    for the round, recorded as ``quorum_missed``. In (0, 1]."""
+    max_missed_rounds: int = 3
+    """The run stops (with its records kept) when every weight set misses quorum
+    this many rounds in a row."""
+    round_timeout_s: float = 3600.0
+    """Real seconds the server waits for a round's replies (all attempts)."""
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """Server (and client) checkpoints for ``pwfl resume``."""
+
+    every: int = 1
+    """Write ``checkpoint.npz`` after every this many rounds and after the last one
+    (0: never). Writing takes milliseconds next to a round."""
+
+
+@dataclass(frozen=True)
 class SimulationConfig:
     """Resources of Flower's simulation engine (Ray backend)."""
 
@@ -195,7 +239,10 @@ class SimulationConfig:
     client_gpus: float = 0.0
     """GPUs reserved per client actor; training uses CUDA when this is > 0."""
     ray_cpus: int = 0
-    """CPUs Ray may use; 0 means all of this machine's cores."""
+    """CPUs Ray may use; 0 means all of this machine's cores (ignored with ray_address)."""
+    ray_address: str = ""
+    """An existing Ray cluster to run on (``auto``, or ``host:port`` of its head, as
+    printed by ``ray start --head``); empty starts a Ray session on this machine."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +258,8 @@ class Config:
     comm: CommConfig = field(default_factory=CommConfig)
     clients: ClientsConfig = field(default_factory=ClientsConfig)
     stragglers: StragglerConfig = field(default_factory=StragglerConfig)
+    faults: FaultsConfig = field(default_factory=FaultsConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
     def replace(self, **changes: Any) -> Config:
@@ -243,6 +292,8 @@ SECTIONS: dict[str, type] = {
     "comm": CommConfig,
     "clients": ClientsConfig,
     "stragglers": StragglerConfig,
+    "faults": FaultsConfig,
+    "checkpoint": CheckpointConfig,
     "simulation": SimulationConfig,
 }
 
@@ -403,6 +454,7 @@ def validate(cfg: Config) -> None:
     _check(t.batch_size >= 1, "train.batch_size", t.batch_size, "must be >= 1")
     _check(t.lr > 0, "train.lr", t.lr, "must be > 0")
     _check(0 <= t.momentum < 1, "train.momentum", t.momentum, "must be in [0, 1)")
+    _choice("train.client_state", t.client_state, CLIENT_STATES)
     _choice("strategy.name", s.name, STRATEGIES)
     _check(s.num_rounds >= 1, "strategy.num_rounds", s.num_rounds, "must be >= 1")
     _check(
@@ -478,6 +530,8 @@ def validate(cfg: Config) -> None:
         "must be in (0, 1]",
     )
     _validate_clients(cfg.clients, cfg.stragglers)
+    _validate_faults(cfg.faults)
+    _check(cfg.checkpoint.every >= 0, "checkpoint.every", cfg.checkpoint.every, "must be >= 0")
     _check(sim.client_cpus > 0, "simulation.client_cpus", sim.client_cpus, "must be > 0")
     _check(sim.client_gpus >= 0, "simulation.client_gpus", sim.client_gpus, "must be >= 0")
     _check(sim.ray_cpus >= 0, "simulation.ray_cpus", sim.ray_cpus, "must be >= 0")
@@ -500,6 +554,25 @@ def _validate_clients(c: ClientsConfig, st: StragglerConfig) -> None:
     _choice("stragglers.load_balancing", st.load_balancing, BALANCING)
     _check(st.max_epochs >= 1, "stragglers.max_epochs", st.max_epochs, "must be >= 1")
     _check(st.deadline_s >= 0, "stragglers.deadline_s", st.deadline_s, "must be >= 0")
+
+
+def _validate_faults(f: FaultsConfig) -> None:
+    for key in ("crash_prob", "transient_prob", "hang_prob"):
+        value = getattr(f, key)
+        _check(0 <= value <= 1, f"faults.{key}", value, "must be in [0, 1]")
+    total = f.crash_prob + f.transient_prob + f.hang_prob
+    _check(
+        total <= 1,
+        "faults.crash_prob",
+        f.crash_prob,
+        f"crash_prob + transient_prob + hang_prob = {total:g} must be <= 1",
+    )
+    _check(f.max_retries >= 0, "faults.max_retries", f.max_retries, "must be >= 0")
+    _check(0 < f.quorum <= 1, "faults.quorum", f.quorum, "must be in (0, 1]")
+    _check(
+        f.max_missed_rounds >= 1, "faults.max_missed_rounds", f.max_missed_rounds, "must be >= 1"
+    )
+    _check(f.round_timeout_s > 0, "faults.round_timeout_s", f.round_timeout_s, "must be > 0")
 
 
 def parse_tiers(text: str) -> list[tuple[float, float]]:

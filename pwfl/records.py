@@ -25,12 +25,14 @@ ROUND_COLUMNS = [
     "seed",
     "round",
     "weight_set",
+    "status",
     "accuracy",
     "loss",
     "client_accuracy",
     "client_loss",
     "train_loss",
     "num_clients",
+    "num_sent",
     "num_examples",
     "train_s",
     "aggregate_s",
@@ -49,11 +51,13 @@ CLIENT_COLUMNS = [
     "phase",
     "client",
     "weight_set",
+    "attempt",
     "num_examples",
     "train_time_s",
     "loss",
     "accuracy",
     "status",
+    "error",
     "straggler",
     "local_epochs",
     "bytes_down",
@@ -62,6 +66,7 @@ CLIENT_COLUMNS = [
     "compute_s",
     "upload_s",
     "rtt_s",
+    "offset_s",
     "sim_start_s",
     "sim_end_s",
 ]
@@ -100,6 +105,14 @@ class RunRecorder:
         self.rounds: list[dict[str, Any]] = []
         self.clients: list[dict[str, Any]] = []
         self.server: list[dict[str, Any]] = []
+        self.stopped = ""
+        """Why the run stopped early (empty when it ran all its rounds)."""
+
+    def restore(self, records: dict[str, list[dict[str, Any]]]) -> None:
+        """Start from the rows a checkpoint saved (a resumed run)."""
+        self.rounds = list(records.get("rounds", []))
+        self.clients = list(records.get("clients", []))
+        self.server = list(records.get("server", []))
 
     def on_round_end(self, record: RoundRecord) -> None:
         """Append one round's rows and rewrite the CSV files."""
@@ -121,4 +134,6 @@ class RunRecorder:
             span = float(rounds["sim_time_s"].max())
             summary["idle_fraction"] = idle_fraction(pd.DataFrame(self.server), span)
         summary.update(strategy=self.strategy, seed=self.seed)
+        if self.stopped:
+            summary["stopped"] = self.stopped
         atomic_write_text(self.out_dir / "summary.json", json.dumps(summary, indent=2) + "\n")

@@ -13,7 +13,9 @@ import os
 import warnings
 from pathlib import Path
 
+from pwfl.checkpoint import CLIENT_STATE_DIR, Checkpoint
 from pwfl.config import Config
+from pwfl.errors import PwflError
 
 
 def start_ray(cfg: Config, verbose: bool = False) -> None:
@@ -23,6 +25,15 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
     import ray
 
     if ray.is_initialized():
+        return
+    if cfg.simulation.ray_address:
+        # Joining a cluster: its size and system settings are the cluster's own
+        # (ray.init raises when given num_cpus or _system_config here).
+        ray.init(
+            address=cfg.simulation.ray_address,
+            logging_level=logging.INFO if verbose else logging.ERROR,
+            log_to_driver=verbose,
+        )
         return
     ray.init(
         num_cpus=cfg.simulation.ray_cpus or None,
@@ -43,8 +54,31 @@ def quiet_libraries(verbose: bool) -> None:
     for name in ("flwr", "ray", "datasets", "filelock"):
         logging.getLogger(name).setLevel(level)
     if not verbose:
+        # Flower logs every failing ClientApp with its traceback at ERROR level;
+        # with fault injection that is dozens per round. The reason of each is in
+        # clients.csv (column ``error``), and --verbose shows them all.
+        logging.getLogger("flwr").setLevel(logging.CRITICAL)
+    if not verbose:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="ray")
+
+
+def prepare_data(cfg: Config) -> None:
+    """Check what can fail before any process starts, and cache the client split.
+
+    The data set is loaded and split (the client processes then read the cached
+    split instead of redoing it), the device profiles drawn (a bad trace file
+    fails here) and the aggregator resolved (an unknown dotted path fails here).
+    """
+    from pwfl.clock import make_profiles
+    from pwfl.data import partition_indices, server_test_data
+    from pwfl.strategies import aggregator_from_config
+
+    server_test_data(cfg.data, cfg.seed)
+    partition_indices(cfg.data, cfg.seed)
+    make_profiles(cfg.clients, range(cfg.data.num_clients), cfg.seed)
+    if cfg.strategy.name != "fedavg":
+        aggregator_from_config(cfg)
 
 
 def run_experiment(
@@ -53,11 +87,21 @@ def run_experiment(
     quiet: bool = False,
     verbose: bool = False,
     label: str | None = None,
+    resume: Checkpoint | None = None,
 ) -> dict:
     """Run one experiment and write ``rounds.csv``, ``clients.csv``, ``config.toml``,
-    ``summary.json`` and ``final_weights.npz`` into ``out_dir``; return the summary.
+    ``summary.json``, ``checkpoint.npz`` and ``final_weights.npz`` into ``out_dir``;
+    return the summary.
 
-    ``label`` names the run in the tables (default: the strategy's name).
+    ``label`` names the run in the tables (default: the strategy's name);
+    ``resume`` continues the run saved in that checkpoint (``cfg`` must be its
+    config).
+
+    Raises
+    ------
+    PwflError
+        When the run stopped early because every weight set kept missing quorum
+        (its records are kept).
     """
     import json
 
@@ -66,21 +110,13 @@ def run_experiment(
     from pwfl.apps.client_app import make_client_app
     from pwfl.apps.server_app import make_server_app
     from pwfl.callbacks import Progress
-    from pwfl.clock import make_profiles
-    from pwfl.data import partition_indices, server_test_data
-    from pwfl.strategies import aggregator_from_config
 
-    # Load and split the data before Ray starts: a data problem is reported at
-    # once, and the client processes read the cached split instead of redoing it.
     quiet_libraries(verbose)
-    server_test_data(cfg.data, cfg.seed)
-    partition_indices(cfg.data, cfg.seed)
-    make_profiles(cfg.clients, range(cfg.data.num_clients), cfg.seed)  # a bad trace fails here
-    if cfg.strategy.name != "fedavg":
-        aggregator_from_config(cfg)  # an unknown name or a bad dotted path fails here
+    prepare_data(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     start_ray(cfg, verbose)
+    done = resume.round if resume is not None else 0
     callbacks = (
         []
         if quiet
@@ -88,6 +124,7 @@ def run_experiment(
             Progress(
                 cfg.strategy.num_rounds * (cfg.strategy.k if cfg.strategy.mode == "async" else 1),
                 f"{label or cfg.strategy.name} seed {cfg.seed}",
+                done=done,
             )
         ]
     )
@@ -98,8 +135,8 @@ def run_experiment(
         },
     }
     run_simulation(
-        server_app=make_server_app(cfg, out, callbacks, label),
-        client_app=make_client_app(cfg),
+        server_app=make_server_app(cfg, out, callbacks, label, resume),
+        client_app=make_client_app(cfg, out / CLIENT_STATE_DIR),
         num_supernodes=cfg.data.num_clients,
         backend_config=backend_config,
         verbose_logging=verbose,
@@ -108,4 +145,7 @@ def run_experiment(
     summary_path = out / "summary.json"
     if not summary_path.is_file():
         raise RuntimeError(f"the run ended without writing {summary_path}; rerun with --verbose")
-    return json.loads(summary_path.read_text())
+    summary = json.loads(summary_path.read_text())
+    if summary.get("stopped"):
+        raise PwflError(summary["stopped"])
+    return summary

@@ -84,6 +84,18 @@ class StragglerTracker:
         """Every client currently flagged."""
         return {c for c in self.estimates if self.is_straggler(c)}
 
+    def state(self) -> dict[str, dict[str, list[float] | float]]:
+        """The estimates and planned epochs, as JSON-able values (for checkpoints)."""
+        return {
+            "estimates": {str(c): [e.fixed_s, e.per_epoch_s] for c, e in self.estimates.items()},
+            "epochs": {str(c): e for c, e in self.epochs.items()},
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Restore what :meth:`state` returned."""
+        self.estimates = {int(c): Estimate(*v) for c, v in state["estimates"].items()}
+        self.epochs = {int(c): float(e) for c, e in state["epochs"].items()}
+
     def end_round(self, clients: list[int]) -> None:
         """Re-plan the epochs of the clients that answered this round."""
         rule = self.cfg.load_balancing

@@ -61,12 +61,34 @@ def train(
     first epoch), ``num_examples``, ``steps`` and ``train_time_s``, the CPU time of the
     calling thread (what this client's own device would have spent).
     """
+    new_state, metrics, _ = train_keeping(state, data, settings, "none", {})
+    return new_state, metrics
+
+
+def train_keeping(
+    state: StateDict, data: ClientData, settings: TrainSettings, keep: str, local: StateDict
+) -> tuple[StateDict, dict[str, float], StateDict]:
+    """:func:`train` for a client that keeps ``local`` state between its rounds.
+
+    ``keep`` is ``"none"``, ``"momentum"`` (the SGD momentum buffers carry over
+    instead of starting at zero every round) or ``"personal"`` (the client's own
+    classifier layer replaces the received one before training). ``local`` is
+    what this client kept last time (empty on its first round); the third value
+    returned is what it keeps now.
+    """
     if len(data) == 0:
         raise ValueError("cannot train on an empty partition")
     torch.set_num_threads(settings.num_threads)
     start = time.thread_time()
+    if keep == "personal":
+        state = {
+            **state,
+            **{k[len(PERSONAL) :]: v for k, v in local.items() if k.startswith(PERSONAL)},
+        }
     model = _model_from_state(state, settings)
     optimiser = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
+    if keep == "momentum":
+        _load_momentum(model, optimiser, local)
     augment = _augmentation(settings) if settings.augment else None
     loss_fn = nn.CrossEntropyLoss()
     epoch_losses = []
@@ -102,7 +124,41 @@ def train(
         "steps": float(steps_done),
         "train_time_s": time.thread_time() - start,
     }
-    return new_state, metrics
+    kept: StateDict = {}
+    if keep == "momentum":
+        kept = _momentum_of(model, optimiser)
+    elif keep == "personal":
+        kept = {PERSONAL + k: new_state[k] for k in personal_keys(model)}
+    return new_state, metrics, kept
+
+
+PERSONAL = "personal."
+MOMENTUM = "momentum."
+
+
+def personal_keys(model: nn.Module) -> list[str]:
+    """State-dict keys of the model's last linear layer (the classifier a client keeps)."""
+    last = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
+    return [f"{last}.{p}" for p, _ in model.get_submodule(last).named_parameters()]
+
+
+def _load_momentum(model: nn.Module, optimiser: torch.optim.Optimizer, local: StateDict) -> None:
+    # SGD reads a parameter's buffer from optimiser.state when one is there and
+    # starts it from the first gradient otherwise, so a client with nothing kept
+    # trains exactly like one that keeps nothing.
+    for name, param in model.named_parameters():
+        buffer = local.get(MOMENTUM + name)
+        if buffer is not None:
+            optimiser.state[param]["momentum_buffer"] = buffer.clone().to(param.device)
+
+
+def _momentum_of(model: nn.Module, optimiser: torch.optim.Optimizer) -> StateDict:
+    out = {}
+    for name, param in model.named_parameters():
+        buffer = optimiser.state.get(param, {}).get("momentum_buffer")
+        if buffer is not None:
+            out[MOMENTUM + name] = buffer.detach().cpu().clone()
+    return out
 
 
 @torch.no_grad()

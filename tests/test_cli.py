@@ -1,4 +1,4 @@
-"""The pwfl command: bad input gives one clear line; compare and plot work end to end."""
+"""The pwfl command: compare and plot work end to end (bad input: tests/test_bad_input.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pandas as pd
-import pytest
 
 from pwfl.cli import main
 
@@ -19,44 +18,6 @@ def pwfl(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "pwfl", *args], capture_output=True, text=True, cwd=cwd, timeout=120
     )
-
-
-@pytest.mark.parametrize(
-    ("args", "named"),
-    [
-        (["--set", "strategy.nme=x"], "strategy.nme"),
-        (["--set", "strategy.fraction_train=1.5"], "strategy.fraction_train"),
-        (["--set", "train.lr=-0.1"], "train.lr"),
-        (["--set", "strategy.k=11"], "strategy.k"),
-        (["--set", "data.name=imagenet"], "data.name"),
-        (["--set", "model.name=resnet"], "model.name"),
-        (["--set", "strategy.merge=every:0"], "strategy.merge"),
-        (["--set", "strategy.executor=gpu"], "strategy.executor"),
-        (["--set", "nosection=1"], "nosection"),
-        (["--set", "strategy.num_rounds=ten"], "strategy.num_rounds"),
-    ],
-)
-def test_bad_input_is_one_line_without_traceback(args, named, tmp_path):
-    out = tmp_path / "out"
-    result = pwfl("run", "--config", QUICK, "--out", str(out), *args)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert named in lines[0]
-    assert "Traceback" not in result.stderr
-    assert not out.exists()  # nothing started, nothing written
-
-
-def test_missing_config_file_names_the_path(tmp_path):
-    result = pwfl("run", "--config", str(tmp_path / "absent.toml"))
-    assert result.returncode == 2
-    assert "absent.toml" in result.stderr and "Traceback" not in result.stderr
-
-
-def test_unknown_strategy_in_compare(tmp_path):
-    result = pwfl("compare", "--config", QUICK, "--strategies", "fedavg,fedsgd")
-    assert result.returncode == 2
-    assert "fedsgd" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_compare_end_to_end_writes_tables_and_figure(tmp_path, ray_session, capsys):

@@ -384,3 +384,23 @@ def test_malformed_file_names_the_path(tmp_path):
     message = _error([], path)
     assert str(path) in message
     assert "not valid TOML" in message
+
+
+def test_flower_run_config_lists_every_config_key():
+    """Flower rejects --run-config overrides of keys missing from pyproject.toml."""
+    import tomllib
+
+    from pwfl.apps.settings import APP_KEYS, config_from_run_config
+
+    from .conftest import ROOT
+
+    listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    expected = {"seed"} | {
+        f"{section}.{key}"
+        for section, values in Config().to_dict().items()
+        if isinstance(values, dict)
+        for key in values
+    }
+    assert set(listed) - set(APP_KEYS) == expected
+    cfg = config_from_run_config(listed)
+    assert cfg.strategy.num_rounds == 3 and cfg.strategy.executor == "threads"

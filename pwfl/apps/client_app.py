@@ -1,14 +1,27 @@
-"""The ClientApp: unpack a message, call pwfl.training on this client's partition, reply."""
+"""The ClientApp: unpack a message, call pwfl.training on this client's partition, reply.
+
+Two things happen here besides training. Injected faults (``[faults]``) make
+the app raise or answer too late, as a failing device would. A client that keeps
+state between rounds (``train.client_state``) holds it in Flower's
+``Context.state`` and, when the app has a state folder, also writes it there
+after each of its rounds, so a resumed run can give it back.
+"""
 
 from __future__ import annotations
 
-from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+import time
+from pathlib import Path
+
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from pwfl import training
 from pwfl.apps.settings import config_from_run_config, train_settings
+from pwfl.checkpoint import load_client_state, prune_client_state, save_client_state
 from pwfl.config import Config
 from pwfl.data import client_data
+from pwfl.faults import HANG, HANG_MARGIN_S, InjectedFault, fails_attempt, fault_for
 from pwfl.strategies.common import (
     ARRAYS,
     CLIENT,
@@ -18,9 +31,16 @@ from pwfl.strategies.common import (
     encode_reply_arrays,
 )
 
+LOCAL = "pwfl-local"  # the Context.state key of what a client keeps
 
-def make_client_app(cfg: Config | None = None) -> ClientApp:
-    """A ClientApp for ``cfg``, or for the run config when ``cfg`` is None."""
+
+def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = None) -> ClientApp:
+    """A ClientApp for ``cfg``, or for the run config when ``cfg`` is None.
+
+    ``state_dir`` is where clients save what they keep between rounds (one
+    folder per client); without it (and without a ``state-dir`` node config)
+    that state lives only in memory.
+    """
     app = ClientApp()
 
     def setup(context: Context) -> tuple[Config, int]:
@@ -45,10 +65,23 @@ def make_client_app(cfg: Config | None = None) -> ClientApp:
         """Train the received weights on the local partition."""
         config, pid = setup(context)
         sent = msg.content[CONFIG]
-        settings = train_settings(config, int(sent["server-round"]), pid, dict(sent))
+        server_round = int(sent["server-round"])
+        inject_fault(config, server_round, pid, int(sent.get("attempt", 0)))
+        settings = train_settings(config, server_round, pid, dict(sent))
         data = client_data(config.data, config.seed, pid)
         received = msg.content[ARRAYS]
-        state, metrics = training.train(received.to_torch_state_dict(), data, settings)
+        keep = config.train.client_state
+        folder = state_dir or context.node_config.get("state-dir")
+        local = kept_state(context, folder, pid) if keep != "none" else {}
+        state, metrics, local = training.train_keeping(
+            received.to_torch_state_dict(), data, settings, keep, local
+        )
+        if keep != "none":
+            context.state[LOCAL] = ArrayRecord(local)
+            if folder:
+                arrays = {k: v.numpy() for k, v in local.items()}
+                save_client_state(folder, pid, server_round, arrays)
+                prune_client_state(folder, pid, int(sent.get("checkpoint-round", 0)))
         reply = RecordDict(
             {
                 ARRAYS: encode_reply_arrays(state, received, config.comm.compression),
@@ -87,6 +120,27 @@ def make_client_app(cfg: Config | None = None) -> ClientApp:
         return Message(reply, reply_to=msg)
 
     return app
+
+
+def inject_fault(cfg: Config, server_round: int, client: int, attempt: int) -> None:
+    """Fail as ``[faults]`` says this client fails this round: raise, or answer late."""
+    kind = fault_for(cfg.faults, cfg.seed, server_round, client)
+    if fails_attempt(kind, attempt):
+        raise InjectedFault(f"injected {kind} fault (round {server_round}, try {attempt})")
+    if kind == HANG:
+        # Really wait: the server must see what a silent client looks like to it.
+        time.sleep(cfg.faults.round_timeout_s + HANG_MARGIN_S)
+
+
+def kept_state(context: Context, folder: str | Path | None, client: int) -> training.StateDict:
+    """What this client kept from its last round: from memory, else from its saved file."""
+    if LOCAL in context.state:
+        return dict(context.state[LOCAL].to_torch_state_dict())
+    if folder:
+        saved = load_client_state(folder, client)
+        if saved is not None:
+            return {k: torch.from_numpy(v) for k, v in saved[1].items()}
+    return {}
 
 
 # Loaded by Flower's tooling (``flwr run .``): the config comes from the run config.

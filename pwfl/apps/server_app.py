@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,14 +16,24 @@ from pwfl import training
 from pwfl.aggregation import Arrays
 from pwfl.apps.settings import config_from_run_config, train_config, train_settings
 from pwfl.callbacks import Callback
+from pwfl.checkpoint import (
+    CHECKPOINT_FILE,
+    CLIENT_STATE_DIR,
+    Checkpoint,
+    Checkpointer,
+    drop_client_state_after,
+)
 from pwfl.config import Config
 from pwfl.data import server_test_data
+from pwfl.quorum import QuorumLost
 from pwfl.records import RunRecorder, atomic_write_text
-from pwfl.strategies import PWFL, RecordingFedAvg, build_strategy
-from pwfl.strategies.common import discover_clients, to_numpy
+from pwfl.strategies import PWFL, AsyncPWFL, RecordingFedAvg, build_strategy
+from pwfl.strategies.common import discover_clients
 
 DISCOVERY_TIMEOUT_S = 600.0  # deployment nodes may take a while to connect
-ROUND_TIMEOUT_S = 3600.0
+# What a fresh run removes from its folder, so that no stale checkpoint, client
+# state or summary of an earlier run can be mistaken for this one's.
+STALE = ("summary.json", CHECKPOINT_FILE, CLIENT_STATE_DIR)
 
 
 def run_server(
@@ -30,13 +42,20 @@ def run_server(
     out_dir: str | Path,
     callbacks: Sequence[Callback] = (),
     label: str | None = None,
+    resume: Checkpoint | None = None,
 ) -> dict[str, Arrays]:
     """Run one experiment on a Flower grid and write its records to ``out_dir``.
 
-    ``label`` names the run in the tables (default: the strategy's name).
-    Returns the final weights by weight-set name (``"0"``, ``"1"``, ...).
+    ``label`` names the run in the tables (default: the strategy's name);
+    ``resume`` continues the run saved in that checkpoint. Returns the final
+    weights by weight-set name (``"0"``, ``"1"``, ...). A run whose every weight
+    set keeps missing quorum stops early: its ``summary.json`` says why.
     """
     out = Path(out_dir)
+    if resume is None:
+        clear_stale_files(out)
+    else:
+        drop_client_state_after(out / CLIENT_STATE_DIR, resume.round)
     atomic_write_text(out / "config.toml", cfg.to_toml())
     test = server_test_data(cfg.data, cfg.seed)
     settings = train_settings(cfg)
@@ -46,32 +65,58 @@ def run_server(
         return training.evaluate(state, test, settings)
 
     directory = discover_clients(grid, cfg.data.num_clients, DISCOVERY_TIMEOUT_S)
-    recorder = RunRecorder(out, label or cfg.strategy.name, cfg.seed, cfg.strategy.target_accuracy)
+    label = label or cfg.strategy.name
+    recorder = RunRecorder(out, label, cfg.seed, cfg.strategy.target_accuracy)
     everyone = [recorder, *callbacks]
     strategy = build_strategy(cfg, directory, evaluate_weights, everyone)
+    if cfg.checkpoint.every > 0 and not isinstance(strategy, AsyncPWFL):
+        # After the recorder: a checkpoint holds the round's rows.
+        checkpointer = Checkpointer(out / CHECKPOINT_FILE, cfg, label, strategy, recorder)
+        strategy.callbacks.insert(1, checkpointer)
     initial = ArrayRecord(training.initial_state(settings, cfg.seed))
+    num_rounds = cfg.strategy.num_rounds
+    if resume is not None:
+        recorder.restore(resume.records)
+        if isinstance(strategy, RecordingFedAvg):
+            initial = strategy.restore(resume)
+            num_rounds -= resume.round  # Flower's loop counts from 1
+        else:
+            strategy.resume = resume
     evaluate_fn = strategy.central_evaluate if isinstance(strategy, RecordingFedAvg) else None
     try:
-        result = strategy.start(
+        strategy.start(
             grid,
             initial,
-            num_rounds=cfg.strategy.num_rounds,
-            timeout=ROUND_TIMEOUT_S,
+            num_rounds=num_rounds,
+            timeout=cfg.faults.round_timeout_s,
             train_config=ConfigRecord(train_config(cfg)),
             evaluate_config=ConfigRecord(),
             evaluate_fn=evaluate_fn,
         )
+    except QuorumLost as err:
+        logging.getLogger(__name__).error("%s", err)
+        recorder.stopped = str(err)
     finally:
         if isinstance(strategy, PWFL):
             strategy.executor.shutdown()
     if isinstance(strategy, PWFL):
         final = {str(ws.id): ws.arrays for ws in strategy.weight_sets}
     else:
-        final = {"0": to_numpy(result.arrays)}
+        final = {"0": strategy.current}
     save_weights(out / "final_weights.npz", final)
     for callback in everyone:
         callback.on_run_end()
     return final
+
+
+def clear_stale_files(out: Path) -> None:
+    """Remove an earlier run's summary, checkpoint and client state from ``out``."""
+    for name in STALE:
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def save_weights(path: Path, weight_sets: dict[str, Arrays]) -> None:
@@ -101,8 +146,12 @@ def make_server_app(
     out_dir: str | Path | None = None,
     callbacks: Sequence[Callback] = (),
     label: str | None = None,
+    resume: Checkpoint | None = None,
 ) -> ServerApp:
-    """A ServerApp for ``cfg``, or for the run config when ``cfg`` is None."""
+    """A ServerApp for ``cfg``, or for the run config when ``cfg`` is None.
+
+    ``resume`` continues the run saved in that checkpoint.
+    """
     app = ServerApp()
 
     @app.main()
@@ -113,7 +162,7 @@ def make_server_app(
             if out_dir is not None
             else context.run_config.get("out-dir", "results/flwr-run")
         )
-        run_server(grid, config, str(out), callbacks, label)
+        run_server(grid, config, str(out), callbacks, label, resume)
 
     return app
 

@@ -56,4 +56,4 @@ def aggregator_from_config(cfg: Config) -> AggregateFn:
         raise ConfigError(f"config key 'strategy.aggregator': {err}") from None
 
 
-__all__ = ["build_strategy", "PWFL", "SequentialPWFL", "RecordingFedAvg"]
+__all__ = ["build_strategy", "AsyncPWFL", "PWFL", "SequentialPWFL", "RecordingFedAvg"]

@@ -34,12 +34,15 @@ from flwr.serverapp.strategy import Result
 
 from pwfl.callbacks import RoundRecord
 from pwfl.config import num_sampled
+from pwfl.quorum import OK, QUORUM_MISSED, QuorumWatch, has_quorum
 from pwfl.seeding import rng_for
 from pwfl.strategies.common import (
+    CONFIG,
     METRICS,
     WEIGHT_KEY,
     available_clients,
     group_messages,
+    retry_of,
     to_record,
     train_update,
 )
@@ -60,6 +63,8 @@ class Job:
     ledger: Ledger
     ids: set[str]
     pushed_at: float
+    messages: dict[str, Message] = field(default_factory=dict)
+    """Every message of the job (retries included) by id."""
     replies: list[Message] = field(default_factory=list)
     settled: Settled | None = None
 
@@ -96,6 +101,9 @@ class AsyncPWFL(PWFL):
         sampled = num_sampled(len(self.directory.clients), s.fraction_train, s.min_train_nodes)
         self._group_size = max(1, math.ceil(sampled / self.k))
         self._num_rounds = num_rounds
+        # Without a round barrier, "every weight set missed quorum N rounds in a
+        # row" becomes N x k group rounds in a row that missed it.
+        self.watch = QuorumWatch(self.cfg.faults.max_missed_rounds * self.k)
 
         jobs: list[Job] = []
         for ws in range(self.k):
@@ -127,7 +135,12 @@ class AsyncPWFL(PWFL):
         take = min(self._group_size, len(free))
         clients = sorted(int(c) for c in rng.choice(free, size=take, replace=False))
         self._in_use.update(clients)
-        cfg = {**self._config, "server-round": server_round, "weight-set": ws}
+        cfg = {
+            **self._config,
+            "server-round": server_round,
+            "weight-set": ws,
+            "checkpoint-round": self.checkpoint_round,  # -1: async writes no checkpoints
+        }
         messages = group_messages(
             self.directory,
             clients,
@@ -136,12 +149,14 @@ class AsyncPWFL(PWFL):
             MessageType.TRAIN,
             epochs=self.tracker.epochs_for,
         )
-        ids = set(self._grid.push_messages(messages))
+        ids = list(self._grid.push_messages(messages))
         ledger = Ledger(
             self.directory, self.ledger.profiles, self.tracker, self.cfg.stragglers.deadline_s
         )
         ledger.remember(messages)
-        jobs.append(Job(ws, server_round, clients, at, ledger, ids, time.time()))
+        job = Job(ws, server_round, clients, at, ledger, set(ids), time.time())
+        job.messages = dict(zip(ids, messages, strict=True))
+        jobs.append(job)
 
     def _pull(self, jobs: list[Job]) -> None:
         """Collect replies; a job whose replies are all in (or timed out) is settled."""
@@ -151,8 +166,25 @@ class AsyncPWFL(PWFL):
             got = list(self._grid.pull_messages(job.ids))
             job.replies += got
             job.ids -= {r.metadata.reply_to_message_id for r in got}
+            self._retry_errors(job, got)
             if not job.ids or time.time() - job.pushed_at > self._timeout:
                 job.settled = job.ledger.settle(job.replies, "train", job.round)
+
+    def _retry_errors(self, job: Job, replies: list[Message]) -> None:
+        """Send a failed message again at once, up to ``faults.max_retries`` tries."""
+        retries = []
+        for reply in replies:
+            message = job.messages.get(reply.metadata.reply_to_message_id)
+            if message is None or not reply.has_error():
+                continue
+            attempt = int(message.content[CONFIG].get("attempt", 0)) + 1
+            if attempt <= self.cfg.faults.max_retries:
+                retries.append(retry_of(message, attempt))
+        if retries:
+            ids = list(self._grid.push_messages(retries))
+            job.messages.update(zip(ids, retries, strict=True))
+            job.ids.update(ids)
+            job.ledger.remember(retries)
 
     def _next_safe(self, jobs: list[Job]) -> Job | None:
         """The settled job that ends first, if no unsettled job could end before it."""
@@ -169,7 +201,9 @@ class AsyncPWFL(PWFL):
         accepted = job.settled.accepted.get(job.weight_set, [])
         ws = self.weight_sets[job.weight_set]
         aggregate_s = 0.0
-        if accepted:
+        sent = job.settled.sent.get(job.weight_set, len(job.clients))
+        status = OK if has_quorum(self.cfg.faults.quorum, sent, len(accepted)) else QUORUM_MISSED
+        if status == OK:
             mode = self.cfg.comm.compression
             updates = [train_update(r, ws.arrays, mode) for r in accepted]
             aggregated, aggregate_s = self.executor.submit(self.aggregate_fn, updates).result()
@@ -179,14 +213,16 @@ class AsyncPWFL(PWFL):
         for row in job.settled.rows:  # release the clients at their own finishing times
             self._free_at[row["client"]] = job.start_s + row.get("rtt_s", job.end_s - job.start_s)
         self._in_use.difference_update(job.clients)
-        self._record(job, accepted, aggregate_s, ready)
+        self._record(job, accepted, aggregate_s, ready, status)
         if job.round < self._num_rounds:
             self._launch(job.weight_set, job.round + 1, ready, jobs)
         waiting, self._waiting = self._waiting, []
         for other, other_round in waiting:
             self._launch(other, other_round, job.end_s, jobs)
 
-    def _record(self, job: Job, accepted: list[Message], aggregate_s: float, ready: float) -> None:
+    def _record(
+        self, job: Job, accepted: list[Message], aggregate_s: float, ready: float, status: str
+    ) -> None:
         assert job.settled is not None
         metrics = self.evaluate_weights(self.weight_sets[job.weight_set].arrays)
         self.weight_sets[job.weight_set].history.append(metrics["accuracy"])
@@ -194,9 +230,11 @@ class AsyncPWFL(PWFL):
         row = {
             "round": job.round,
             "weight_set": str(job.weight_set),
+            "status": status,
             **_test_metrics(metrics),
             "train_loss": _weighted_loss(accepted),
             "num_clients": len(accepted),
+            "num_sent": len(job.clients),
             "num_examples": sum(int(r.content[METRICS][WEIGHT_KEY]) for r in accepted),
             "train_s": job.end_s - job.start_s,
             "aggregate_s": aggregate_s,
@@ -218,5 +256,7 @@ class AsyncPWFL(PWFL):
             }
         ]
         record = RoundRecord(job.round, rounds=[row], clients=clients, server=server)
+        self.watch.observe([status])
         for callback in self.callbacks:
             callback.on_round_end(record)
+        self.watch.stop_if_lost(job.round)

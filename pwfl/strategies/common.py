@@ -135,6 +135,63 @@ def group_messages(
     return messages
 
 
+def send_with_retries(
+    grid: Grid, messages: list[Message], timeout: float, max_retries: int
+) -> tuple[list[Message], list[Message]]:
+    """Send ``messages``; resend those answered by an error, up to ``max_retries`` times.
+
+    Returns every reply and every message sent (retries included), for the
+    ledger. All tries share one ``timeout``; a message with no reply by then is
+    not retried.
+    """
+    deadline = time.monotonic() + timeout
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    return retry_failed(grid, messages, replies, deadline, max_retries)
+
+
+def retry_failed(
+    grid: Grid,
+    messages: list[Message],
+    replies: list[Message],
+    deadline: float,
+    max_retries: int,
+) -> tuple[list[Message], list[Message]]:
+    """Retry the messages whose reply is an error, as :func:`send_with_retries` does.
+
+    ``deadline`` is a ``time.monotonic()`` value. Retries go out in batches, one
+    batch per try: a retry waits for the rest of its batch on this host, but on
+    the simulated clock it starts right after its own failed try (see the ledger).
+    """
+    sent, got = list(messages), list(replies)
+    batch, batch_replies = messages, replies
+    for attempt in range(1, max_retries + 1):
+        by_id = {m.metadata.message_id: m for m in batch}
+        failed = [
+            by_id[r.metadata.reply_to_message_id]
+            for r in batch_replies
+            if r.has_error() and r.metadata.reply_to_message_id in by_id
+        ]
+        remaining = deadline - time.monotonic()
+        if not failed or remaining <= 0:
+            break
+        batch = [retry_of(m, attempt) for m in failed]
+        batch_replies = list(grid.send_and_receive(batch, timeout=remaining))
+        sent += batch
+        got += batch_replies
+    return got, sent
+
+
+def retry_of(message: Message, attempt: int) -> Message:
+    """A fresh message to the same node with the same content, marked as try ``attempt``."""
+    config = ConfigRecord({**dict(message.content[CONFIG]), "attempt": attempt})
+    content = RecordDict({**dict(message.content), CONFIG: config})
+    return Message(
+        content=content,
+        message_type=message.metadata.message_type,
+        dst_node_id=message.metadata.dst_node_id,
+    )
+
+
 def available_clients(clients: list[int], cfg: Config, server_round: int) -> list[int]:
     """The clients online this round: each is offline with ``clients.offline_prob``.
 

@@ -12,16 +12,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
+import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggregate_metricrecords
 
 from pwfl.callbacks import Callback, RoundRecord
+from pwfl.checkpoint import Checkpoint
 from pwfl.clock import ClientProfile, concurrent_round, idle_time, round_length
 from pwfl.config import Config
 from pwfl.partition import sample_clients
+from pwfl.quorum import OK, QUORUM_MISSED, QuorumWatch, has_quorum
 from pwfl.seeding import rng_for
 from pwfl.stragglers import StragglerTracker
 from pwfl.strategies.common import (
@@ -30,6 +34,7 @@ from pwfl.strategies.common import (
     ClientDirectory,
     available_clients,
     group_messages,
+    retry_failed,
     to_numpy,
     to_record,
     train_update,
@@ -40,7 +45,13 @@ EvaluateFn = Callable[[dict], dict[str, float]]
 
 
 class RecordingFedAvg(FedAvg):
-    """Flower's FedAvg with seeded sampling, the simulated clock and per-round records."""
+    """Flower's FedAvg with seeded sampling, the simulated clock and per-round records.
+
+    Failed training replies are retried within the round, a round with too few
+    replies keeps the old weights (as Flower does) and is recorded as
+    ``quorum_missed``. Flower's loop always counts rounds from 1, so a resumed
+    run adds ``round_offset`` (the checkpoint's round) to the round Flower passes.
+    """
 
     def __init__(
         self,
@@ -64,6 +75,15 @@ class RecordingFedAvg(FedAvg):
         self.callbacks = list(callbacks)
         self.tracker = StragglerTracker(cfg.stragglers, cfg.train.local_epochs)
         self.ledger = Ledger(directory, profiles, self.tracker, cfg.stragglers.deadline_s)
+        self.watch = QuorumWatch(cfg.faults.max_missed_rounds)
+        self.round_offset = 0
+        self.checkpoint_round = 0 if cfg.checkpoint.every > 0 else -1
+        self.current: dict[str, np.ndarray] = {}
+        """The global weights after the latest round (saved in checkpoints)."""
+        self._grid: Grid | None = None
+        self._deadline = 0.0
+        self._status = OK
+        self._num_sent = 0
         self._record = RoundRecord(0)
         self._pending: list[Message] = []
         self._sent_arrays: dict = {}
@@ -76,20 +96,29 @@ class RecordingFedAvg(FedAvg):
         self._num_examples = 0
         self._round_started = 0.0
         self._run_started = 0.0
+        self._wall_before = 0.0  # host seconds spent before a resume
         self._sim_time = 0.0
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Seeded sample of the clients online this round, one message each."""
-        if server_round == 1:
-            self._run_started = time.perf_counter()
+        server_round += self.round_offset
+        if server_round == self.round_offset + 1:
+            self._run_started = time.perf_counter() - self._wall_before
         self._round_started = time.perf_counter()
+        self._grid = grid
+        self._deadline = time.monotonic() + self.cfg.faults.round_timeout_s
         self._record = RoundRecord(server_round)
         online = available_clients(self.directory.clients, self.cfg, server_round)
         rng = rng_for(self.cfg.seed, "sample", server_round)
         clients = sample_clients(online, self.fraction_train, self.min_train_nodes, rng)
-        config = {**config, "server-round": server_round, "weight-set": 0}
+        config = {
+            **config,
+            "server-round": server_round,
+            "weight-set": 0,
+            "checkpoint-round": self.checkpoint_round,
+        }
         self._sent_arrays = to_numpy(arrays)
         self._pending = group_messages(
             self.directory, clients, arrays, config, MessageType.TRAIN, self.tracker.epochs_for
@@ -99,14 +128,27 @@ class RecordingFedAvg(FedAvg):
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Price and record the replies, then aggregate them with Flower's FedAvg."""
-        self.ledger.remember(self._pending)  # pushed by Flower's loop: ids exist now
+        """Retry failed replies, price and record them, then aggregate with Flower's FedAvg."""
+        server_round += self.round_offset
+        assert self._grid is not None, "configure_train runs first"
+        replies, sent = retry_failed(
+            self._grid, self._pending, list(replies), self._deadline, self.cfg.faults.max_retries
+        )
+        self.ledger.remember(sent)  # pushed by Flower's loop: ids exist now
         settled = self.ledger.settle(replies, "train", server_round)
         accepted = settled.accepted.get(0, [])
         self._train_s = settled.group_s.get(0, 0.0)
         self._record.clients = settled.rows
+        self._num_sent = settled.sent.get(0, len(self._pending))
+        self._status = (
+            OK
+            if has_quorum(self.cfg.faults.quorum, self._num_sent, len(accepted))
+            else QUORUM_MISSED
+        )
         start = time.perf_counter()
-        if self.cfg.comm.compression == "none":
+        if self._status == QUORUM_MISSED:  # Flower's loop keeps the old weights on None
+            arrays, metrics = None, None
+        elif self.cfg.comm.compression == "none":
             arrays, metrics = super().aggregate_train(server_round, accepted)
         else:
             arrays, metrics = self._aggregate_compressed(accepted)
@@ -143,6 +185,7 @@ class RecordingFedAvg(FedAvg):
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
     ) -> Iterable[Message]:
         """Seeded sample of evaluating clients."""
+        server_round += self.round_offset
         self._pending = []
         if self.fraction_evaluate == 0.0:
             return []
@@ -160,6 +203,7 @@ class RecordingFedAvg(FedAvg):
         self, server_round: int, replies: Iterable[Message]
     ) -> MetricRecord | None:
         """Record the evaluation replies, then Flower's weighted metric mean."""
+        server_round += self.round_offset
         self.ledger.remember(self._pending)
         settled = self.ledger.settle(replies, "evaluate", server_round)
         self._eval_rows = settled.rows
@@ -169,10 +213,13 @@ class RecordingFedAvg(FedAvg):
 
     def central_evaluate(self, server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         """Flower's ``evaluate_fn``: test the global model, then close the round's records."""
-        metrics = self.evaluate_weights(to_numpy(arrays))
+        self.current = to_numpy(arrays)
+        metrics = self.evaluate_weights(self.current)
         if server_round == 0:
             return MetricRecord(metrics)
+        server_round += self.round_offset
         now = time.perf_counter()
+        self._wall_before = now - self._run_started
         timings = concurrent_round([self._train_s], [self._aggregate_s])
         round_start = self._sim_time
         round_sim = round_length(timings)
@@ -180,24 +227,30 @@ class RecordingFedAvg(FedAvg):
         record = self._record
         record.clients = on_clock(record.clients, round_start) + self._eval_rows
         busy = round_start + self._train_s
-        record.server = [
-            {
-                "round": server_round,
-                "weight_set": 0,
-                "busy_start_s": busy,
-                "busy_end_s": busy + self._aggregate_s,
-            }
-        ]
+        record.server = (
+            [
+                {
+                    "round": server_round,
+                    "weight_set": 0,
+                    "busy_start_s": busy,
+                    "busy_end_s": busy + self._aggregate_s,
+                }
+            ]
+            if self._status == OK
+            else []
+        )
         record.rounds = [
             {
                 "round": server_round,
                 "weight_set": "0",
+                "status": self._status,
                 "accuracy": metrics["accuracy"],
                 "loss": metrics["loss"],
                 "client_accuracy": self._client_metrics.get("accuracy", float("nan")),
                 "client_loss": self._client_metrics.get("loss", float("nan")),
                 "train_loss": self._train_loss,
                 "num_clients": self._num_clients,
+                "num_sent": self._num_sent,
                 "num_examples": self._num_examples,
                 "train_s": self._train_s,
                 "aggregate_s": self._aggregate_s,
@@ -211,7 +264,31 @@ class RecordingFedAvg(FedAvg):
                 **bytes_moved(record.clients),
             }
         ]
+        self.watch.observe([self._status])
         for callback in self.callbacks:
             callback.on_round_end(record)
+        self.watch.stop_if_lost(server_round)
         self._client_metrics, self._eval_rows = {}, []
         return MetricRecord(metrics)
+
+    def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The global weights, clocks, quorum streak and straggler estimates."""
+        state = {
+            "sim_time_s": self._sim_time,
+            "wall_time_s": self._wall_before,
+            "quorum_streak": self.watch.streak,
+            "tracker": self.tracker.state(),
+        }
+        return state, {f"weights/0/{k}": v for k, v in self.current.items()}
+
+    def restore(self, ckpt: Checkpoint) -> ArrayRecord:
+        """Continue from ``ckpt``; return the global weights to start Flower's loop from."""
+        state = ckpt.strategy
+        self._sim_time = float(state["sim_time_s"])
+        self._wall_before = float(state["wall_time_s"])
+        self.watch.streak = int(state["quorum_streak"])
+        self.tracker.load_state(state["tracker"])
+        self.round_offset = self.checkpoint_round = ckpt.round
+        prefix = "weights/0/"
+        self.current = {k[len(prefix) :]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)}
+        return to_record(self.current)

@@ -30,19 +30,23 @@ class Sent:
     weight_set: int
     epochs: float
     bytes_down: int
+    attempt: int = 0
+    """0 for the first message of a round, 1 for its first retry, ..."""
 
 
 @dataclass
 class Settled:
-    """The outcome of one exchange of messages."""
+    """The outcome of one exchange of messages (with its retries)."""
 
     accepted: dict[int, list[Message]] = field(default_factory=dict)
     """Replies that count, by weight set, in client order."""
+    sent: dict[int, int] = field(default_factory=dict)
+    """Clients each weight set's group was sent (retries not counted)."""
     group_s: dict[int, float] = field(default_factory=dict)
     """Simulated time each weight set's group took (its slowest accepted client,
     or the deadline when a reply came too late or never)."""
     rows: list[dict[str, Any]] = field(default_factory=list)
-    """``clients.csv`` rows; ``rtt_s`` is relative to the group's start."""
+    """``clients.csv`` rows, one per message; ``rtt_s`` is relative to the group's start."""
 
 
 class Ledger:
@@ -62,8 +66,7 @@ class Ledger:
         self._sent: dict[str, Sent] = {}
 
     def remember(self, messages: Sequence[Message]) -> None:
-        """Note the pushed messages (their ids exist only after the push)."""
-        self._sent = {}
+        """Note pushed messages (their ids exist only after the push) until the next settle."""
         for m in messages:
             config = m.content[CONFIG]
             self._sent[m.metadata.message_id] = Sent(
@@ -71,29 +74,55 @@ class Ledger:
                 weight_set=int(config["weight-set"]),
                 epochs=float(config.get("local-epochs", 0.0)),
                 bytes_down=m.content[ARRAYS].count_bytes() if ARRAYS in m.content else 0,
+                attempt=int(config.get("attempt", 0)),
             )
 
     def settle(self, replies: Iterable[Message], phase: str, server_round: int) -> Settled:
-        """Sort replies into accepted updates and records; price training replies."""
+        """Sort replies into accepted updates and records; price training replies.
+
+        Every remembered message gets one row. An error answered by a retry is
+        ``retried`` and costs its client the download and latency of the failed
+        try (``offset_s``) before the retry starts; the last try of a client is
+        ``ok``, ``failed`` (an error), ``timeout`` (no reply) or ``late`` (past the
+        deadline on the simulated clock).
+        """
         answered = {r.metadata.reply_to_message_id: r for r in replies}
         pairs = sorted(
             ((sent, answered.get(mid)) for mid, sent in self._sent.items()),
-            key=lambda pair: (pair[0].client, pair[0].weight_set),
+            key=lambda pair: (pair[0].client, pair[0].weight_set, pair[0].attempt),
         )
+        last_try = {}
+        for sent, _ in pairs:
+            last_try[sent.client, sent.weight_set] = sent.attempt
+        self._sent = {}
         out = Settled()
         finishers = []
+        offset: dict[tuple[int, int], float] = {}
         for sent, reply in pairs:
+            key = (sent.client, sent.weight_set)
             row: dict[str, Any] = {
                 "round": server_round,
                 "phase": phase,
                 "client": sent.client,
                 "weight_set": sent.weight_set,
+                "attempt": sent.attempt,
             }
             out.accepted.setdefault(sent.weight_set, [])
             out.group_s.setdefault(sent.weight_set, 0.0)
+            if sent.attempt == 0:
+                out.sent[sent.weight_set] = out.sent.get(sent.weight_set, 0) + 1
             if reply is None or reply.has_error():
-                row["status"] = "timeout" if reply is None else "failed"
-                if self.deadline_s and phase == "train":
+                if reply is None:
+                    row["status"] = "timeout"
+                else:
+                    row["error"] = _error_reason(reply)
+                    retried = sent.attempt < last_try[key]
+                    row["status"] = "retried" if retried else "failed"
+                    if retried and phase == "train":
+                        profile = self.profiles[sent.client]
+                        lost = round_trip(profile, 0.0, sent.bytes_down, 0).total_s
+                        offset[key] = offset.get(key, 0.0) + lost
+                if row["status"] != "retried" and self.deadline_s and phase == "train":
                     out.group_s[sent.weight_set] = self.deadline_s
                 out.rows.append(row)
                 continue
@@ -106,14 +135,15 @@ class Ledger:
             )
             if phase == "train":
                 row.update(self._price(sent, reply))
+                row["offset_s"] = offset.get(key, 0.0)
                 finishers.append(sent.client)
-                late = bool(self.deadline_s) and row["rtt_s"] > self.deadline_s
-                if late:
+                done = row["offset_s"] + row["rtt_s"]
+                if self.deadline_s and done > self.deadline_s:
                     row["status"] = "late"
                     out.group_s[sent.weight_set] = self.deadline_s
                 else:
                     group = out.group_s[sent.weight_set]
-                    out.group_s[sent.weight_set] = max(group, row["rtt_s"])
+                    out.group_s[sent.weight_set] = max(group, done)
                     out.accepted[sent.weight_set].append(reply)
             else:
                 out.accepted[sent.weight_set].append(reply)
@@ -144,13 +174,23 @@ class Ledger:
 
 def on_clock(rows: list[dict[str, Any]], start_s: float) -> list[dict[str, Any]]:
     """Rows of a group sent at simulated time ``start_s``, with ``sim_start_s`` and
-    ``sim_end_s`` on every priced reply."""
-    return [
-        {**row, "sim_start_s": start_s, "sim_end_s": start_s + row["rtt_s"]}
-        if "rtt_s" in row
-        else row
-        for row in rows
-    ]
+    ``sim_end_s`` on every priced reply (a retry starts after its failed tries)."""
+    out = []
+    for row in rows:
+        if "rtt_s" in row:
+            begin = start_s + row.get("offset_s", 0.0)
+            row = {**row, "sim_start_s": begin, "sim_end_s": begin + row["rtt_s"]}
+        out.append(row)
+    return out
+
+
+def _error_reason(reply: Message) -> str:
+    """The first line of an error reply's reason, for ``clients.csv``."""
+    reason = str(reply.error.reason or f"error code {reply.error.code}")
+    lines = [line for line in reason.strip().splitlines() if line.strip()]
+    # Flower puts the client's traceback in the reason; its last line names the exception.
+    last = lines[-1] if lines else reason
+    return last.split("Message: ", 1)[-1][:200]
 
 
 def bytes_moved(rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -26,6 +26,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from pwfl.aggregation import AggregateFn, Arrays, Executor, Timed, mean_of_weight_sets
 from pwfl.callbacks import Callback, RoundRecord
+from pwfl.checkpoint import Checkpoint
 from pwfl.clock import (
     ClientProfile,
     GroupTiming,
@@ -36,6 +37,7 @@ from pwfl.clock import (
 )
 from pwfl.config import Config, parse_merge
 from pwfl.partition import sample_clients, split_clients, split_complementary
+from pwfl.quorum import OK, QUORUM_MISSED, QuorumWatch, has_quorum
 from pwfl.seeding import rng_for
 from pwfl.stragglers import StragglerTracker
 from pwfl.strategies.common import (
@@ -44,6 +46,7 @@ from pwfl.strategies.common import (
     ClientDirectory,
     available_clients,
     group_messages,
+    send_with_retries,
     to_record,
     train_update,
 )
@@ -71,6 +74,8 @@ class GroupOutcome:
     weight_set: int
     clients: list[int]
     replies: list[Message] = field(default_factory=list)
+    status: str = OK
+    """ok, or quorum_missed when too few replies counted to aggregate."""
     rows: list[dict[str, Any]] = field(default_factory=list)
     train_s: float = 0.0
     aggregate_s: float = 0.0
@@ -124,6 +129,16 @@ class PWFL(Strategy):
             else []
         )
         self.weight_sets: list[WeightSet] = []
+        self.watch = QuorumWatch(cfg.faults.max_missed_rounds)
+        self.resume: Checkpoint | None = None
+        """Set before ``start`` to continue a run from its checkpoint."""
+        self.checkpoint_round = (
+            0 if cfg.checkpoint.every > 0 and cfg.strategy.mode == "sync" else -1
+        )
+        """The round of the newest checkpoint, -1 when none are written (clients
+        prune the state files that no checkpoint can need)."""
+        self._sim_time = 0.0
+        self._wall_before = 0.0  # host seconds spent before a resume
         self._groups: list[list[int]] = []
         self._outcomes: dict[int, GroupOutcome] = {}
         self._client_metrics: dict[int, dict[str, float]] = {}
@@ -204,10 +219,14 @@ class PWFL(Strategy):
         """
         initial = {name: a.numpy() for name, a in initial_arrays.items()}
         self.weight_sets = [WeightSet(i, dict(initial)) for i in range(self.k)]
+        first_round = 1
+        if self.resume is not None:
+            self.restore(self.resume)
+            first_round = self.resume.round + 1
         train_config = train_config or ConfigRecord()
         evaluate_config = evaluate_config or ConfigRecord()
-        run_started, sim_time = time.perf_counter(), 0.0
-        for server_round in range(1, num_rounds + 1):
+        run_started = time.perf_counter() - self._wall_before
+        for server_round in range(first_round, num_rounds + 1):
             round_started = time.perf_counter()
             self._groups = self.plan_groups(server_round)
 
@@ -227,21 +246,24 @@ class PWFL(Strategy):
                 record.rounds.append(
                     {"round": server_round, "weight_set": MERGED, **_test_metrics(metrics)}
                 )
-            record.clients, record.server = self._timeline(server_round, timings, sim_time)
+            record.clients, record.server = self._timeline(server_round, timings, self._sim_time)
 
             round_sim = round_length(timings)
-            sim_time += round_sim
+            self._sim_time += round_sim
             now = time.perf_counter()
+            self._wall_before = now - run_started
             clock = {
                 "round_wall_s": now - round_started,
                 "wall_time_s": now - run_started,
                 "round_sim_s": round_sim,
-                "sim_time_s": sim_time,
+                "sim_time_s": self._sim_time,
                 "idle_s": idle_time(timings),
             }
             record.rounds = [{**row, **clock} for row in record.rounds]
+            self.watch.observe([o.status for o in self._outcomes.values()])
             for callback in self.callbacks:
                 callback.on_round_end(record)
+            self.watch.stop_if_lost(server_round)
         result = Result()
         result.arrays = to_record(self.weight_sets[0].arrays)
         return result
@@ -270,7 +292,7 @@ class PWFL(Strategy):
         """All K groups in one push, then all K aggregations at once."""
         self._outcomes = {}
         messages = self.configure_train(server_round, to_record({}), config, grid)
-        self.aggregate_train(server_round, self._exchange(grid, messages, timeout))
+        self.aggregate_train(server_round, self._exchange(grid, messages, timeout, retry=True))
         return concurrent_round(*self._group_times())
 
     def _group_times(self) -> tuple[list[float], list[float]]:
@@ -283,7 +305,12 @@ class PWFL(Strategy):
         messages: list[Message] = []
         for ws in weight_sets:
             self._outcomes[ws] = GroupOutcome(ws, list(self._groups[ws]))
-            cfg = {**config, "server-round": server_round, "weight-set": ws}
+            cfg = {
+                **config,
+                "server-round": server_round,
+                "weight-set": ws,
+                "checkpoint-round": self.checkpoint_round,
+            }
             record = to_record(self.weight_sets[ws].arrays)
             messages += group_messages(
                 self.directory,
@@ -296,14 +323,17 @@ class PWFL(Strategy):
         return messages
 
     def _aggregate_groups(self, weight_sets: list[int], settled: Settled) -> None:
-        """Aggregate the groups' accepted replies concurrently."""
+        """Aggregate the groups' accepted replies concurrently, those with a quorum."""
         handles = {}
         for ws in weight_sets:
             outcome = self._outcomes[ws]
             outcome.replies = settled.accepted.get(ws, [])
             outcome.rows = [r for r in settled.rows if r["weight_set"] == ws]
             outcome.train_s = settled.group_s.get(ws, 0.0)
-            if outcome.replies:
+            sent = settled.sent.get(ws, len(outcome.clients))
+            if not has_quorum(self.cfg.faults.quorum, sent, len(outcome.replies)):
+                outcome.status = QUORUM_MISSED  # the set keeps its weights this round
+            else:
                 sent = self.weight_sets[ws].arrays
                 mode = self.cfg.comm.compression
                 updates = [train_update(r, sent, mode) for r in outcome.replies]
@@ -321,11 +351,14 @@ class PWFL(Strategy):
         current = self.weight_sets[ws]
         return self.optimizers[ws].step(current.rounds_trained + 1, current.arrays, aggregated)
 
-    def _exchange(self, grid: Grid, messages: Iterable[Message], timeout: float) -> list[Message]:
-        """Push messages, wait for the replies, and let the ledger note the messages."""
-        messages = list(messages)
-        replies = list(grid.send_and_receive(messages, timeout=timeout))
-        self.ledger.remember(messages)
+    def _exchange(
+        self, grid: Grid, messages: Iterable[Message], timeout: float, retry: bool = False
+    ) -> list[Message]:
+        """Push messages, wait for the replies (retrying errors when ``retry``), and let
+        the ledger note every message sent."""
+        retries = self.cfg.faults.max_retries if retry else 0
+        replies, sent = send_with_retries(grid, list(messages), timeout, retries)
+        self.ledger.remember(sent)
         return replies
 
     def _merge(self, server_round: int, num_rounds: int) -> Arrays | None:
@@ -355,11 +388,13 @@ class PWFL(Strategy):
                 {
                     "round": server_round,
                     "weight_set": str(ws.id),
+                    "status": outcome.status,
                     **_test_metrics(metrics),
                     "client_accuracy": client.get("accuracy", np.nan),
                     "client_loss": client.get("loss", np.nan),
                     "train_loss": _weighted_loss(outcome.replies),
                     "num_clients": len(outcome.replies),
+                    "num_sent": len(outcome.clients),
                     "num_examples": sum(
                         int(r.content[METRICS][WEIGHT_KEY]) for r in outcome.replies
                     ),
@@ -380,7 +415,7 @@ class PWFL(Strategy):
         for ws, timing in enumerate(timings):
             start = round_start + timing.start_s
             clients += on_clock(self._outcomes[ws].rows, start)
-            if self._outcomes[ws].replies:
+            if self._outcomes[ws].status == OK and self._outcomes[ws].replies:
                 busy = start + timing.train_s
                 server.append(
                     {
@@ -391,6 +426,50 @@ class PWFL(Strategy):
                     }
                 )
         return clients + self._eval_rows, server
+
+    # --- Checkpoints ----------------------------------------------------------------
+
+    def checkpoint_state(self) -> tuple[dict[str, Any], Arrays]:
+        """Everything beyond the seed and the round that the next rounds depend on."""
+        state = {
+            "sim_time_s": self._sim_time,
+            "wall_time_s": self._wall_before,
+            "quorum_streak": self.watch.streak,
+            "tracker": self.tracker.state(),
+            "weight_sets": [
+                {"rounds_trained": ws.rounds_trained, "history": ws.history}
+                for ws in self.weight_sets
+            ],
+        }
+        arrays = {
+            f"weights/{ws.id}/{name}": value
+            for ws in self.weight_sets
+            for name, value in ws.arrays.items()
+        }
+        for i, optimizer in enumerate(self.optimizers):
+            arrays.update({f"optimizer/{i}/{k}": v for k, v in optimizer.state().items()})
+        return state, arrays
+
+    def restore(self, ckpt: Checkpoint) -> None:
+        """Continue from ``ckpt``: weight sets, optimisers, clocks, straggler estimates."""
+        state = ckpt.strategy
+        self._sim_time = float(state["sim_time_s"])
+        self._wall_before = float(state["wall_time_s"])
+        self.watch.streak = int(state["quorum_streak"])
+        self.tracker.load_state(state["tracker"])
+        self.checkpoint_round = ckpt.round
+        for ws in self.weight_sets:
+            prefix = f"weights/{ws.id}/"
+            ws.arrays = {
+                k[len(prefix) :]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)
+            }
+            saved = state["weight_sets"][ws.id]
+            ws.rounds_trained, ws.history = int(saved["rounds_trained"]), list(saved["history"])
+        for i, optimizer in enumerate(self.optimizers):
+            prefix = f"optimizer/{i}/"
+            optimizer.load_state(
+                {k[len(prefix) :]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)}
+            )
 
 
 class SequentialPWFL(PWFL):
@@ -403,7 +482,7 @@ class SequentialPWFL(PWFL):
         self._outcomes = {}
         for ws in range(self.k):
             messages = self._train_messages(server_round, [ws], config)
-            replies = self._exchange(grid, messages, timeout)
+            replies = self._exchange(grid, messages, timeout, retry=True)
             self._aggregate_groups([ws], self.ledger.settle(replies, "train", server_round))
         return sequential_round(*self._group_times())
 

@@ -15,6 +15,7 @@ towards the aggregate. Any aggregator and compression mode can come first.
 
 from __future__ import annotations
 
+import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi
 
@@ -56,6 +57,30 @@ class ServerOptimizer:
             self._flower = FedAdagrad(**lr)
         else:
             raise ValueError(f"unknown server optimiser '{cfg.server_opt}'")
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The optimiser's moments by name (empty before its first step), for checkpoints."""
+        flower = self._flower
+        if isinstance(flower, FedAvgM):
+            moments = flower.momentum_vector or []
+            return {f"momentum/{i}": np.asarray(v) for i, v in enumerate(moments)}
+        out = {}
+        for attr in ("m_t", "v_t"):
+            for name, value in (getattr(flower, attr) or {}).items():
+                out[f"{attr}/{name}"] = np.asarray(value)
+        return out
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore what :meth:`state` returned."""
+        flower = self._flower
+        if isinstance(flower, FedAvgM):
+            moments = sorted((int(k.split("/")[1]), v) for k, v in state.items())
+            flower.momentum_vector = [v for _, v in moments] or None
+            return
+        for attr in ("m_t", "v_t"):
+            prefix = attr + "/"
+            values = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            setattr(flower, attr, values or None)
 
     def step(self, server_round: int, current: Arrays, aggregated: Arrays) -> Arrays:
         """New weights after one optimiser step from ``current`` towards ``aggregated``."""

@@ -1,0 +1,56 @@
+"""The quorum rule: how many replies a weight set's group needs, and when a run gives up.
+
+A group is aggregated only if enough of its clients' replies count; otherwise
+its weight set keeps the weights it had (Flower's FedAvg does the same
+silently; pwfl records it as ``quorum_missed``). A run whose every weight set
+keeps missing quorum is not learning anything, so it stops, with its records
+kept, after ``max_missed_rounds`` such rounds in a row.
+"""
+
+from __future__ import annotations
+
+import math
+
+from pwfl.errors import PwflError
+
+OK, QUORUM_MISSED = "ok", "quorum_missed"
+
+
+class QuorumLost(PwflError):
+    """Every weight set missed quorum for too many rounds in a row."""
+
+
+def replies_needed(quorum: float, sent: int) -> int:
+    """Replies a group of ``sent`` clients needs: ``ceil(quorum x sent)``, at least one."""
+    # The small tolerance keeps 0.3 x 10 at 3, not 4 (0.3 * 10 = 3.0000000000000004).
+    return max(1, math.ceil(quorum * sent - 1e-9))
+
+
+def has_quorum(quorum: float, sent: int, counted: int) -> bool:
+    """Whether ``counted`` replies out of ``sent`` messages make a quorum."""
+    return sent > 0 and counted >= replies_needed(quorum, sent)
+
+
+class QuorumWatch:
+    """Counts rounds in a row in which every weight set missed quorum."""
+
+    def __init__(self, max_missed_rounds: int, streak: int = 0):
+        self.max_missed_rounds = max_missed_rounds
+        self.streak = streak
+
+    def observe(self, statuses: list[str]) -> None:
+        """Note one round's statuses, one per weight set."""
+        if statuses and all(s == QUORUM_MISSED for s in statuses):
+            self.streak += 1
+        else:
+            self.streak = 0
+
+    def stop_if_lost(self, server_round: int) -> None:
+        """Raise :class:`QuorumLost` once the streak reaches ``max_missed_rounds``."""
+        if self.streak >= self.max_missed_rounds:
+            raise QuorumLost(
+                f"run stopped after round {server_round}: every weight set missed quorum "
+                f"{self.streak} rounds in a row (too few clients answered); records so far "
+                "are kept; see the error column of clients.csv, or lower faults.quorum, raise "
+                "faults.max_retries or faults.round_timeout_s"
+            )

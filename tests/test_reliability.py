@@ -1,0 +1,340 @@
+"""Reliability pieces on their own: fault draws, the quorum rule, retries in the ledger,
+checkpoint files, client state, and the training state a client keeps."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from pwfl import training
+from pwfl.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    client_state_rounds,
+    drop_client_state_after,
+    load_checkpoint,
+    load_client_state,
+    prune_client_state,
+    save_checkpoint,
+    save_client_state,
+)
+from pwfl.clock import ClientProfile
+from pwfl.config import Config, FaultsConfig, StragglerConfig, StrategyConfig
+from pwfl.faults import CRASH, HANG, NONE, TRANSIENT, fails_attempt, fault_for
+from pwfl.quorum import QUORUM_MISSED, QuorumLost, QuorumWatch, has_quorum, replies_needed
+from pwfl.stragglers import StragglerTracker
+from pwfl.strategies.common import ClientDirectory
+from pwfl.strategies.ledger import Ledger, on_clock
+from pwfl.strategies.server_optimizer import ServerOptimizer
+from pwfl.training import ClientData, TrainSettings
+
+# --- fault draws ------------------------------------------------------------------
+
+
+def test_fault_draws_are_a_function_of_seed_round_and_client():
+    cfg = FaultsConfig(crash_prob=0.3, transient_prob=0.2, hang_prob=0.1)
+    first = [fault_for(cfg, 7, r, c) for r in range(1, 6) for c in range(10)]
+    again = [fault_for(cfg, 7, r, c) for r in range(1, 6) for c in range(10)]
+    other_seed = [fault_for(cfg, 8, r, c) for r in range(1, 6) for c in range(10)]
+    assert first == again
+    assert first != other_seed
+
+
+def test_fault_frequencies_follow_the_probabilities():
+    cfg = FaultsConfig(crash_prob=0.3, transient_prob=0.2, hang_prob=0.1)
+    draws = [fault_for(cfg, 0, r, c) for r in range(200) for c in range(50)]
+    share = {kind: draws.count(kind) / len(draws) for kind in (CRASH, TRANSIENT, HANG, NONE)}
+    assert share[CRASH] == pytest.approx(0.3, abs=0.02)
+    assert share[TRANSIENT] == pytest.approx(0.2, abs=0.02)
+    assert share[HANG] == pytest.approx(0.1, abs=0.02)
+    assert share[NONE] == pytest.approx(0.4, abs=0.02)
+
+
+def test_no_fault_configured_means_no_fault_and_certain_crash_means_crash():
+    assert {fault_for(FaultsConfig(), 0, r, 0) for r in range(100)} == {NONE}
+    assert {fault_for(FaultsConfig(crash_prob=1.0), 0, r, 0) for r in range(100)} == {CRASH}
+
+
+def test_transient_faults_fail_only_the_first_try_and_crashes_every_try():
+    assert fails_attempt(TRANSIENT, 0) and not fails_attempt(TRANSIENT, 1)
+    assert all(fails_attempt(CRASH, a) for a in range(4))
+    assert not fails_attempt(HANG, 0) and not fails_attempt(NONE, 0)
+
+
+# --- quorum ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("quorum", "sent", "needed"),
+    [(0.5, 5, 3), (0.5, 4, 2), (0.3, 10, 3), (1.0, 4, 4), (0.01, 5, 1), (0.7, 3, 3)],
+)
+def test_replies_needed_is_the_ceiling_of_the_share(quorum, sent, needed):
+    assert replies_needed(quorum, sent) == needed
+    assert has_quorum(quorum, sent, needed)
+    assert not has_quorum(quorum, sent, needed - 1)
+
+
+def test_a_group_sent_nothing_has_no_quorum():
+    assert not has_quorum(0.5, 0, 0)
+
+
+def test_quorum_watch_stops_only_after_enough_rounds_in_a_row():
+    watch = QuorumWatch(max_missed_rounds=2)
+    watch.observe([QUORUM_MISSED, QUORUM_MISSED])
+    watch.stop_if_lost(1)
+    watch.observe([QUORUM_MISSED, "ok"])  # one set still learns: the streak resets
+    watch.stop_if_lost(2)
+    assert watch.streak == 0
+    watch.observe([QUORUM_MISSED, QUORUM_MISSED])
+    watch.observe([QUORUM_MISSED, QUORUM_MISSED])
+    with pytest.raises(QuorumLost, match="after round 5.*2 rounds in a row"):
+        watch.stop_if_lost(5)
+
+
+# --- retries in the ledger ---------------------------------------------------------
+
+
+class _Bytes:
+    def __init__(self, n: int):
+        self.n = n
+
+    def count_bytes(self) -> int:
+        return self.n
+
+
+def _message(mid: str, node: int, attempt: int) -> SimpleNamespace:
+    content = {"config": {"weight-set": 0, "local-epochs": 1.0, "attempt": attempt}}
+    content["arrays"] = _Bytes(1_000_000)
+    return SimpleNamespace(
+        metadata=SimpleNamespace(message_id=mid, dst_node_id=node), content=content
+    )
+
+
+def _reply(to: str, error: str | None = None, compute: float = 1.0) -> SimpleNamespace:
+    content = {
+        "metrics": {"num-examples": 10, "loss": 0.5, "train-time-s": compute},
+        "arrays": _Bytes(1_000_000),
+    }
+    return SimpleNamespace(
+        metadata=SimpleNamespace(reply_to_message_id=to),
+        content=content,
+        has_error=lambda: error is not None,
+        error=SimpleNamespace(reason=f"Traceback...\nException occurred. Message: {error}", code=2),
+    )
+
+
+def test_ledger_marks_retried_tries_and_delays_the_retry_on_the_simulated_clock():
+    directory = ClientDirectory({0: 100, 1: 101, 2: 102}, {0: 10, 1: 10, 2: 10})
+    link = {"up_mbps": 8.0, "down_mbps": 8.0, "latency_ms": 0.0}  # 1 MB takes 1 s each way
+    profiles = {c: ClientProfile(speed=1.0, **link) for c in range(3)}
+    tracker = StragglerTracker(StragglerConfig(), 1)
+    ledger = Ledger(directory, profiles, tracker)
+    first = [_message("a", 100, 0), _message("b", 101, 0), _message("c", 102, 0)]
+    retry = [_message("a2", 100, 1), _message("b2", 101, 1)]
+    ledger.remember(first)
+    ledger.remember(retry)
+    replies = [
+        _reply("a", error="injected transient fault"),
+        _reply("a2"),
+        _reply("b", error="injected crash fault"),
+        _reply("b2", error="injected crash fault"),
+        # no reply to "c": a timeout
+    ]
+    settled = ledger.settle(replies, "train", 1)
+    rows = {(r["client"], r["attempt"]): r for r in settled.rows}
+    assert rows[0, 0]["status"] == "retried"
+    assert rows[0, 0]["error"] == "injected transient fault"
+    assert rows[0, 1]["status"] == "ok"
+    assert rows[1, 0]["status"] == "retried" and rows[1, 1]["status"] == "failed"
+    assert rows[2, 0]["status"] == "timeout"
+    assert len(settled.rows) == 5  # one row per message sent
+    assert settled.sent == {0: 3}  # retries do not count as clients sent
+    assert [r.metadata.reply_to_message_id for r in settled.accepted[0]] == ["a2"]
+    # The failed try cost a download (1 s); the retry then took 1 + 1 + 1 s.
+    assert rows[0, 1]["offset_s"] == pytest.approx(1.0)
+    assert rows[0, 1]["rtt_s"] == pytest.approx(3.0)
+    assert settled.group_s[0] == pytest.approx(4.0)
+    placed = {r["client"]: r for r in on_clock(settled.rows, 10.0) if "sim_start_s" in r}
+    assert placed[0]["sim_start_s"] == pytest.approx(11.0)
+    assert placed[0]["sim_end_s"] == pytest.approx(14.0)
+    # Settling forgets the messages: the next exchange starts afresh.
+    assert ledger.settle([], "train", 2).rows == []
+
+
+# --- checkpoints -------------------------------------------------------------------
+
+
+def _checkpoint(round_: int = 2) -> Checkpoint:
+    return Checkpoint(
+        round=round_,
+        num_rounds=4,
+        label="pwfl",
+        config_toml=Config().to_toml(),
+        strategy={"sim_time_s": 1.5, "tracker": {"estimates": {"3": [0.1, 0.2]}}},
+        arrays={"weights/0/w": np.arange(6, dtype=np.float32).reshape(2, 3)},
+        records={"rounds": [{"round": 1, "accuracy": 0.5, "loss": float("nan")}]},
+    )
+
+
+def test_checkpoint_round_trip(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, _checkpoint())
+    back = load_checkpoint(path)
+    assert (back.round, back.num_rounds, back.label) == (2, 4, "pwfl")
+    assert back.config == Config()
+    assert back.strategy["tracker"]["estimates"]["3"] == [0.1, 0.2]
+    np.testing.assert_array_equal(back.arrays["weights/0/w"], np.arange(6).reshape(2, 3))
+    assert back.arrays["weights/0/w"].dtype == np.float32
+    assert back.records["rounds"][0]["accuracy"] == 0.5
+    assert np.isnan(back.records["rounds"][0]["loss"])
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]  # no temporary left
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda p: p.write_bytes(b"not a checkpoint at all"),
+        lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+        lambda p: p.write_bytes(b""),
+    ],
+    ids=["garbage", "truncated", "empty"],
+)
+def test_corrupt_checkpoint_is_one_clear_error(tmp_path, damage):
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, _checkpoint())
+    damage(path)
+    with pytest.raises(CheckpointError, match="corrupt or truncated.*--overwrite"):
+        load_checkpoint(path)
+
+
+def test_checkpoint_of_another_format_names_both_versions(tmp_path, monkeypatch):
+    import pwfl.checkpoint as checkpoint
+
+    path = tmp_path / "checkpoint.npz"
+    monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 99)
+    save_checkpoint(path, _checkpoint())
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="format 99.*reads format 1"):
+        load_checkpoint(path)
+
+
+def test_missing_checkpoint_says_what_to_pass(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        load_checkpoint(tmp_path / "checkpoint.npz")
+
+
+def test_a_write_that_fails_midway_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.npz"
+    save_checkpoint(path, _checkpoint(round_=2))
+
+    def broken_savez(handle, **arrays):
+        handle.write(b"half a file")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(path, _checkpoint(round_=3))
+    monkeypatch.undo()
+    assert load_checkpoint(path).round == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]
+
+
+# --- state kept between rounds -----------------------------------------------------
+
+
+def test_client_state_files_prune_and_drop(tmp_path):
+    for r in (1, 2, 4, 5):
+        save_client_state(tmp_path, 3, r, {"m": np.full(2, r, dtype=np.float32)})
+    assert client_state_rounds(tmp_path, 3) == [1, 2, 4, 5]
+    # A resume from round 3 needs round 2 (the newest not after it) and later files.
+    prune_client_state(tmp_path, 3, checkpoint_round=3)
+    assert client_state_rounds(tmp_path, 3) == [2, 4, 5]
+    drop_client_state_after(tmp_path, 4)
+    assert client_state_rounds(tmp_path, 3) == [2, 4]
+    newest, arrays = load_client_state(tmp_path, 3)
+    assert newest == 4 and arrays["m"].tolist() == [4.0, 4.0]
+    assert load_client_state(tmp_path, 7) is None
+    prune_client_state(tmp_path, 3, checkpoint_round=-1)  # no checkpoints: newest only
+    assert client_state_rounds(tmp_path, 3) == [4]
+
+
+def test_straggler_tracker_state_round_trip():
+    tracker = StragglerTracker(StragglerConfig(load_balancing="halve"), 2)
+    tracker.epochs = {1: 0.5, 2: 3.0}
+    tracker.estimates = {}
+    from pwfl.clock import ClientTiming
+
+    tracker.observe(1, ClientTiming(1.0, 4.0, 1.0, 0.0), 2)
+    again = StragglerTracker(StragglerConfig(load_balancing="halve"), 2)
+    again.load_state(tracker.state())
+    assert again.epochs == tracker.epochs
+    assert again.estimates[1].predict(2) == tracker.estimates[1].predict(2)
+
+
+@pytest.mark.parametrize("name", ["fedadam", "fedavgm"])
+def test_server_optimizer_state_restores_the_next_step(name):
+    cfg = StrategyConfig(server_opt=name, server_momentum=0.9)
+    rng = np.random.default_rng(0)
+    w0 = {"w": rng.normal(size=(3, 2)).astype(np.float32)}
+    targets = [{"w": rng.normal(size=(3, 2)).astype(np.float32)} for _ in range(3)]
+    a = ServerOptimizer(cfg)
+    w1 = a.step(1, w0, targets[0])
+    w2 = a.step(2, w1, targets[1])
+    b = ServerOptimizer(cfg)
+    b.load_state(ServerOptimizer(cfg).state())  # an empty state is a fresh optimiser
+    b.load_state(_after_one_step(cfg, w0, targets[0]))
+    np.testing.assert_allclose(b.step(2, w1, targets[1])["w"], w2["w"], rtol=1e-6)
+    assert a.state()  # the moments exist after a step
+
+
+def _after_one_step(cfg, w0, target):
+    opt = ServerOptimizer(cfg)
+    opt.step(1, w0, target)
+    return opt.state()
+
+
+def _data(n: int = 64) -> ClientData:
+    g = torch.Generator().manual_seed(0)
+    return ClientData(
+        torch.randn(n, 1, 28, 28, generator=g), torch.randint(0, 10, (n,), generator=g)
+    )
+
+
+def test_keeping_nothing_trains_exactly_like_train():
+    settings = TrainSettings(model="small-cnn", seed=3)
+    state = training.initial_state(settings, seed=0)
+    plain, _ = training.train(state, _data(), settings)
+    kept, _, local = training.train_keeping(state, _data(), settings, "momentum", {})
+    for name in plain:
+        torch.testing.assert_close(kept[name], plain[name])
+    assert local and all(k.startswith("momentum.") for k in local)
+
+
+def test_kept_momentum_changes_the_next_round():
+    settings = TrainSettings(model="small-cnn", seed=3)
+    state = training.initial_state(settings, seed=0)
+    _, _, local = training.train_keeping(state, _data(), settings, "momentum", {})
+    fresh, _, _ = training.train_keeping(state, _data(), settings, "momentum", {})
+    carried, _, _ = training.train_keeping(state, _data(), settings, "momentum", local)
+    assert any(not torch.equal(fresh[k], carried[k]) for k in fresh)
+
+
+def test_personal_layer_is_the_classifier_and_replaces_the_received_one():
+    settings = TrainSettings(model="cnn", seed=1)
+    state = training.initial_state(settings, seed=0)
+    model = training._model_from_state(state, settings)
+    keys = training.personal_keys(model)
+    last_linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)][-1]
+    assert keys == [f"{last_linear}.weight", f"{last_linear}.bias"]
+    _, _, local = training.train_keeping(state, _data(), settings, "personal", {})
+    assert sorted(local) == sorted(f"personal.{k}" for k in keys)
+    # With a kept head the received head is ignored: two different received heads
+    # give the same result.
+    other = {**state, **{k: torch.zeros_like(state[k]) for k in keys}}
+    a, _, _ = training.train_keeping(state, _data(), settings, "personal", local)
+    b, _, _ = training.train_keeping(other, _data(), settings, "personal", local)
+    for name in a:
+        torch.testing.assert_close(a[name], b[name])

@@ -1,0 +1,206 @@
+"""Faults, retries, quorum and resume on Flower's simulation engine (tiny settings)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pwfl.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+from pwfl.config import load_config
+from pwfl.errors import PwflError
+from pwfl.faults import CRASH, HANG, TRANSIENT, fault_for
+from pwfl.runner import run_experiment
+
+from .conftest import CONFIGS, ROOT
+
+TINY = CONFIGS / "tiny.toml"
+# Columns that must repeat exactly; the clocks (wall, and simulated, which is
+# priced from measured CPU time) are not among them.
+REPEATED = ["round", "weight_set", "status", "accuracy", "loss", "client_accuracy", "train_loss"]
+
+
+def tiny(*overrides: str):
+    return load_config(TINY, list(overrides))
+
+
+def expected_statuses(cfg, server_round: int, client: int) -> list[str]:
+    """The statuses the client's tries must have, predicted from the fault draw."""
+    kind = fault_for(cfg.faults, cfg.seed, server_round, client)
+    if kind == CRASH:
+        return ["retried"] * cfg.faults.max_retries + ["failed"]
+    if kind == TRANSIENT:
+        return ["retried", "ok"]
+    if kind == HANG:
+        return ["timeout"]
+    return ["ok"]
+
+
+def test_run_with_crashes_and_transient_failures_finishes_and_learns(tmp_path, ray_session):
+    cfg = tiny(
+        "data.num_clients=10",
+        "strategy.num_rounds=5",
+        "faults.crash_prob=0.3",
+        "faults.transient_prob=0.2",
+    )
+    summary = run_experiment(cfg, tmp_path, quiet=True)
+    clients = pd.read_csv(tmp_path / "clients.csv")
+    train = clients[clients["phase"] == "train"]
+    seen_faults = set()
+    for server_round in range(1, 6):
+        for client in range(10):  # fraction_train = 1: every client is sent every round
+            mine = train[(train["round"] == server_round) & (train["client"] == client)]
+            expected = expected_statuses(cfg, server_round, client)
+            assert mine.sort_values("attempt")["status"].tolist() == expected, (
+                server_round,
+                client,
+            )
+            seen_faults.add(fault_for(cfg.faults, cfg.seed, server_round, client))
+    assert {CRASH, TRANSIENT} <= seen_faults  # the run really met both kinds
+    failed = train[train["status"].isin(["retried", "failed"])]
+    assert failed["error"].str.contains("injected").all()
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert set(rounds["status"]) <= {"ok", "quorum_missed"}
+    by_round = rounds.groupby("round")["accuracy"].mean()
+    assert by_round.iloc[-1] > by_round.iloc[0] + 0.1
+    assert summary["final_accuracy"] > 0.5
+    # A set that missed quorum kept its weights: it has no aggregation interval.
+    missed = rounds[rounds["status"] == "quorum_missed"]
+    server = pd.read_csv(tmp_path / "server.csv")
+    for _, row in missed.iterrows():
+        hits = server[
+            (server["round"] == row["round"]) & (server["weight_set"] == row["weight_set"])
+        ]
+        assert hits.empty
+
+
+def test_every_set_missing_quorum_stops_the_run_with_records_kept(tmp_path, ray_session):
+    cfg = tiny("strategy.num_rounds=5", "faults.crash_prob=1.0", "faults.max_missed_rounds=2")
+    with pytest.raises(PwflError, match="stopped after round 2"):
+        run_experiment(cfg, tmp_path, quiet=True)
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert rounds["round"].tolist() == [1, 1, 2, 2]
+    assert (rounds["status"] == "quorum_missed").all()
+    # Nothing was aggregated: both sets are still the initial model.
+    assert rounds["accuracy"].nunique() == 1
+    clients = pd.read_csv(tmp_path / "clients.csv")
+    assert set(clients.loc[clients["phase"] == "train", "status"]) == {"retried", "failed"}
+
+
+def test_a_client_that_never_answers_is_a_timeout_and_the_round_goes_on(tmp_path, ray_session):
+    cfg = tiny("faults.hang_prob=0.15", "faults.round_timeout_s=15", "faults.quorum=0.5")
+    hung = [
+        (r, c) for r in (1, 2) for c in range(4) if fault_for(cfg.faults, cfg.seed, r, c) == HANG
+    ]
+    assert hung  # the seed gives this setting a hang to wait out
+    run_experiment(cfg, tmp_path, quiet=True)
+    clients = pd.read_csv(tmp_path / "clients.csv")
+    train = clients[clients["phase"] == "train"]
+    for r, c in hung:
+        row = train[(train["round"] == r) & (train["client"] == c)]
+        assert row["status"].tolist() == ["timeout"]
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert rounds["round"].max() == 2
+
+
+def _kill_after_checkpoint(args: list[str], checkpoint, round_: int, limit_s: float = 240):
+    """Start ``pwfl`` and SIGKILL its whole process group once ``round_`` is saved."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pwfl", *args],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + limit_s
+    try:
+        while time.time() < deadline:
+            if checkpoint.is_file() and load_checkpoint(checkpoint).round >= round_:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=30)
+                return
+            if proc.poll() is not None:
+                pytest.fail(f"the run ended before round {round_}: {proc.stderr.read()}")
+            time.sleep(0.1)
+        pytest.fail("the run did not reach the round in time")
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def test_killed_run_resumes_to_the_rounds_of_an_uninterrupted_run(tmp_path, ray_session):
+    # Clients keep momentum and the server runs FedAvgM, so the checkpoint must
+    # carry client state and optimiser state to reach the same numbers.
+    overrides = [
+        "strategy.num_rounds=4",
+        "train.client_state=momentum",
+        "strategy.server_opt=fedavgm",
+        "strategy.server_momentum=0.5",
+    ]
+    killed = tmp_path / "killed"
+    args = ["run", "--config", str(TINY), "--out", str(killed), "--quiet"]
+    for item in overrides:
+        args += ["--set", item]
+    _kill_after_checkpoint(args, killed / CHECKPOINT_FILE, round_=2)
+    saved = load_checkpoint(killed / CHECKPOINT_FILE).round
+    assert 2 <= saved < 4
+    assert not (killed / "summary.json").exists()  # it died before the end
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "pwfl", *args], cwd=ROOT, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "pwfl resume" in refused.stderr
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pwfl", "resume", str(killed), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+
+    full = tmp_path / "full"
+    run_experiment(tiny(*overrides), full, quiet=True)
+    a = pd.read_csv(killed / "rounds.csv")
+    b = pd.read_csv(full / "rounds.csv")
+    assert a["round"].tolist() == [1, 1, 2, 2, 3, 3, 4, 4]
+    pd.testing.assert_frame_equal(a[REPEATED], b[REPEATED], check_exact=True)
+    assert (killed / "client_state").is_dir()
+
+
+@pytest.mark.parametrize(
+    "strategy",
+    # pwfl-sequential restores through the same code as pwfl (the kill test above);
+    # fedavg has its own path (a round offset on Flower's loop).
+    ["fedavg", pytest.param("pwfl-sequential", marks=pytest.mark.slow)],
+)
+def test_resume_from_a_checkpoint_continues_exactly(strategy, tmp_path, ray_session):
+    """A finished 2-round run's checkpoint, told the run has 4 rounds, resumes like a
+    run interrupted after round 2 (nothing before round 3 depends on the total)."""
+    short = tmp_path / "short"
+    run_experiment(tiny(f"strategy.name={strategy}", "strategy.num_rounds=2"), short, quiet=True)
+    ckpt = load_checkpoint(short / CHECKPOINT_FILE)
+    cfg = tiny(f"strategy.name={strategy}", "strategy.num_rounds=4")
+    ckpt.config_toml, ckpt.num_rounds = cfg.to_toml(), 4
+    resumed = tmp_path / "resumed"
+    shutil.copytree(short, resumed)
+    save_checkpoint(resumed / CHECKPOINT_FILE, ckpt)
+    run_experiment(cfg, resumed, quiet=True, label=ckpt.label, resume=ckpt)
+
+    full = tmp_path / "full"
+    run_experiment(cfg, full, quiet=True)
+    a = pd.read_csv(resumed / "rounds.csv")
+    b = pd.read_csv(full / "rounds.csv")
+    assert a["round"].max() == 4
+    pd.testing.assert_frame_equal(a[REPEATED], b[REPEATED], check_exact=True)
+    # The simulated clock carries on from where the short run stopped.
+    assert np.all(np.diff(a["sim_time_s"].to_numpy()) >= 0)
