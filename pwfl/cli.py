@@ -146,6 +146,24 @@ def _resume(args: argparse.Namespace) -> int:
     return 0
 
 
+def _round_reporter(out: Path, num_rounds: int):
+    """A deployment poll hook that prints a line on stderr as each round is recorded."""
+    seen = {"round": 0}
+
+    def report(_deployment) -> None:
+        rounds = out / "rounds.csv"
+        if not rounds.is_file():
+            return
+        import pandas as pd
+
+        done = int(pd.read_csv(rounds)["round"].max())
+        if done > seen["round"]:
+            seen["round"] = done
+            print(f"round {done} of {num_rounds} recorded", file=sys.stderr)
+
+    return report
+
+
 def _print_result(summary: dict, out: Path) -> None:
     accs = ", ".join(f"set {k}: {v:.4f}" for k, v in summary["final_accuracy_per_set"].items())
     print(f"final test accuracy ({accs}); records in {out}")
@@ -185,7 +203,8 @@ def _main(args: argparse.Namespace) -> int:
             raise ConfigError(f"--clients {args.clients} must be >= 1")
         cfg = cfg.with_overrides([f"data.num_clients={args.clients}"])
         _check_out_dir(out, args.overwrite)
-        summary = deploy(cfg, out, args.clients, timeout_s=args.timeout)
+        watch = None if args.quiet else _round_reporter(out, cfg.strategy.num_rounds)
+        summary = deploy(cfg, out, args.clients, timeout_s=args.timeout, on_poll=watch)
         _print_result(summary, out)
         return 0
 

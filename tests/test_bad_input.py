@@ -108,6 +108,16 @@ CASES = {
     "resume a newer format": (["resume", "{out}"], "format 2", _future_checkpoint),
     "resume without checkpoint": (["resume", "{out}"], "no checkpoint", _no_checkpoint),
     "resume a finished run": (["resume", "{out}"], "nothing to resume", _finished_run),
+    "no supernodes": (
+        ["deploy", "--config", TINY, "--clients", "0", "--out", "{out}"],
+        "--clients",
+        _finished_run,
+    ),
+    "k above supernodes": (
+        ["deploy", "--config", TINY, "--clients", "2", "--set", "strategy.k=3", "--out", "{out}"],
+        "strategy.k",
+        _finished_run,
+    ),
     "bad seeds": (
         ["compare", "--config", TINY, "--seeds", "a,b", "--out", "{out}"],
         "--seeds",

@@ -1,0 +1,58 @@
+"""The same apps on Flower's Deployment Engine: a SuperLink and SuperNodes as processes."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pwfl.config import load_config
+from pwfl.deploy import deploy
+
+from .conftest import CONFIGS
+
+TINY = CONFIGS / "tiny.toml"
+
+
+def test_deploy_three_supernodes_writes_the_records_and_leaves_no_process(tmp_path):
+    # The Ray executor: the ServerApp process starts its own Ray session.
+    cfg = load_config(TINY, ["strategy.executor=ray"])
+    seen = []
+    summary = deploy(cfg, tmp_path, clients=3, timeout_s=600, on_poll=seen.append)
+    assert seen, "the run was watched while it went on"
+    deployment = seen[-1]
+    assert len(deployment.started_pids()) >= 4  # SuperLink + 3 SuperNodes at least
+    assert deployment.alive() == []
+    for name in ("rounds.csv", "clients.csv", "server.csv", "summary.json", "checkpoint.npz"):
+        assert (tmp_path / name).is_file(), name
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert rounds["round"].tolist() == [1, 1, 2, 2]
+    assert (rounds["status"] == "ok").all()
+    clients = pd.read_csv(tmp_path / "clients.csv")
+    train = clients[clients["phase"] == "train"]
+    # Three nodes, partition ids 0..2, each trains every round in one of the two groups.
+    assert sorted(train.groupby("round")["client"].apply(sorted).tolist()) == [[0, 1, 2]] * 2
+    assert summary["final_accuracy"] > 0.5
+
+
+@pytest.mark.slow
+def test_a_killed_supernode_is_recorded_as_failed_and_the_run_finishes(tmp_path):
+    # Flower notices a dead node after about a minute of missed heartbeats.
+    cfg = load_config(TINY, ["strategy.num_rounds=3", "faults.quorum=0.3"])
+    killed = []
+
+    def kill_after_round_one(deployment):
+        if not killed and (tmp_path / "rounds.csv").is_file():
+            deployment.kill_node(2)
+            killed.append(True)
+
+    deploy(cfg, tmp_path, clients=3, timeout_s=900, on_poll=kill_after_round_one)
+    assert killed
+    clients = pd.read_csv(tmp_path / "clients.csv")
+    train = clients[clients["phase"] == "train"]
+    assert (train.loc[train["round"] == 1, "status"] == "ok").all()
+    later = train[(train["client"] == 2) & (train["round"] > 1)]
+    assert not later.empty and set(later["status"]) <= {"failed", "retried", "timeout"}
+    others = train[(train["client"] != 2) & (train["round"] > 1)]
+    assert (others["status"] == "ok").all()
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert rounds["round"].max() == 3
