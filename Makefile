@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check plot clean
+.PHONY: install run test check plot bench clean
 
 # A virtual environment in the repository with the package (editable) and the test extras.
 $(STAMP): pyproject.toml
@@ -23,8 +23,12 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 check: $(STAMP)
-	$(BIN)/ruff check pwfl tests experiments
-	$(BIN)/ruff format --check pwfl tests experiments
+	$(BIN)/ruff check pwfl tests experiments benchmarks
+	$(BIN)/ruff format --check pwfl tests experiments benchmarks
+
+# Every benchmark side by side in one run; tables on stdout, CSV files in results/bench/.
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py
 
 plot: $(STAMP)
 	$(BIN)/pwfl plot results/compare/quick

@@ -471,7 +471,15 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+            # RAY_ADDRESS (a cluster the deployment runs on) or a session of its own;
+            # never the leftover address of an earlier `ray start` on this machine.
+            cluster = os.environ.get("RAY_ADDRESS")
+            ray.init(
+                address=cluster or "local",
+                logging_level="ERROR",
+                log_to_driver=False,
+                **({} if cluster else {"include_dashboard": False}),
+            )
         self._remote = ray.remote(num_cpus=0)(_call)
         # Start the worker processes now (while the clients train), not when
         # the first round's groups are waiting to be aggregated.

@@ -24,7 +24,7 @@ import tomli_w
 from pwfl.errors import ConfigError
 
 DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10")
-PARTITIONERS = ("iid", "dirichlet", "pathological", "size-skewed")
+PARTITIONERS = ("iid", "dirichlet", "pathological", "size-skewed", "resample")
 MODELS = ("cnn", "small-cnn", "mlp")
 STRATEGIES = ("fedavg", "pwfl", "pwfl-sequential")
 GROUP_POLICIES = ("complementary", "balanced", "fixed")
@@ -53,11 +53,16 @@ class DataConfig:
     """Number of simulated clients, one data partition each."""
     partitioner: str = "iid"
     """Client split: iid, dirichlet (alpha), pathological (classes_per_client),
-    size-skewed (client sizes grow linearly: the largest holds ~N x the smallest)."""
+    size-skewed (client sizes grow linearly: the largest holds ~N x the smallest),
+    resample (examples_per_client drawn per client; partitions overlap)."""
     alpha: float = 0.5
     """Dirichlet concentration; small values give very non-IID clients."""
     classes_per_client: int = 2
     """Labels per client for the pathological split."""
+    examples_per_client: int = 40
+    """resample only: each client draws this many training examples of its own
+    (clients may share examples), so thousands of clients fit a small data set
+    (scale tests)."""
 
 
 @dataclass(frozen=True)
@@ -443,6 +448,12 @@ def validate(cfg: Config) -> None:
     _check(0 < d.test_fraction < 1, "data.test_fraction", d.test_fraction, "must be in (0, 1)")
     _check(d.num_clients >= 1, "data.num_clients", d.num_clients, "must be >= 1")
     _check(d.alpha > 0, "data.alpha", d.alpha, "must be > 0")
+    _check(
+        d.examples_per_client >= 1,
+        "data.examples_per_client",
+        d.examples_per_client,
+        "must be >= 1",
+    )
     _check(
         d.classes_per_client >= 1,
         "data.classes_per_client",

@@ -196,6 +196,7 @@ def _partition_key(cfg: DataConfig, seed: int) -> str:
         cfg.partitioner,
         cfg.alpha,
         cfg.classes_per_client,
+        cfg.examples_per_client if cfg.partitioner == "resample" else 0,
         seed,
     )
     return hashlib.sha256(repr(fields).encode()).hexdigest()[:20]
@@ -214,6 +215,8 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def _compute_partitions(cfg: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
     _, labels, _, _ = _load_raw(cfg.name, cfg.root, cfg.download, cfg.test_fraction, seed)
+    if cfg.partitioner == "resample":
+        return _resample(len(labels), cfg, seed)
     partitioner = _partitioner(cfg, seed_for(seed, "partition") % (2**32))
     order = rng_for(seed, "partition-order").permutation(len(labels))
     from datasets import Dataset
@@ -231,6 +234,22 @@ def _compute_partitions(cfg: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
             f"partitions ({err}); lower data.num_clients or change data.partitioner"
         ) from None
     return tuple(parts)
+
+
+def _resample(num_train: int, cfg: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
+    # Not a flwr-datasets partitioner: those cut disjoint partitions, which cannot
+    # give 10,000 clients examples from a 4,000-image training split.
+    if cfg.examples_per_client > num_train:
+        raise DataError(
+            f"data.examples_per_client = {cfg.examples_per_client} is more than the "
+            f"{num_train} training examples of '{cfg.name}'; lower it"
+        )
+    return tuple(
+        np.sort(
+            rng_for(seed, "resample", i).choice(num_train, cfg.examples_per_client, replace=False)
+        ).astype(np.int64)
+        for i in range(cfg.num_clients)
+    )
 
 
 def _partitioner(cfg: DataConfig, seed: int):

@@ -11,8 +11,10 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
+from pwfl.callbacks import Callback
 from pwfl.checkpoint import CLIENT_STATE_DIR, Checkpoint
 from pwfl.config import Config
 from pwfl.errors import PwflError
@@ -36,6 +38,9 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
         )
         return
     ray.init(
+        # "local", not None: with None Ray joins the cluster of the last `ray start`
+        # on this machine (even a stopped one) instead of starting a session.
+        address="local",
         num_cpus=cfg.simulation.ray_cpus or None,
         include_dashboard=False,
         logging_level=logging.INFO if verbose else logging.ERROR,
@@ -88,6 +93,7 @@ def run_experiment(
     verbose: bool = False,
     label: str | None = None,
     resume: Checkpoint | None = None,
+    callbacks: Sequence[Callback] = (),
 ) -> dict:
     """Run one experiment and write ``rounds.csv``, ``clients.csv``, ``config.toml``,
     ``summary.json``, ``checkpoint.npz`` and ``final_weights.npz`` into ``out_dir``;
@@ -95,7 +101,7 @@ def run_experiment(
 
     ``label`` names the run in the tables (default: the strategy's name);
     ``resume`` continues the run saved in that checkpoint (``cfg`` must be its
-    config).
+    config); ``callbacks`` also watch the rounds (benchmarks time them).
 
     Raises
     ------
@@ -117,7 +123,7 @@ def run_experiment(
     out.mkdir(parents=True, exist_ok=True)
     start_ray(cfg, verbose)
     done = resume.round if resume is not None else 0
-    callbacks = (
+    watchers = list(callbacks) + (
         []
         if quiet
         else [
@@ -135,7 +141,7 @@ def run_experiment(
         },
     }
     run_simulation(
-        server_app=make_server_app(cfg, out, callbacks, label, resume),
+        server_app=make_server_app(cfg, out, watchers, label, resume),
         client_app=make_client_app(cfg, out / CLIENT_STATE_DIR),
         num_supernodes=cfg.data.num_clients,
         backend_config=backend_config,

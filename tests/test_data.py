@@ -316,3 +316,22 @@ def test_missing_cifar_raises_data_error(tmp_path):
         load_dataset(DataConfig(name="cifar10", root=str(root), download=False), seed=0)
     assert "'cifar10'" in str(info.value)
     assert "data.download" in str(info.value)
+
+
+def test_resample_gives_thousands_of_clients_their_own_examples(mnist5k):
+    cfg = DataConfig(num_clients=5000, partitioner="resample", examples_per_client=20)
+    parts = partition_indices(cfg, seed=0)
+    assert len(parts) == 5000
+    assert all(len(p) == 20 and len(np.unique(p)) == 20 for p in parts)
+    assert max(int(p.max()) for p in parts) < 4000  # indices into the 4,000 training images
+    assert not np.array_equal(parts[0], parts[1])
+    again = partition_indices(
+        DataConfig(num_clients=5000, partitioner="resample", examples_per_client=20), seed=0
+    )
+    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+
+
+def test_resample_more_examples_than_the_data_set_is_one_clear_error(mnist5k):
+    cfg = DataConfig(num_clients=2, partitioner="resample", examples_per_client=5000)
+    with pytest.raises(DataError, match="examples_per_client"):
+        partition_indices(cfg, seed=0)

@@ -1,0 +1,98 @@
+"""Shared by the benchmarks: where results go, timing a run's rounds, memory of a process tree."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+
+from pwfl.callbacks import RoundRecord
+from pwfl.config import Config
+from pwfl.runner import run_experiment
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "results" / "bench"
+CONFIGS = ROOT / "experiments" / "configs"
+
+
+class RoundClock:
+    """A run callback that notes when each round ended (host clock)."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def on_round_end(self, record: RoundRecord) -> None:
+        """Note the time."""
+        self.ends.append(time.perf_counter())
+
+    def on_run_end(self) -> None:
+        """Nothing to do."""
+
+
+class PeakMemory:
+    """Samples the resident memory of this process and all its descendants (Ray's too).
+
+    Summing RSS counts pages shared between processes (libraries, Ray's object
+    store) once per process, so the figure is an upper bound.
+    """
+
+    def __init__(self, interval_s: float = 0.2):
+        self.interval_s = interval_s
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for proc in [me, *me.children(recursive=True)]:
+                try:
+                    total += proc.memory_info().rss
+                except psutil.Error:
+                    continue
+            self.peak_bytes = max(self.peak_bytes, total)
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def timed_run(cfg: Config, out: Path) -> dict[str, float]:
+    """Run ``cfg``; return start-up time, steady-state round time and totals (host seconds).
+
+    Start-up is from the call to the start of round 1 (Ray, client actors,
+    discovery); steady state is the mean host time of rounds 2 onwards.
+    """
+    clock = RoundClock()
+    start = time.perf_counter()
+    run_experiment(cfg, out, quiet=True, callbacks=[clock])
+    total = time.perf_counter() - start
+    rounds = pd.read_csv(out / "rounds.csv").drop_duplicates("round")
+    first_round = float(rounds["round_wall_s"].iloc[0])
+    steady = rounds["round_wall_s"].iloc[1:]
+    return {
+        "startup_s": clock.ends[0] - start - first_round,
+        "first_round_s": first_round,
+        "steady_round_s": float(steady.mean()) if len(steady) else float("nan"),
+        "steady_round_sim_s": float(rounds["round_sim_s"].iloc[1:].mean())
+        if len(steady)
+        else float("nan"),
+        "total_s": total,
+    }
+
+
+def write(name: str, frame: pd.DataFrame) -> Path:
+    """Write one case's table to ``results/bench/<name>.csv``."""
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{name}.csv"
+    frame.to_csv(path, index=False)
+    return path

@@ -1,0 +1,110 @@
+"""Overhead: the same client work as plain PyTorch in a process pool and through pwfl (FedAvg).
+
+Each round N clients train E local epochs of the model on their mnist-5k partitions
+from the current global weights, the server averages the updates (FedAvg) and tests
+the average on the held-out set. (a) does this with ``multiprocessing`` and one
+worker process per CPU, each calling ``pwfl.training`` (plain PyTorch, no Flower);
+(b) is ``pwfl run`` with the ``fedavg`` strategy, federated evaluation off. Same
+seeds, same per-client settings, same number of processes training at once.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from common import CONFIGS, timed_run
+
+from pwfl import training
+from pwfl.aggregation import weighted_mean
+from pwfl.apps.settings import train_settings
+from pwfl.config import Config, load_config
+from pwfl.data import client_data, partition_indices, server_test_data
+
+_CFG: Config | None = None
+
+
+def _init_worker(cfg: Config) -> None:
+    global _CFG
+    _CFG = cfg
+    torch.set_num_threads(1)
+
+
+def _train_client(state: dict, server_round: int, pid: int):
+    assert _CFG is not None
+    data = client_data(_CFG.data, _CFG.seed, pid)
+    settings = train_settings(_CFG, server_round, pid)
+    new_state, metrics = training.train(state, data, settings)
+    return {k: v.numpy() for k, v in new_state.items()}, len(data)
+
+
+def _warm(_: int) -> int:
+    assert _CFG is not None
+    data = client_data(_CFG.data, _CFG.seed, 0)
+    training.warm_up(train_settings(_CFG), data)
+    return os.getpid()
+
+
+def raw_pytorch(cfg: Config) -> dict[str, float]:
+    """Rounds of the same work in a pool of one process per CPU; host seconds."""
+    start = time.perf_counter()
+    partition_indices(cfg.data, cfg.seed)  # cached split, as the runner does
+    test = server_test_data(cfg.data, cfg.seed)
+    settings = train_settings(cfg)
+    state = training.initial_state(settings, cfg.seed)
+    cpus = os.cpu_count() or 1
+    ctx = mp.get_context("spawn")  # as Ray's workers: fresh interpreters
+    with ctx.Pool(cpus, initializer=_init_worker, initargs=(cfg,)) as pool:
+        pool.map(_warm, range(cpus))  # start-up: imports, data, first step
+        ready = time.perf_counter()
+        rounds = []
+        for server_round in range(1, cfg.strategy.num_rounds + 1):
+            began = time.perf_counter()
+            jobs = [(state, server_round, pid) for pid in range(cfg.data.num_clients)]
+            updates = pool.starmap(_train_client, jobs)
+            arrays = weighted_mean(updates)
+            state = {k: torch.from_numpy(v) for k, v in arrays.items()}
+            training.evaluate(state, test, settings)
+            rounds.append(time.perf_counter() - began)
+    steady = rounds[1:]
+    return {
+        "startup_s": ready - start,
+        "first_round_s": rounds[0],
+        "steady_round_s": sum(steady) / len(steady) if steady else float("nan"),
+        "total_s": time.perf_counter() - start,
+    }
+
+
+def run(smoke: bool = False) -> pd.DataFrame:
+    """Both ways, side by side; one row each plus the ratio row."""
+    name = "tiny.toml" if smoke else "quick.toml"
+    cfg = load_config(
+        CONFIGS / name,
+        [
+            "strategy.name=fedavg",
+            f"strategy.num_rounds={2 if smoke else 6}",
+            "strategy.fraction_evaluate=0.0",
+            "checkpoint.every=0",
+        ],
+    )
+    raw = raw_pytorch(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        flower = timed_run(cfg, Path(tmp) / "run")
+    rows = [
+        {"setup": "raw PyTorch (process pool)", **raw},
+        {"setup": "pwfl run (fedavg)", **{k: flower[k] for k in raw}},
+        {
+            "setup": "ratio pwfl / raw",
+            **{k: flower[k] / raw[k] if raw[k] else float("nan") for k in raw},
+        },
+    ]
+    frame = pd.DataFrame(rows)
+    frame.insert(1, "clients", cfg.data.num_clients)
+    frame.insert(2, "rounds", cfg.strategy.num_rounds)
+    frame.insert(3, "model", cfg.model.name)
+    return frame

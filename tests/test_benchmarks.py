@@ -1,0 +1,45 @@
+"""The benchmark scripts run (tiny settings) and write the tables they promise."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from .conftest import ROOT
+
+
+def test_bench_smoke_writes_aggregation_and_scale_tables():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "--smoke", "--only", "aggregation,scale"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "## aggregation" in result.stdout and "## scale" in result.stdout
+    agg = pd.read_csv(ROOT / "results" / "bench" / "smoke-aggregation.csv")
+    for name in ("serial_s", "threads_s", "ray_s"):
+        assert (agg[name] > 0).all(), name
+    ratio = (agg["serial_s"] / agg["threads_s"]).tolist()
+    assert agg["threads_speedup"].tolist() == pytest.approx(ratio)
+    scale = pd.read_csv(ROOT / "results" / "bench" / "smoke-scale.csv")
+    assert scale["clients"].tolist() == [200]
+    assert scale["sampled_per_round"].tolist() == [10]
+    assert (scale["peak_rss_gib"] > 0.1).all()  # this process alone holds more
+    assert (scale["startup_s"] > 0).all() and (scale["steady_round_s"] > 0).all()
+
+
+def test_bench_rejects_an_unknown_case():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "--only", "speed"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "unknown case 'speed'" in result.stderr
