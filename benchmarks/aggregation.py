@@ -19,9 +19,12 @@ from pwfl.config import Config
 from pwfl.runner import start_ray
 
 EXECUTORS = ("serial", "threads", "ray")
-# Above this many bytes of updates in memory at once a case is skipped (24 GiB machine;
-# Ray may hold a second copy in its object store).
+# Above this many bytes of updates in memory at once a case is skipped (24 GiB machine).
 MEMORY_CAP_BYTES = 8.5e9
+# Ray puts a second copy of every update into its object store (and spills what does
+# not fit to disk); above this many bytes of updates its figure is not taken: an
+# 8.4 GB case ran the node into Ray's out-of-memory killer here.
+RAY_CAP_BYTES = 4.5e9
 CNN_VALUES = 422_028  # the quick setting's CNN (experiments/bench_checkpoint.py: 844,056 / 2)
 
 
@@ -54,7 +57,7 @@ def run(smoke: bool = False) -> pd.DataFrame:
     start_ray(Config())
     k = 2 if smoke else 4
     values = (10_000,) if smoke else (CNN_VALUES, 5_000_000, 25_000_000)
-    clients = (2,) if smoke else (10, 20, 100)
+    clients = (2,) if smoke else (10, 20, 50, 100)
     repeats = 1 if smoke else 3
     executors = {name: make_executor(name, workers=k) for name in EXECUTORS}
     rows = []
@@ -65,6 +68,9 @@ def run(smoke: bool = False) -> pd.DataFrame:
             groups = _updates(k, c, p, seed=p + c)
             row = {"k": k, "clients_per_group": c, "values": p, "update_mb": p * 4 / 1e6}
             for name, executor in executors.items():
+                if name == "ray" and k * c * p * 4 > RAY_CAP_BYTES:
+                    row[f"{name}_s"] = float("nan")
+                    continue
                 _time_once(executor, [group[:1] for group in groups])  # workers warm
                 times = [_time_once(executor, groups) for _ in range(repeats)]
                 row[f"{name}_s"] = statistics.median(times)

@@ -46,6 +46,12 @@ Update = tuple[Arrays, float]
 AggregateFn = Callable[[list[Update]], Arrays]
 
 
+# Values per slice of the chunked weighted mean: 128K float32 values (512 KB) keep a
+# slice of the sum and of one update's product in the CPU cache while every client's
+# update is added to it.
+CHUNK = 1 << 17
+
+
 def weighted_mean(updates: list[Update]) -> Arrays:
     """FedAvg: the mean of the clients' arrays weighted by their example counts.
 
@@ -55,6 +61,13 @@ def weighted_mean(updates: list[Update]) -> Arrays:
     accumulate ``array * weight`` in reply order), so one PWFL weight set
     reproduces Flower's FedAvg to the last bit. Integer arrays (batch-norm
     counters) are averaged and cast back to their dtype.
+
+    Each array is summed slice by slice (``CHUNK`` values), every client's
+    product written into one reused buffer: each value still gets the same
+    operations in the same order (so the same bits), but the sum is read and
+    written once instead of once per client, and no array is allocated per
+    client. On 25M-value updates this made the mean several times faster
+    (benchmarks/aggregation.py).
     """
     if not updates:
         raise ValueError("cannot aggregate an empty group of updates")
@@ -62,15 +75,22 @@ def weighted_mean(updates: list[Update]) -> Arrays:
     if total <= 0:
         raise ValueError("cannot aggregate updates that hold no examples")
     factors = [n / total for _, n in updates]
-    acc: Arrays = {}
-    for (arrays, _), factor in zip(updates, factors, strict=True):
-        for name, value in arrays.items():
-            if name not in acc:
-                acc[name] = value * factor
-            else:
-                acc[name] += value * factor
     first = updates[0][0]
-    return {name: _restore_dtype(value, first[name].dtype) for name, value in acc.items()}
+    out: Arrays = {}
+    for name, value in first.items():
+        flats = [np.asarray(arrays[name]).reshape(-1) for arrays, _ in updates]
+        dtype = (flats[0][:1] * factors[0]).dtype  # numpy's own promotion rule
+        acc = np.empty(flats[0].size, dtype=dtype)
+        scratch = np.empty(min(CHUNK, acc.size), dtype=dtype)
+        for start in range(0, acc.size, CHUNK):
+            stop = min(start + CHUNK, acc.size)
+            part, product = acc[start:stop], scratch[: stop - start]
+            np.multiply(flats[0][start:stop], factors[0], out=part)
+            for flat, factor in zip(flats[1:], factors[1:], strict=True):
+                np.multiply(flat[start:stop], factor, out=product)
+                part += product
+        out[name] = _restore_dtype(acc.reshape(np.shape(value)), value.dtype)
+    return out
 
 
 def mean_of_weight_sets(weight_sets: list[Arrays]) -> Arrays:

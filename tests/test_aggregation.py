@@ -8,6 +8,7 @@ from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from pwfl.aggregation import (
+    CHUNK,
     SerialExecutor,
     ThreadExecutor,
     get_aggregator,
@@ -255,6 +256,20 @@ def test_weighted_mean_bitwise_equals_flower(seed):
         assert flower.dtype == np.float32
         assert value.shape == flower.shape
         assert np.array_equal(value, flower), f"{name} differs from Flower's FedAvg"
+
+
+def test_weighted_mean_bitwise_equals_flower_across_chunks():
+    """Arrays longer than one slice of the chunked sum (and not a multiple of it)."""
+    rng = np.random.default_rng(7)
+    size = 2 * CHUNK + 13
+    updates = [
+        ({"w": rng.standard_normal((size, 1)).astype(np.float32)}, int(rng.integers(1, 99)))
+        for _ in range(4)
+    ]
+    ours = weighted_mean(updates)
+    theirs = aggregate_arrayrecords(_flower_records(updates), "num-examples")
+    assert ours["w"].shape == (size, 1)
+    assert np.array_equal(ours["w"], theirs["w"].numpy())
 
 
 def test_weighted_mean_bitwise_equals_flower_float64():
