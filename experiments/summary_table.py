@@ -11,31 +11,32 @@ import sys
 
 import pandas as pd
 
-COLUMNS = {
-    "final_accuracy_mean": ("final acc.", "{:.3f}"),
-    "best_accuracy_mean": ("best acc.", "{:.3f}"),
-    "rounds_to_target_mean": ("rounds to 0.90", "{:.0f}"),
-    "sim_time_to_target_s_mean": ("sim. s to 0.90", "{:.2f}"),
-    "mean_round_sim_s_mean": ("sim. s / round", "{:.3f}"),
-    "mean_round_wall_s_mean": ("host s / round", "{:.2f}"),
-    "idle_fraction_mean": ("server idle", "{:.1%}"),
-    "finish_spread_mean": ("finish spread", "{:.2f}"),
-    "total_bytes_up_mean": ("MB up", "{:.1f}"),
-}
+from pwfl.analysis import SUMMARY_COLUMNS, summary_view
 
 
 def markdown(summary: pd.DataFrame) -> str:
-    """The summary as a Markdown table (means over seeds)."""
-    shown = {k: v for k, v in COLUMNS.items() if k in summary}
-    header = "| strategy | " + " | ".join(label for label, _ in shown.values()) + " |"
-    rule = "|---" * (len(shown) + 1) + "|"
-    lines = [header, rule]
-    for _, row in summary.iterrows():
-        cells = []
-        for key, (_, fmt) in shown.items():
-            value = row[key] / 1e6 if key == "total_bytes_up_mean" else row[key]
-            cells.append("–" if pd.isna(value) else fmt.format(value))
-        lines.append(f"| {row['strategy']} | " + " | ".join(cells) + " |")
+    """The summary as a Markdown table (means over seeds).
+
+    Parameters
+    ----------
+    summary
+        A comparison's ``summary.csv``.
+
+    Returns
+    -------
+    str
+        One row per strategy, the columns of ``pwfl.analysis.SUMMARY_COLUMNS``
+        that the summary has, formatted as the README shows them.
+    """
+    view = summary_view(summary)
+    formats = dict(SUMMARY_COLUMNS.values())
+    lines = [
+        "| strategy | " + " | ".join(view.columns) + " |",
+        "|---" * (len(view.columns) + 1) + "|",
+    ]
+    for strategy, row in view.iterrows():
+        cells = ["–" if pd.isna(v) else formats[label].format(v) for label, v in row.items()]
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
