@@ -207,9 +207,10 @@ def target_accuracy(path: str | Path) -> float:
 
 def _same_runs(table: pd.DataFrame, rounds: pd.DataFrame) -> pd.DataFrame:
     # A comparison folder can keep run folders of an earlier comparison: keep the
-    # rows of the runs that comparison.csv lists.
+    # rows of the runs that comparison.csv lists, in its order (the folders are
+    # read in alphabetical order).
     runs = rounds[["strategy", "seed"]].drop_duplicates()
-    return table.merge(runs, on=["strategy", "seed"])
+    return runs.merge(table, on=["strategy", "seed"])
 
 
 @dataclass(frozen=True, eq=False)
@@ -506,6 +507,32 @@ def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
     return view.rename(columns={c: SUMMARY_COLUMNS[c][0] for c in shown})
 
 
+def summary_markdown(summary: pd.DataFrame) -> str:
+    """A comparison summary as the Markdown table the README shows (means over seeds).
+
+    Parameters
+    ----------
+    summary
+        A ``summary.csv`` table.
+
+    Returns
+    -------
+    str
+        One row per strategy, the columns of :func:`summary_view` formatted by
+        ``SUMMARY_COLUMNS``; a dash where a value is missing (target never reached).
+    """
+    view = summary_view(summary)
+    formats = dict(SUMMARY_COLUMNS.values())
+    lines = [
+        "| strategy | " + " | ".join(view.columns) + " |",
+        "|---" * (len(view.columns) + 1) + "|",
+    ]
+    for strategy, row in view.iterrows():
+        cells = ["–" if pd.isna(v) else formats[label].format(v) for label, v in row.items()]
+        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def format_summary(table: pd.DataFrame) -> str:
     """A compact text table of a comparison summary (mean ± std over seeds).
 
@@ -622,7 +649,10 @@ def client_summary(clients: pd.DataFrame) -> pd.DataFrame:
 
 
 def round_groups(
-    clients: pd.DataFrame, strategy: str | None = None, seed: int | None = None
+    clients: pd.DataFrame,
+    strategy: str | None = None,
+    seed: int | None = None,
+    num_clients: int | None = None,
 ) -> pd.DataFrame:
     """Which weight set each client trained in each round of one run.
 
@@ -632,6 +662,9 @@ def round_groups(
         ``clients.csv`` rows.
     strategy, seed
         The run; default the first strategy and its lowest seed.
+    num_clients
+        Clients ``0..num_clients-1`` get a column each, sampled or not; default
+        up to the highest client id in the table.
 
     Returns
     -------
@@ -644,7 +677,9 @@ def round_groups(
     mine = train[train["strategy"] == strategy]
     seed = mine["seed"].min() if seed is None else seed
     mine = mine[mine["seed"] == seed]
-    return mine.pivot_table(index="round", columns="client", values="weight_set", aggfunc="first")
+    groups = mine.pivot_table(index="round", columns="client", values="weight_set", aggfunc="first")
+    everyone = range(num_clients if num_clients is not None else int(clients["client"].max()) + 1)
+    return groups.reindex(columns=everyone)
 
 
 def idle_fraction(server: pd.DataFrame, span_s: float) -> float:
@@ -991,7 +1026,8 @@ def plot_round_structure(groups: pd.DataFrame, at_round: int | None = None) -> F
         left.text(
             centre,
             2.3,
-            f"group {names[j]}\nclients {', '.join(map(str, members))}\ntrain locally",
+            f"group {names[j]}\nclient{'s' * (len(members) > 1)} "
+            f"{', '.join(map(str, members))}\ntrain locally",
             ha="center",
             va="center",
         )

@@ -252,6 +252,8 @@ def test_round_groups_is_a_round_by_client_table():
     assert groups.index.tolist() == [1, 2]
     assert groups.loc[1].tolist() == ["0", "1", "0", "1"]
     assert groups.loc[2].tolist() == ["1", "0", "1", "0"]
+    wider = analysis.round_groups(clients_table(), num_clients=6)
+    assert wider.columns.tolist() == list(range(6)) and wider[5].isna().all()
 
 
 def test_summary_view_labels_means_and_megabytes():

@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import sys
 
 import pandas as pd
 import pytest
+
+from pwfl import analysis
 
 from .conftest import ROOT
 
 README = (ROOT / "README.md").read_text()
 
 
-def summary_table_module():
+def reproduce_module():
     spec = importlib.util.spec_from_file_location(
-        "summary_table", ROOT / "experiments" / "summary_table.py"
+        "reproduce", ROOT / "experiments" / "reproduce.py"
     )
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 
@@ -60,4 +64,11 @@ def test_the_readme_has_summary_tables():
 @pytest.mark.parametrize(("folder", "table"), TABLES, ids=[f for f, _ in TABLES])
 def test_readme_table_is_printed_from_its_summary_csv(folder, table):
     summary = pd.read_csv(ROOT / folder / "summary.csv")
-    assert table == summary_table_module().markdown(summary)
+    assert table == analysis.summary_markdown(summary)
+
+
+def test_readme_shows_the_command_of_every_comparison_the_script_reproduces():
+    # Line breaks, continuation backslashes and the .venv/bin/ prefix aside.
+    text = " ".join(README.replace("\\\n", " ").replace(".venv/bin/", "").split())
+    for name, comparison in reproduce_module().COMPARISONS.items():
+        assert comparison.command() in text, name
