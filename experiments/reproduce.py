@@ -5,6 +5,7 @@ Usage::
     .venv/bin/python experiments/reproduce.py                  # every step (about 1.5 h on 2 cores)
     .venv/bin/python experiments/reproduce.py paper-iid round-structure
     .venv/bin/python experiments/reproduce.py --list           # the steps and their commands
+    .venv/bin/python experiments/reproduce.py --redraw paper-iid  # figures from the runs there
 
 ``make figures`` runs every step. A comparison step runs ``pwfl compare`` with the
 arguments its README section shows (printed before it starts), which writes
@@ -12,7 +13,8 @@ arguments its README section shows (printed before it starts), which writes
 folder; the paper steps also draw the README's figures into ``img/``. After each
 comparison the script prints the README table of its summary.csv
 (``experiments/summary_table.py``). ``--set`` overrides the comparisons' configs
-for a quick smoke run; its results are not the README's.
+for a quick smoke run; its results are not the README's. ``--redraw`` draws the
+figures again from the run folders already there, without running anything.
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pwfl import analysis
-from pwfl.compare import parse_vary, run_comparison
+from pwfl import analysis, compare
+from pwfl.compare import parse_vary
 from pwfl.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,13 +54,15 @@ class Comparison:
             f"{vary} --seeds {','.join(map(str, self.seeds))} --out {self.out}"
         )
 
-    def run(self, overrides: list[str], results: Path) -> Path:
-        """Run the comparison; return its folder."""
+    def run(self, overrides: list[str], results: Path, redraw: bool = False) -> Path:
+        """Run the comparison (or only redraw its figures); return its folder."""
         out = results / Path(self.out).relative_to("results")
-        cfg = load_config(ROOT / self.config, overrides)
-        run_comparison(
-            cfg, self.strategies, self.seeds, out, quiet=True, vary=parse_vary(self.vary)
-        )
+        if redraw:
+            compare.redraw(out)
+        else:
+            cfg = load_config(ROOT / self.config, overrides)
+            vary = parse_vary(self.vary)
+            compare.run_comparison(cfg, self.strategies, self.seeds, out, quiet=True, vary=vary)
         print(analysis.summary_markdown(pd.read_csv(out / "summary.csv")))
         return out
 
@@ -177,6 +181,11 @@ def main() -> None:
         metavar="SECTION.KEY=VALUE",
         help="override a config value of every comparison (a smoke run, not the README's)",
     )
+    parser.add_argument(
+        "--redraw",
+        action="store_true",
+        help="draw the figures from the results already there instead of running again",
+    )
     parser.add_argument("--results", default="results", help="folder for the run results")
     parser.add_argument("--img", default="img", help="folder for the README's figures")
     args = parser.parse_args()
@@ -193,13 +202,14 @@ def main() -> None:
         started = time.perf_counter()
         print(f"== {name}", flush=True)
         if name in COMPARISONS:
-            print(COMPARISONS[name].command(), flush=True)
-            folder = COMPARISONS[name].run(args.set, results)
+            print(("redraw: " if args.redraw else "") + COMPARISONS[name].command(), flush=True)
+            folder = COMPARISONS[name].run(args.set, results, redraw=args.redraw)
             if name.startswith("paper-"):
                 for path in paper_figures(folder, img):
                     print(path)
         elif name == "compression":
-            compression(results)
+            if not args.redraw:  # it draws no figure
+                compression(results)
         else:
             print(round_structure(results, img))
         print(f"== {name} took {time.perf_counter() - started:.0f} s", flush=True)

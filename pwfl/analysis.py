@@ -93,11 +93,16 @@ def typed(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:
     casts: dict[str, Any] = {}
     for column in frame.columns:
         dtype = types.get(column)
-        if dtype is None and pd.api.types.is_numeric_dtype(frame[column]):
+        series = frame[column]
+        if (
+            dtype is None
+            and pd.api.types.is_numeric_dtype(series)
+            and not pd.api.types.is_bool_dtype(series)
+        ):
             dtype = "float64"
-        if dtype == TEXT and pd.api.types.is_float_dtype(frame[column]):
+        if dtype == TEXT and pd.api.types.is_float_dtype(series):
             # A weight-set column with gaps is read as float ("0.0"); go through Int64.
-            frame = frame.assign(**{column: frame[column].astype(COUNT)})
+            frame = frame.assign(**{column: series.astype(COUNT)})
         if dtype is not None:
             casts[column] = dtype
     return frame.astype(casts)
@@ -832,8 +837,12 @@ def plot_timeline(
     """
     train = clients[(clients["phase"] == "train") & clients["sim_start_s"].notna()]
     strategies = list(dict.fromkeys(train["strategy"]))
+    # One time axis for every panel, so the strategies' rounds compare by length.
     fig, axes = _figure(
-        len(strategies), 1, (12, 1.5 + 0.28 * train["client"].nunique() * len(strategies))
+        len(strategies),
+        1,
+        (12, 1.5 + 0.28 * train["client"].nunique() * len(strategies)),
+        sharex=True,
     )
     colours = _colours()
     for ax, strategy in zip(axes[:, 0], strategies, strict=True):
