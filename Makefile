@@ -29,7 +29,7 @@ check: $(STAMP)
 plot: $(STAMP)
 	$(BIN)/pwfl plot results/compare/quick
 
-# Every figure and table of the README, into results/ and img/ (about 1.5 h on 2 cores).
+# Every figure and table of the README, into results/ and img/ (about 40 min on 2 cores).
 figures: $(STAMP)
 	$(BIN)/python experiments/reproduce.py
 

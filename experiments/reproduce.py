@@ -2,9 +2,9 @@
 
 Usage::
 
-    .venv/bin/python experiments/reproduce.py                  # every step (about 1.5 h on 2 cores)
+    .venv/bin/python experiments/reproduce.py                     # every step (~40 min, 2 cores)
     .venv/bin/python experiments/reproduce.py paper-iid round-structure
-    .venv/bin/python experiments/reproduce.py --list           # the steps and their commands
+    .venv/bin/python experiments/reproduce.py --list              # the steps and their commands
     .venv/bin/python experiments/reproduce.py --redraw paper-iid  # figures from the runs there
 
 ``make figures`` runs every step. A comparison step runs ``pwfl compare`` with the
