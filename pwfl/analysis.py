@@ -774,11 +774,11 @@ def plot_convergence(
         raise ValueError(f"weight_sets must be 'each' or 'mean', got {weight_sets!r}")
     if weight_sets == "mean":
         keys = ["strategy", "seed", "round"]
+        values = ["accuracy", *(c for c in x if c not in keys)]
         rounds = (
             _weight_set_rows(rounds)
-            .groupby(keys, sort=False)[["accuracy", *x]]
+            .groupby(keys, sort=False)[values]
             .mean()
-            .drop(columns=[c for c in keys if c in x])
             .reset_index()
             .assign(weight_set="mean")
         )
