@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import matplotlib.colors as mcolors
 import numpy as np
 import pandas as pd
@@ -343,3 +346,12 @@ def test_plot_round_structure_names_each_groups_clients():
 def test_save_figure_writes_a_png(tmp_path):
     path = analysis.save_figure(analysis.plot_convergence(rounds_table()), tmp_path / "a" / "c.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_analysis_imports_neither_flower_nor_ray():
+    code = (
+        "import sys, pwfl.analysis; "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'flwr', 'ray', 'torch'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
