@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check plot bench clean
+.PHONY: install run test check plot bench figures clean
 
 # A virtual environment in the repository with the package (editable) and the test extras.
 $(STAMP): pyproject.toml
@@ -32,6 +32,10 @@ bench: $(STAMP)
 
 plot: $(STAMP)
 	$(BIN)/pwfl plot results/compare/quick
+
+# Every figure and table of the README, into results/ and img/ (about 40 min on 2 cores).
+figures: $(STAMP)
+	$(BIN)/python experiments/reproduce.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

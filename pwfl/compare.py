@@ -7,7 +7,8 @@ Usage::
 
 Every (strategy, seed) run writes its own folder ``DIR/<strategy>-seed<seed>``;
 the comparison adds ``comparison.csv`` (all rounds of all runs),
-``summary.csv`` (mean and std over seeds per strategy) and ``convergence.png``.
+``summary.csv`` (mean and std over seeds per strategy) and its figures
+(``convergence.png``, ``communication.png``, ``timeline.png``, ``round_trips.png``).
 The partitions, samples and initial weights derive from the seed alone, so
 every strategy of one seed sees the same clients and starts from the same model.
 """
@@ -105,39 +106,84 @@ def run_comparison(
 
 
 def write_comparison(out: Path, runs: Sequence[tuple[str, int]], target: float) -> pd.DataFrame:
-    """Gather the runs' rounds into ``comparison.csv``, summarise, and plot."""
+    """Gather the runs' rounds into ``comparison.csv``, summarise, and plot.
+
+    Parameters
+    ----------
+    out
+        The comparison folder holding one folder per run.
+    runs
+        ``(label, seed)`` of every run, in table order.
+    target
+        Accuracy whose first crossing the summary reports.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The summary written to ``summary.csv``.
+    """
     frames = [pd.read_csv(out / run_name(s, seed) / "rounds.csv") for s, seed in runs]
-    rounds = pd.concat(frames, ignore_index=True)
-    rounds["weight_set"] = rounds["weight_set"].astype(str)
-    atomic_write_text(out / "comparison.csv", rounds.to_csv(index=False))
-    clients, server = _timeline_tables(out)
-    summary = analysis.summarize_comparison(rounds, target, clients, server)
+    atomic_write_text(
+        out / "comparison.csv", pd.concat(frames, ignore_index=True).to_csv(index=False)
+    )
+    results = analysis.load_results(out, target)
+    summary = results.summary()
     atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    analysis.save_figure(analysis.plot_convergence(rounds), out / "convergence.png")
-    _draw_timeline(out, clients, server)
+    draw_figures(out, results.rounds, results.clients, results.server)
     return summary
 
 
-def _timeline_tables(path: Path) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """``clients.csv`` and ``server.csv`` of a run or of every run of a comparison."""
-    try:
-        return analysis.load_clients(path), analysis.load_server(path)
-    except FileNotFoundError:
-        return None, None
-
-
-def _draw_timeline(
-    path: Path, clients: pd.DataFrame | None, server: pd.DataFrame | None
+def draw_figures(
+    path: Path,
+    rounds: pd.DataFrame,
+    clients: pd.DataFrame | None,
+    server: pd.DataFrame | None,
 ) -> list[Path]:
+    """Draw a run's or comparison's figures into its folder.
+
+    Parameters
+    ----------
+    path
+        The folder to write into.
+    rounds
+        Its ``rounds.csv`` / ``comparison.csv`` rows.
+    clients, server
+        Its ``clients.csv`` and ``server.csv`` rows, or ``None`` when the run
+        folders are absent.
+
+    Returns
+    -------
+    list of pathlib.Path
+        ``convergence.png`` and ``communication.png`` (when bytes were
+        recorded); with the client tables also ``timeline.png`` and
+        ``round_trips.png``.
+    """
+    drawn = [analysis.save_figure(analysis.plot_convergence(rounds), path / "convergence.png")]
+    if {"bytes_up", "bytes_down"} <= set(rounds):
+        fig = analysis.plot_communication(rounds)
+        drawn.append(analysis.save_figure(fig, path / "communication.png"))
     if clients is None or server is None or "sim_start_s" not in clients:
-        return []
-    fig = analysis.plot_timeline(clients, server)
-    return [analysis.save_figure(fig, path / "timeline.png")]
+        return drawn
+    drawn.append(
+        analysis.save_figure(analysis.plot_timeline(clients, server), path / "timeline.png")
+    )
+    drawn.append(analysis.save_figure(analysis.plot_round_trips(clients), path / "round_trips.png"))
+    return drawn
 
 
 def redraw(path: str | Path) -> list[Path]:
-    """Redraw the figures of a run or comparison folder from its CSV files."""
+    """Redraw the figures of a run or comparison folder from its CSV files.
+
+    Parameters
+    ----------
+    path
+        A folder written by ``pwfl run`` or ``pwfl compare``.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The figures written (see :func:`draw_figures`).
+    """
     path = Path(path)
-    rounds = analysis.load_rounds(path)
-    drawn = [analysis.save_figure(analysis.plot_convergence(rounds), path / "convergence.png")]
-    return drawn + _draw_timeline(path, *_timeline_tables(path))
+    results = analysis.load_results(path)
+    return draw_figures(path, results.rounds, results.clients, results.server)
