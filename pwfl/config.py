@@ -122,8 +122,11 @@ class StrategyConfig:
     merge: str = "none"
     """Merge policy between weight sets: none, every:N (average and redistribute
     every N rounds) or final (one merged model, evaluated at the end)."""
-    executor: str = "ray"
-    """Where the K group aggregations run: ray (one Ray task each), threads, serial."""
+    executor: str = "threads"
+    """Where the K group aggregations run: threads (the default: on one machine the
+    fastest, benchmarks/aggregation.py), ray (one Ray task each: the updates are
+    copied into Ray's object store, which costs more than the mean itself here, but
+    lets a multi-node cluster aggregate on other machines' cores) or serial."""
     aggregator: str = "fedavg"
     """How a group's updates become one weight set: fedavg, median, trimmed-mean,
     krum, multi-krum, or a dotted path ``package.module:function`` to your own

@@ -51,11 +51,15 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
     def describe(msg: Message, context: Context) -> Message:
         """Tell the server which partition this node holds and how many examples.
 
-        Kept cheap (the split's indices only): every node answers it once, and a
-        simulation may have ten thousand nodes.
+        Every node answers it once and a simulation may have thousands, so it
+        reads the split's indices only; but the first query a process sees also
+        loads the data and warms the process up, so that this one-off work is
+        start-up, not the first round's compute time.
         """
         config, pid = setup(context)
         size = len(partition_indices(config.data, config.seed)[pid])
+        if size:
+            warm_up_once(train_settings(config), client_data(config.data, config.seed, pid))
         info = ConfigRecord({"partition-id": pid, "num-examples": size})
         return Message(RecordDict({CLIENT: info}), reply_to=msg)
 
