@@ -216,7 +216,7 @@ def _main(args: argparse.Namespace) -> int:
         cfg, strategies, _seeds(args.seeds), out, args.quiet, args.verbose, parse_vary(args.vary)
     )
     print(format_summary(summary))
-    print(f"comparison in {out} (comparison.csv, summary.csv, convergence.png)")
+    print(f"comparison in {out} (comparison.csv, summary.csv and figures)")
     return 0
 
 

@@ -20,7 +20,9 @@ from flwr.serverapp import Grid
 from pwfl.aggregation import Arrays, Update
 from pwfl.codec import decode_update, encode_update
 from pwfl.config import Config
+from pwfl.quorum import QuorumWatch
 from pwfl.seeding import rng_for
+from pwfl.stragglers import StragglerTracker
 
 ARRAYS = "arrays"
 CONFIG = "config"
@@ -190,6 +192,28 @@ def retry_of(message: Message, attempt: int) -> Message:
         message_type=message.metadata.message_type,
         dst_node_id=message.metadata.dst_node_id,
     )
+
+
+def progress_state(
+    sim_time_s: float, wall_time_s: float, watch: QuorumWatch, tracker: StragglerTracker
+) -> dict[str, Any]:
+    """What every strategy saves beside its weights: clocks, quorum streak, straggler
+    estimates (JSON-able, for checkpoints)."""
+    return {
+        "sim_time_s": sim_time_s,
+        "wall_time_s": wall_time_s,
+        "quorum_streak": watch.streak,
+        "tracker": tracker.state(),
+    }
+
+
+def restore_progress(
+    state: dict[str, Any], watch: QuorumWatch, tracker: StragglerTracker
+) -> tuple[float, float]:
+    """Restore what :func:`progress_state` saved; return the simulated and host clocks."""
+    watch.streak = int(state["quorum_streak"])
+    tracker.load_state(state["tracker"])
+    return float(state["sim_time_s"]), float(state["wall_time_s"])
 
 
 def available_clients(clients: list[int], cfg: Config, server_round: int) -> list[int]:

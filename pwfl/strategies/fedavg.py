@@ -34,6 +34,8 @@ from pwfl.strategies.common import (
     ClientDirectory,
     available_clients,
     group_messages,
+    progress_state,
+    restore_progress,
     retry_failed,
     to_numpy,
     to_record,
@@ -273,21 +275,14 @@ class RecordingFedAvg(FedAvg):
 
     def checkpoint_state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """The global weights, clocks, quorum streak and straggler estimates."""
-        state = {
-            "sim_time_s": self._sim_time,
-            "wall_time_s": self._wall_before,
-            "quorum_streak": self.watch.streak,
-            "tracker": self.tracker.state(),
-        }
+        state = progress_state(self._sim_time, self._wall_before, self.watch, self.tracker)
         return state, {f"weights/0/{k}": v for k, v in self.current.items()}
 
     def restore(self, ckpt: Checkpoint) -> ArrayRecord:
         """Continue from ``ckpt``; return the global weights to start Flower's loop from."""
-        state = ckpt.strategy
-        self._sim_time = float(state["sim_time_s"])
-        self._wall_before = float(state["wall_time_s"])
-        self.watch.streak = int(state["quorum_streak"])
-        self.tracker.load_state(state["tracker"])
+        self._sim_time, self._wall_before = restore_progress(
+            ckpt.strategy, self.watch, self.tracker
+        )
         self.round_offset = self.checkpoint_round = ckpt.round
         prefix = "weights/0/"
         self.current = {k[len(prefix) :]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)}

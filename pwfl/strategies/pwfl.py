@@ -46,6 +46,8 @@ from pwfl.strategies.common import (
     ClientDirectory,
     available_clients,
     group_messages,
+    progress_state,
+    restore_progress,
     send_with_retries,
     to_record,
     train_update,
@@ -432,10 +434,7 @@ class PWFL(Strategy):
     def checkpoint_state(self) -> tuple[dict[str, Any], Arrays]:
         """Everything beyond the seed and the round that the next rounds depend on."""
         state = {
-            "sim_time_s": self._sim_time,
-            "wall_time_s": self._wall_before,
-            "quorum_streak": self.watch.streak,
-            "tracker": self.tracker.state(),
+            **progress_state(self._sim_time, self._wall_before, self.watch, self.tracker),
             "weight_sets": [
                 {"rounds_trained": ws.rounds_trained, "history": ws.history}
                 for ws in self.weight_sets
@@ -453,10 +452,7 @@ class PWFL(Strategy):
     def restore(self, ckpt: Checkpoint) -> None:
         """Continue from ``ckpt``: weight sets, optimisers, clocks, straggler estimates."""
         state = ckpt.strategy
-        self._sim_time = float(state["sim_time_s"])
-        self._wall_before = float(state["wall_time_s"])
-        self.watch.streak = int(state["quorum_streak"])
-        self.tracker.load_state(state["tracker"])
+        self._sim_time, self._wall_before = restore_progress(state, self.watch, self.tracker)
         self.checkpoint_round = ckpt.round
         for ws in self.weight_sets:
             prefix = f"weights/{ws.id}/"
