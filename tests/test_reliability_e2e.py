@@ -204,3 +204,34 @@ def test_resume_from_a_checkpoint_continues_exactly(strategy, tmp_path, ray_sess
     pd.testing.assert_frame_equal(a[REPEATED], b[REPEATED], check_exact=True)
     # The simulated clock carries on from where the short run stopped.
     assert np.all(np.diff(a["sim_time_s"].to_numpy()) >= 0)
+
+
+def test_async_mode_retries_transient_failures_and_applies_quorum(tmp_path, ray_session):
+    cfg = tiny(
+        "strategy.mode=async",
+        "strategy.num_rounds=3",
+        "faults.transient_prob=0.4",
+        "faults.crash_prob=0.2",
+    )
+    run_experiment(cfg, tmp_path, quiet=True)
+    clients = pd.read_csv(tmp_path / "clients.csv")
+    train = clients[clients["phase"] == "train"]
+    # Each failed try was answered by a new try of the same client, weight set and round.
+    for _, row in train[train["status"] == "retried"].iterrows():
+        later = train[
+            (train["round"] == row["round"])
+            & (train["client"] == row["client"])
+            & (train["weight_set"] == row["weight_set"])
+            & (train["attempt"] == row["attempt"] + 1)
+        ]
+        assert len(later) == 1
+    assert (train["status"] == "retried").any()
+    assert set(train["status"]) <= {"ok", "retried", "failed"}
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert len(rounds) == 2 * 3  # every weight set ran its 3 rounds
+    assert set(rounds["status"]) <= {"ok", "quorum_missed"}
+    for _, row in rounds.iterrows():  # aggregated only with a quorum of its group
+        if row["status"] == "ok":
+            assert row["num_clients"] >= -(-row["num_sent"] // 2)
+        else:
+            assert row["num_clients"] < -(-row["num_sent"] // 2)
