@@ -18,9 +18,7 @@ one ``.npz``, read without pickle.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from pwfl import __version__
 from pwfl.callbacks import RoundRecord
 from pwfl.config import Config, config_from_toml
 from pwfl.errors import ConfigError, PwflError
+from pwfl.records import atomic_savez
 
 FORMAT_VERSION = 1
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -98,7 +97,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
     }
     payload = {_HEADER: np.array(json.dumps(header, default=_to_json))}
     payload.update(ckpt.arrays)
-    _atomic_savez(path, payload)
+    atomic_savez(path, payload)
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -209,7 +208,7 @@ class Checkpointer:
 
 def save_client_state(directory: str | Path, client: int, server_round: int, local: Arrays) -> None:
     """Save what client ``client`` keeps after ``server_round``, atomically."""
-    _atomic_savez(Path(directory) / str(client) / f"round-{server_round}.npz", dict(local))
+    atomic_savez(Path(directory) / str(client) / f"round-{server_round}.npz", dict(local))
 
 
 def client_state_rounds(directory: str | Path, client: int) -> list[int]:
@@ -265,15 +264,3 @@ def drop_client_state_after(directory: str | Path, server_round: int) -> None:
             for r in client_state_rounds(root, int(folder.name)):
                 if r > server_round:
                     (folder / f"round-{r}.npz").unlink(missing_ok=True)
-
-
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

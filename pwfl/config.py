@@ -287,6 +287,17 @@ class Config:
         """Return the configuration as nested plain dictionaries."""
         return dataclasses.asdict(self)
 
+    def to_flat(self) -> dict[str, Any]:
+        """The configuration as dotted keys (``"strategy.k": 2``), as Flower's run config
+        carries it (``pwfl.apps.settings.config_from_run_config`` reads it back)."""
+        flat: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            if isinstance(values, dict):
+                flat.update({f"{section}.{key}": value for key, value in values.items()})
+            else:
+                flat[section] = values
+        return flat
+
     def to_toml(self) -> str:
         """Return the resolved configuration as TOML text."""
         return tomli_w.dumps(self.to_dict())

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 
 from pwfl.config import DataConfig
 from pwfl.errors import DataError
+from pwfl.records import atomic_savez
 from pwfl.seeding import rng_for, seed_for
 from pwfl.training import ClientData
 
@@ -204,11 +204,7 @@ def _partition_key(cfg: DataConfig, seed: int) -> str:
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(tmp, path)
+        atomic_savez(path, arrays)
     except OSError:
         pass  # a read-only cache only costs time
 

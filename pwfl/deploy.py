@@ -62,12 +62,7 @@ def free_port() -> int:
 
 def run_config_file(cfg: Config, out: Path, path: Path) -> Path:
     """Write the experiment as Flower run-config overrides (dotted keys) to ``path``."""
-    flat: dict[str, object] = {"out-dir": str(out.resolve())}
-    for section, values in cfg.to_dict().items():
-        if isinstance(values, dict):
-            flat.update({f"{section}.{key}": value for key, value in values.items()})
-        else:
-            flat[section] = values
+    flat = {"out-dir": str(out.resolve()), **cfg.to_flat()}
     path.write_text(tomli_w.dumps(flat))
     return path
 

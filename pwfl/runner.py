@@ -56,13 +56,12 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
 def quiet_libraries(verbose: bool) -> None:
     """Keep Flower's and Ray's log lines (and the run_simulation deprecation) off screen."""
     level = logging.DEBUG if verbose else logging.ERROR
-    for name in ("flwr", "ray", "datasets", "filelock"):
+    for name in ("ray", "datasets", "filelock"):
         logging.getLogger(name).setLevel(level)
-    if not verbose:
-        # Flower logs every failing ClientApp with its traceback at ERROR level;
-        # with fault injection that is dozens per round. The reason of each is in
-        # clients.csv (column ``error``), and --verbose shows them all.
-        logging.getLogger("flwr").setLevel(logging.CRITICAL)
+    # Flower logs every failing ClientApp with its traceback at ERROR level; with
+    # fault injection that is dozens per round. The reason of each is in
+    # clients.csv (column ``error``), and --verbose shows them all.
+    logging.getLogger("flwr").setLevel(logging.DEBUG if verbose else logging.CRITICAL)
     if not verbose:
         warnings.filterwarnings("ignore", category=DeprecationWarning)
         warnings.filterwarnings("ignore", category=UserWarning, module="ray")

@@ -15,17 +15,13 @@ from pathlib import Path
 import pandas as pd
 import psutil
 
+from pwfl.deploy import free_port
+
 from .conftest import CONFIGS, ROOT
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_simulation_runs_on_a_ray_head_started_apart(tmp_path):
-    port = _free_port()
+    port = free_port()
     ray = str(Path(sys.executable).with_name("ray"))
     # A temp dir of its own (short: Ray's socket paths must fit 107 characters), so the
     # head's address file does not outlive the test in /tmp/ray.

@@ -10,6 +10,7 @@ after each of its rounds, so a resumed run can give it back.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -59,7 +60,7 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
         config, pid = setup(context)
         size = len(partition_indices(config.data, config.seed)[pid])
         if size:
-            warm_up_once(train_settings(config), client_data(config.data, config.seed, pid))
+            warm_up_once(train_settings(config), lambda: client_data(config.data, config.seed, pid))
         info = ConfigRecord({"partition-id": pid, "num-examples": size})
         return Message(RecordDict({CLIENT: info}), reply_to=msg)
 
@@ -72,7 +73,7 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
         inject_fault(config, server_round, pid, int(sent.get("attempt", 0)))
         settings = train_settings(config, server_round, pid, dict(sent))
         data = client_data(config.data, config.seed, pid)
-        warm_up_once(settings, data)
+        warm_up_once(settings, lambda: data)
         received = msg.content[ARRAYS]
         keep = config.train.client_state
         folder = state_dir or context.node_config.get("state-dir")
@@ -129,16 +130,18 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
 _WARMED: set[str] = set()
 
 
-def warm_up_once(settings: training.TrainSettings, data: training.ClientData) -> None:
+def warm_up_once(settings: training.TrainSettings, data: Callable[[], training.ClientData]) -> None:
     """Pay this process's one-off training costs before the first measured training.
 
     A process's first forward and backward pass (allocator, autograd and kernel
     set-up) would otherwise count as its first client's compute time on the
     simulated clock. Simulation reuses a few worker processes for every client,
-    so this runs once per process and model, not once per client.
+    so this runs once per process and model, not once per client; ``data`` is
+    only called then (discovery asks thousands of nodes, and gathering a
+    partition is not free).
     """
     if settings.model not in _WARMED:
-        training.warm_up(settings, data)
+        training.warm_up(settings, data())
         _WARMED.add(settings.model)
 
 

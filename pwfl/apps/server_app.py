@@ -26,7 +26,7 @@ from pwfl.checkpoint import (
 from pwfl.config import Config
 from pwfl.data import server_test_data
 from pwfl.quorum import QuorumLost
-from pwfl.records import RunRecorder, atomic_write_text
+from pwfl.records import RunRecorder, atomic_savez, atomic_write_text
 from pwfl.strategies import PWFL, AsyncPWFL, RecordingFedAvg, build_strategy
 from pwfl.strategies.common import discover_clients
 
@@ -126,9 +126,7 @@ def save_weights(path: Path, weight_sets: dict[str, Arrays]) -> None:
         for ws, arrays in weight_sets.items()
         for name, value in arrays.items()
     }
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    np.savez(tmp, **flat)
-    tmp.replace(path)
+    atomic_savez(path, flat)
 
 
 def load_weights(path: str | Path) -> dict[str, Arrays]:

@@ -37,12 +37,11 @@ from pwfl.config import num_sampled
 from pwfl.quorum import OK, QUORUM_MISSED, QuorumWatch, has_quorum
 from pwfl.seeding import rng_for
 from pwfl.strategies.common import (
-    CONFIG,
     METRICS,
     WEIGHT_KEY,
     available_clients,
     group_messages,
-    retry_of,
+    retries_for,
     to_record,
     train_update,
 )
@@ -172,14 +171,7 @@ class AsyncPWFL(PWFL):
 
     def _retry_errors(self, job: Job, replies: list[Message]) -> None:
         """Send a failed message again at once, up to ``faults.max_retries`` tries."""
-        retries = []
-        for reply in replies:
-            message = job.messages.get(reply.metadata.reply_to_message_id)
-            if message is None or not reply.has_error():
-                continue
-            attempt = int(message.content[CONFIG].get("attempt", 0)) + 1
-            if attempt <= self.cfg.faults.max_retries:
-                retries.append(retry_of(message, attempt))
+        retries = retries_for(job.messages, replies, self.cfg.faults.max_retries)
         if retries:
             ids = list(self._grid.push_messages(retries))
             job.messages.update(zip(ids, retries, strict=True))

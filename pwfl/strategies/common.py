@@ -166,21 +166,31 @@ def retry_failed(
     """
     sent, got = list(messages), list(replies)
     batch, batch_replies = messages, replies
-    for attempt in range(1, max_retries + 1):
-        by_id = {m.metadata.message_id: m for m in batch}
-        failed = [
-            by_id[r.metadata.reply_to_message_id]
-            for r in batch_replies
-            if r.has_error() and r.metadata.reply_to_message_id in by_id
-        ]
+    while True:
+        retries = retries_for({m.metadata.message_id: m for m in batch}, batch_replies, max_retries)
         remaining = deadline - time.monotonic()
-        if not failed or remaining <= 0:
+        if not retries or remaining <= 0:
             break
-        batch = [retry_of(m, attempt) for m in failed]
+        batch = retries
         batch_replies = list(grid.send_and_receive(batch, timeout=remaining))
         sent += batch
         got += batch_replies
     return got, sent
+
+
+def retries_for(
+    sent: dict[str, Message], replies: list[Message], max_retries: int
+) -> list[Message]:
+    """New tries of the messages (by id) whose reply is an error and that have tries left."""
+    retries = []
+    for reply in replies:
+        message = sent.get(reply.metadata.reply_to_message_id)
+        if message is None or not reply.has_error():
+            continue
+        attempt = int(message.content[CONFIG].get("attempt", 0)) + 1
+        if attempt <= max_retries:
+            retries.append(retry_of(message, attempt))
+    return retries
 
 
 def retry_of(message: Message, attempt: int) -> Message:
