@@ -1,0 +1,112 @@
+"""Load runs and comparisons into pandas, summarise them, and draw their figures.
+
+Usage (in a notebook)::
+
+    from pwfl import analysis
+    results = analysis.load_results("results/compare/quick")   # tidy, typed tables
+    results.summary()                                           # mean and std over seeds
+    analysis.plot_convergence(results.rounds, x=("round", "sim_time_s"))
+
+``pwfl plot`` and ``pwfl compare`` draw their figures with these same functions.
+Figures are :class:`matplotlib.figure.Figure` objects made without pyplot: saved,
+they are drawn by Agg on a machine without a screen; returned from a notebook cell,
+Jupyter shows them inline. This package imports neither Flower nor Ray.
+
+Every public name is importable from here. The modules split them by concern:
+
+- ``loading``: run and comparison folders read into typed tables (``Results``);
+- ``summaries``: the numbers of runs and comparisons (``summary.json``, ``summary.csv``);
+- ``tables``: a summary as the README's Markdown table or the CLI's text table;
+- ``figures``: convergence, communication and round-trip figures, ``save_figure``;
+- ``timeline``: client work and server aggregations on the simulated clock;
+- ``structure``: the diagram of PWFL's round structure.
+"""
+
+from __future__ import annotations
+
+from pwfl.analysis._shared import MERGED
+from pwfl.analysis.figures import (
+    AXIS_LABELS,
+    plot_communication,
+    plot_convergence,
+    plot_round_trips,
+    save_figure,
+)
+from pwfl.analysis.loading import (
+    CLIENT_TYPES,
+    COUNT,
+    FLAG,
+    INT,
+    ROUND_TYPES,
+    SERVER_TYPES,
+    TEXT,
+    Results,
+    load_clients,
+    load_results,
+    load_rounds,
+    load_server,
+    repo_root,
+    target_accuracy,
+    typed,
+)
+from pwfl.analysis.structure import plot_round_structure
+from pwfl.analysis.summaries import (
+    SUMMARY_METRICS,
+    client_summary,
+    communication_per_round,
+    finish_spread,
+    idle_fraction,
+    idle_per_round,
+    round_groups,
+    summarize_comparison,
+    summarize_idle,
+    summarize_run,
+    summarize_runs,
+)
+from pwfl.analysis.tables import SUMMARY_COLUMNS, format_summary, summary_markdown, summary_view
+from pwfl.analysis.timeline import plot_timeline
+
+__all__ = [
+    # loading
+    "TEXT",
+    "INT",
+    "COUNT",
+    "FLAG",
+    "ROUND_TYPES",
+    "CLIENT_TYPES",
+    "SERVER_TYPES",
+    "MERGED",
+    "typed",
+    "load_rounds",
+    "load_clients",
+    "load_server",
+    "target_accuracy",
+    "Results",
+    "load_results",
+    "repo_root",
+    # summaries
+    "SUMMARY_METRICS",
+    "summarize_run",
+    "summarize_runs",
+    "summarize_comparison",
+    "finish_spread",
+    "idle_per_round",
+    "idle_fraction",
+    "summarize_idle",
+    "communication_per_round",
+    "client_summary",
+    "round_groups",
+    # tables
+    "SUMMARY_COLUMNS",
+    "summary_view",
+    "summary_markdown",
+    "format_summary",
+    # figures, timeline, structure
+    "AXIS_LABELS",
+    "plot_convergence",
+    "plot_round_trips",
+    "plot_communication",
+    "plot_timeline",
+    "plot_round_structure",
+    "save_figure",
+]
