@@ -19,10 +19,15 @@ CONFIGS = ROOT / "experiments" / "configs"
 
 
 class RoundClock:
-    """A run callback that notes when each round ended (host clock)."""
+    """A run callback that notes when the rounds started and when each ended (host clock)."""
 
     def __init__(self) -> None:
+        self.started = 0.0
         self.ends: list[float] = []
+
+    def on_run_start(self, total_rounds: int, done: int) -> None:
+        """Note the time: the clients are known, round 1 starts now."""
+        self.started = time.perf_counter()
 
     def on_round_end(self, record: RoundRecord) -> None:
         """Note the time."""
@@ -70,17 +75,18 @@ def timed_run(cfg: Config, out: Path) -> dict[str, float]:
     """Run ``cfg``; return start-up time, steady-state round time and totals (host seconds).
 
     Start-up is from the call to the start of round 1 (Ray, client actors,
-    discovery); steady state is the mean host time of rounds 2 onwards.
+    discovery); the first round from then to its end; steady state is the
+    mean host time of rounds 2 onwards.
     """
     clock = RoundClock()
     start = time.perf_counter()
     run_experiment(cfg, out, quiet=True, callbacks=[clock])
     total = time.perf_counter() - start
     rounds = pd.read_csv(out / "rounds.csv").drop_duplicates("round")
-    first_round = float(rounds["round_wall_s"].iloc[0])
+    first_round = clock.ends[0] - clock.started
     steady = rounds["round_wall_s"].iloc[1:]
     return {
-        "startup_s": clock.ends[0] - start - first_round,
+        "startup_s": clock.started - start,
         "first_round_s": first_round,
         "steady_round_s": float(steady.mean()) if len(steady) else float("nan"),
         "steady_round_sim_s": float(rounds["round_sim_s"].iloc[1:].mean())

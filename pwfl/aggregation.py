@@ -93,6 +93,45 @@ def weighted_mean(updates: list[Update]) -> Arrays:
     return out
 
 
+def flower_fedavg(updates: list[Update]) -> Arrays:
+    """FedAvg as Flower's own ``FedAvg.aggregate_train`` computes it.
+
+    Flower's ``aggregate_arrayrecords`` on the updates in the order given. Its
+    result keeps Flower's dtypes: integer arrays (batch-norm counters) come
+    back as float64, as in Flower's loop, so that the ``fedavg`` strategy
+    reproduces Flower's FedAvg exactly.
+    """
+    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    if not updates:
+        raise ValueError("cannot aggregate an empty group of updates")
+    records = [
+        RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()}),
+                "metrics": MetricRecord({"num-examples": n}),
+            }
+        )
+        for arrays, n in updates
+    ]
+    return {k: v.numpy() for k, v in aggregate_arrayrecords(records, "num-examples").items()}
+
+
+def flower_metric_mean(pairs: list[tuple[float, float]]) -> float:
+    """Flower's ``aggregate_metricrecords`` of ``(num_examples, value)`` pairs (NaN for none)."""
+    from flwr.app import MetricRecord, RecordDict
+    from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
+
+    if not pairs:
+        return float("nan")
+    records = [
+        RecordDict({"metrics": MetricRecord({"num-examples": n, "value": value})})
+        for n, value in pairs
+    ]
+    return float(aggregate_metricrecords(records, "num-examples")["value"])
+
+
 def mean_of_weight_sets(weight_sets: list[Arrays]) -> Arrays:
     """Unweighted mean of K weight sets: the merge of PWFL's merge policy."""
     return weighted_mean([(arrays, 1.0) for arrays in weight_sets])
@@ -471,7 +510,12 @@ def _call(fn: AggregateFn, updates: list[Update]) -> Arrays:
     return fn(updates)
 
 
-def _noop(updates: list[Update]) -> Arrays:
+def _warm_up(updates: list[Update]) -> Arrays:
+    # Import in the worker, before any timed aggregation, what the Flower-based
+    # aggregators import on first use.
+    import flwr.server.strategy.aggregate  # noqa: F401
+    import flwr.serverapp.strategy.strategy_utils  # noqa: F401
+
     return {}
 
 
@@ -503,7 +547,7 @@ class RayExecutor:
         self._remote = ray.remote(num_cpus=0)(_call)
         # Start the worker processes now (while the clients train), not when
         # the first round's groups are waiting to be aggregated.
-        self._warm = [self._remote.remote(_noop, []) for _ in range(workers)]
+        self._warm = [self._remote.remote(_warm_up, []) for _ in range(workers)]
 
     def submit(self, fn: AggregateFn, updates: list[Update]) -> Handle:
         """Start ``fn(updates)`` as a Ray task."""

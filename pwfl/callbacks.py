@@ -1,4 +1,9 @@
-"""Callbacks a strategy calls at the end of each round: records, progress display."""
+"""Callbacks the round engine calls: at the start, after each round, at the end.
+
+The records writer (:class:`pwfl.records.RunRecorder`), the checkpoints
+(:class:`pwfl.checkpoint.Checkpointer`) and the progress bar below watch a run
+this way; none of them is part of the round loop.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,11 @@ from typing import Any, Protocol
 
 @dataclass
 class RoundRecord:
-    """What one round adds to the run's tables."""
+    """What one round adds to the run's tables (rows built by :mod:`pwfl.schema`)."""
 
     server_round: int
     rounds: list[dict[str, Any]] = field(default_factory=list)
-    """``rounds.csv`` rows: one per weight set (and ``merged``)."""
+    """``rounds.csv`` rows: one per weight set of the round (and ``merged``)."""
     clients: list[dict[str, Any]] = field(default_factory=list)
     """``clients.csv`` rows: one per message sent."""
     server: list[dict[str, Any]] = field(default_factory=list)
@@ -23,8 +28,12 @@ class RoundRecord:
 class Callback(Protocol):
     """Something that watches a run round by round."""
 
+    def on_run_start(self, total_rounds: int, done: int) -> None:
+        """Called once before the first round: rounds the records will hold, rounds
+        already done (a resumed run)."""
+
     def on_round_end(self, record: RoundRecord) -> None:
-        """Called once per round with that round's rows."""
+        """Called once per round of the records with that round's rows."""
 
     def on_run_end(self) -> None:
         """Called once after the last round."""
@@ -33,13 +42,18 @@ class Callback(Protocol):
 class Progress:
     """A progress bar on stderr with the latest accuracy of every weight set."""
 
-    def __init__(self, total_rounds: int, label: str, done: int = 0):
+    def __init__(self, label: str):
+        self.label = label
+        self._bar: Any = None
+
+    def on_run_start(self, total_rounds: int, done: int) -> None:
+        """Open the bar."""
         from tqdm import tqdm
 
         self._bar = tqdm(
             total=total_rounds,
             initial=done,
-            desc=label,
+            desc=self.label,
             unit="round",
             file=sys.stderr,
             leave=True,
@@ -54,4 +68,5 @@ class Progress:
 
     def on_run_end(self) -> None:
         """Close the bar."""
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()

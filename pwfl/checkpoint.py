@@ -32,7 +32,7 @@ from pwfl.config import Config, config_from_toml
 from pwfl.errors import ConfigError, PwflError
 from pwfl.records import atomic_savez
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 CHECKPOINT_FILE = "checkpoint.npz"
 CLIENT_STATE_DIR = "client_state"
 _HEADER = "__header__"
@@ -54,9 +54,9 @@ class Checkpoint:
     label: str
     config_toml: str
     strategy: dict[str, Any] = field(default_factory=dict)
-    """The strategy's own state, as JSON-able values."""
+    """The run's own state (clocks, estimates, the strategy's), as JSON-able values."""
     arrays: Arrays = field(default_factory=dict)
-    """The strategy's arrays (weight sets, optimiser moments) by key."""
+    """The run's arrays (weight sets, optimiser moments) by key."""
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     """The rows of ``rounds.csv``, ``clients.csv`` and ``server.csv`` so far."""
 
@@ -67,7 +67,7 @@ class Checkpoint:
 
 
 class Checkpointable(Protocol):
-    """A strategy whose state can be saved and restored."""
+    """A run (the round engine) whose state can be saved and restored."""
 
     checkpoint_round: int
 
@@ -161,15 +161,18 @@ class Checkpointer:
         path: str | Path,
         cfg: Config,
         label: str,
-        strategy: Checkpointable,
+        engine: Checkpointable,
         records: Any,
     ):
         self.path = Path(path)
         self.cfg = cfg
         self.label = label
-        self.strategy = strategy
+        self.engine = engine
         self.records = records
         """Something with ``rounds``, ``clients`` and ``server`` row lists (the recorder)."""
+
+    def on_run_start(self, total_rounds: int, done: int) -> None:
+        """Nothing to save before the first round."""
 
     def due(self, server_round: int) -> bool:
         """Whether a checkpoint is written after ``server_round``."""
@@ -180,7 +183,7 @@ class Checkpointer:
         """Save the run if this round is due."""
         if not self.due(record.server_round):
             return
-        state, arrays = self.strategy.checkpoint_state()
+        state, arrays = self.engine.checkpoint_state()
         save_checkpoint(
             self.path,
             Checkpoint(
@@ -197,7 +200,7 @@ class Checkpointer:
                 },
             ),
         )
-        self.strategy.checkpoint_round = record.server_round
+        self.engine.checkpoint_round = record.server_round
 
     def on_run_end(self) -> None:
         """Nothing to do: the last round is always checkpointed."""

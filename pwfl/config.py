@@ -29,6 +29,7 @@ MODELS = ("cnn", "small-cnn", "mlp")
 STRATEGIES = ("fedavg", "pwfl", "pwfl-sequential")
 GROUP_POLICIES = ("complementary", "balanced", "fixed")
 EXECUTORS = ("ray", "threads", "serial")
+BACKENDS = ("ray", "inline")
 PROFILES = ("uniform", "lognormal", "tiers", "trace")
 BALANCING = ("off", "halve", "proportional")
 COMPRESSION = ("none", "int8", "int8-delta")
@@ -239,8 +240,12 @@ class CheckpointConfig:
 
 @dataclass(frozen=True)
 class SimulationConfig:
-    """Resources of Flower's simulation engine (Ray backend)."""
+    """Where the simulated clients run, and with what resources."""
 
+    backend: str = "ray"
+    """ray (Flower's simulation engine: each client in a Ray actor) or inline (each
+    client in a thread of this process, no Ray: starts in a fraction of a second,
+    for tests and debugging; the numbers are the same)."""
     client_cpus: float = 1.0
     """CPUs reserved per client actor (Flower's default of 2 runs one client at a
     time on a 2-core machine)."""
@@ -557,6 +562,7 @@ def validate(cfg: Config) -> None:
     _validate_clients(cfg.clients, cfg.stragglers)
     _validate_faults(cfg.faults)
     _check(cfg.checkpoint.every >= 0, "checkpoint.every", cfg.checkpoint.every, "must be >= 0")
+    _choice("simulation.backend", sim.backend, BACKENDS)
     _check(sim.client_cpus > 0, "simulation.client_cpus", sim.client_cpus, "must be > 0")
     _check(sim.client_gpus >= 0, "simulation.client_gpus", sim.client_gpus, "must be >= 0")
     _check(sim.ray_cpus >= 0, "simulation.ray_cpus", sim.ray_cpus, "must be >= 0")

@@ -32,21 +32,30 @@ def has_quorum(quorum: float, sent: int, counted: int) -> bool:
 
 
 class QuorumWatch:
-    """Counts rounds in a row in which every weight set missed quorum."""
+    """Counts, per weight set, its rounds in a row that missed quorum.
 
-    def __init__(self, max_missed_rounds: int, streak: int = 0):
+    The run is lost when every weight set has missed its last
+    ``max_missed_rounds`` rounds: with a round barrier that is N rounds in a
+    row in which all sets missed, without one (async) each set's own last N.
+    """
+
+    def __init__(self, max_missed_rounds: int, num_weight_sets: int = 1):
         self.max_missed_rounds = max_missed_rounds
-        self.streak = streak
+        self.streaks: dict[str, int] = {str(ws): 0 for ws in range(num_weight_sets)}
 
-    def observe(self, statuses: list[str]) -> None:
-        """Note one round's statuses, one per weight set."""
-        if statuses and all(s == QUORUM_MISSED for s in statuses):
-            self.streak += 1
-        else:
-            self.streak = 0
+    def observe(self, statuses: dict[str, str]) -> None:
+        """Note one round's status of each weight set it covers (set -> status)."""
+        for weight_set, status in statuses.items():
+            missed = status == QUORUM_MISSED
+            self.streaks[weight_set] = self.streaks.get(weight_set, 0) + 1 if missed else 0
+
+    @property
+    def streak(self) -> int:
+        """Rounds in a row that every weight set has missed."""
+        return min(self.streaks.values(), default=0)
 
     def stop_if_lost(self, server_round: int) -> None:
-        """Raise :class:`QuorumLost` once the streak reaches ``max_missed_rounds``."""
+        """Raise :class:`QuorumLost` once every set's streak reaches ``max_missed_rounds``."""
         if self.streak >= self.max_missed_rounds:
             raise QuorumLost(
                 f"run stopped after round {server_round}: every weight set missed quorum "

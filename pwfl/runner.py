@@ -17,7 +17,6 @@ from pathlib import Path
 from pwfl.callbacks import Callback
 from pwfl.checkpoint import CLIENT_STATE_DIR, Checkpoint
 from pwfl.config import Config
-from pwfl.errors import PwflError
 
 
 def start_ray(cfg: Config, verbose: bool = False) -> None:
@@ -94,13 +93,15 @@ def run_experiment(
     resume: Checkpoint | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> dict:
-    """Run one experiment and write ``rounds.csv``, ``clients.csv``, ``config.toml``,
-    ``summary.json``, ``checkpoint.npz`` and ``final_weights.npz`` into ``out_dir``;
-    return the summary.
+    """Run one experiment and write ``rounds.csv``, ``clients.csv``, ``server.csv``,
+    ``config.toml``, ``summary.json``, ``checkpoint.npz`` and ``final_weights.npz``
+    into ``out_dir``; return the summary.
 
     ``label`` names the run in the tables (default: the strategy's name);
     ``resume`` continues the run saved in that checkpoint (``cfg`` must be its
     config); ``callbacks`` also watch the rounds (benchmarks time them).
+    ``simulation.backend`` picks Flower's simulation engine on Ray (``ray``) or
+    clients in threads of this process (``inline``, :mod:`pwfl.inline`).
 
     Raises
     ------
@@ -108,49 +109,46 @@ def run_experiment(
         When the run stopped early because every weight set kept missing quorum
         (its records are kept).
     """
-    import json
-
-    from flwr.simulation import run_simulation
-
     from pwfl.apps.client_app import make_client_app
-    from pwfl.apps.server_app import make_server_app
+    from pwfl.apps.server_app import Outcome, make_server_app, run_server
     from pwfl.callbacks import Progress
 
     quiet_libraries(verbose)
     prepare_data(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    start_ray(cfg, verbose)
-    done = resume.round if resume is not None else 0
-    watchers = list(callbacks) + (
-        []
-        if quiet
-        else [
-            Progress(
-                cfg.strategy.num_rounds * (cfg.strategy.k if cfg.strategy.mode == "async" else 1),
-                f"{label or cfg.strategy.name} seed {cfg.seed}",
-                done=done,
-            )
-        ]
-    )
-    backend_config = {
-        "client_resources": {
-            "num_cpus": cfg.simulation.client_cpus,
-            "num_gpus": cfg.simulation.client_gpus,
-        },
-    }
-    run_simulation(
-        server_app=make_server_app(cfg, out, watchers, label, resume),
-        client_app=make_client_app(cfg, out / CLIENT_STATE_DIR),
-        num_supernodes=cfg.data.num_clients,
-        backend_config=backend_config,
-        verbose_logging=verbose,
-    )
-    quiet_libraries(verbose)  # Flower resets its console handler level on each run
-    summary_path = out / "summary.json"
-    if not summary_path.is_file():
-        raise RuntimeError(f"the run ended without writing {summary_path}; rerun with --verbose")
-    summary = json.loads(summary_path.read_text())
-    if summary.get("stopped"):
-        raise PwflError(summary["stopped"])
-    return summary
+    watchers = list(callbacks)
+    if not quiet:
+        watchers.append(Progress(f"{label or cfg.strategy.name} seed {cfg.seed}"))
+    client_app = make_client_app(cfg, out / CLIENT_STATE_DIR)
+    if cfg.simulation.backend == "inline":
+        from pwfl.inline import InlineGrid
+
+        grid = InlineGrid(client_app, cfg.data.num_clients, workers=max(4, os.cpu_count() or 1))
+        try:
+            outcome = run_server(grid, cfg, out, watchers, label, resume)
+        finally:
+            grid.shutdown()
+    else:
+        from flwr.simulation import run_simulation
+
+        start_ray(cfg, verbose)
+        outcome = Outcome()
+        run_simulation(
+            server_app=make_server_app(cfg, out, watchers, label, resume, outcome),
+            client_app=client_app,
+            num_supernodes=cfg.data.num_clients,
+            backend_config={
+                "client_resources": {
+                    "num_cpus": cfg.simulation.client_cpus,
+                    "num_gpus": cfg.simulation.client_gpus,
+                },
+            },
+            verbose_logging=verbose,
+        )
+        quiet_libraries(verbose)  # Flower resets its console handler level on each run
+    if outcome.error is not None:
+        raise outcome.error
+    if not outcome.summary:
+        raise RuntimeError(f"the run in {out} ended without a result; rerun with --verbose")
+    return outcome.summary

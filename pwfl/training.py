@@ -8,7 +8,9 @@ This module never imports Flower, so it can be tested, profiled and reused alone
 
 from __future__ import annotations
 
+import functools
 import math
+import threading
 import time
 from dataclasses import dataclass, replace
 
@@ -18,6 +20,23 @@ from torch import nn
 from pwfl.models import build_model
 
 StateDict = dict[str, torch.Tensor]
+
+# PyTorch's default generator is one per process: dropout, augmentation and the
+# throw-away initial weights of a model being loaded all draw from it. When
+# several clients run as threads of one process (the inline backend) or the
+# server evaluates while a client trains beside it, their draws would interleave
+# and seeded results would change from run to run. Every function below that
+# touches that generator holds this lock; in a Ray actor it is never contended.
+_TORCH_RNG = threading.RLock()
+
+
+def _holding_rng(fn):
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with _TORCH_RNG:
+            return fn(*args, **kwargs)
+
+    return locked
 
 
 @dataclass(frozen=True)
@@ -65,6 +84,7 @@ def train(
     return new_state, metrics
 
 
+@_holding_rng
 def train_keeping(
     state: StateDict, data: ClientData, settings: TrainSettings, keep: str, local: StateDict
 ) -> tuple[StateDict, dict[str, float], StateDict]:
@@ -161,6 +181,7 @@ def _momentum_of(model: nn.Module, optimiser: torch.optim.Optimizer) -> StateDic
     return out
 
 
+@_holding_rng
 @torch.no_grad()
 def evaluate(
     state: StateDict, data: ClientData, settings: TrainSettings, batch_size: int = 512
@@ -197,6 +218,7 @@ def warm_up(settings: TrainSettings, data: ClientData) -> None:
     train(state, one_batch, replace(settings, local_epochs=1))
 
 
+@_holding_rng
 def initial_state(settings: TrainSettings, seed: int) -> StateDict:
     """The seeded initial weights every strategy of an experiment starts from."""
     model = build_model(settings.model, settings.in_channels, settings.image_size, seed=seed)

@@ -1,4 +1,10 @@
-"""End-to-end runs on Flower's simulation engine: tiny settings, real clients, real records."""
+"""End-to-end runs: tiny settings, the real ServerApp and ClientApp, real records.
+
+Most runs use the inline backend (clients in threads of this process): the
+same apps and messages as on Flower's Ray simulation engine, without the
+seconds Ray needs to start. ``test_the_ray_backend_gives_the_same_numbers``
+runs one on Ray.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +17,8 @@ import pytest
 
 from pwfl.apps.server_app import load_weights
 from pwfl.config import load_config
-from pwfl.records import CLIENT_COLUMNS, ROUND_COLUMNS
 from pwfl.runner import run_experiment
+from pwfl.schema import CLIENTS, ROUNDS
 
 from .conftest import CONFIGS
 
@@ -20,11 +26,11 @@ TINY = CONFIGS / "tiny.toml"
 
 
 def tiny(*overrides: str):
-    return load_config(TINY, list(overrides))
+    return load_config(TINY, ["simulation.backend=inline", *overrides])
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, ray_session):
+def runs(tmp_path_factory):
     """Runs shared by several tests, each run once."""
     base = tmp_path_factory.mktemp("runs")
     cache: dict[str, object] = {}
@@ -44,12 +50,12 @@ def test_fedavg_two_rounds_writes_all_four_files(runs):
     for name in ("rounds.csv", "clients.csv", "config.toml", "summary.json"):
         assert (out / name).is_file(), name
     rounds = pd.read_csv(out / "rounds.csv")
-    assert list(rounds.columns[: len(ROUND_COLUMNS)]) == ROUND_COLUMNS
+    assert list(rounds.columns) == ROUNDS.names
     assert rounds["round"].tolist() == [1, 2]
     assert rounds["accuracy"].between(0, 1).all()
     assert rounds["sim_time_s"].is_monotonic_increasing
     clients = pd.read_csv(out / "clients.csv")
-    assert list(clients.columns[: len(CLIENT_COLUMNS)]) == CLIENT_COLUMNS
+    assert list(clients.columns) == CLIENTS.names
     train = clients[clients["phase"] == "train"]
     # fraction_train = 1: each of the 4 clients trains once per round.
     assert sorted(train.groupby("round")["client"].apply(sorted).tolist()) == [[0, 1, 2, 3]] * 2

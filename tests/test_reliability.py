@@ -26,8 +26,7 @@ from pwfl.config import Config, FaultsConfig, StragglerConfig, StrategyConfig
 from pwfl.faults import CRASH, HANG, NONE, TRANSIENT, fails_attempt, fault_for
 from pwfl.quorum import QUORUM_MISSED, QuorumLost, QuorumWatch, has_quorum, replies_needed
 from pwfl.stragglers import StragglerTracker
-from pwfl.strategies.common import ClientDirectory
-from pwfl.strategies.ledger import Ledger, on_clock
+from pwfl.ledger import Ledger, on_clock
 from pwfl.strategies.server_optimizer import ServerOptimizer
 from pwfl.training import ClientData, TrainSettings
 
@@ -82,16 +81,31 @@ def test_a_group_sent_nothing_has_no_quorum():
 
 
 def test_quorum_watch_stops_only_after_enough_rounds_in_a_row():
-    watch = QuorumWatch(max_missed_rounds=2)
-    watch.observe([QUORUM_MISSED, QUORUM_MISSED])
+    watch = QuorumWatch(max_missed_rounds=2, num_weight_sets=2)
+    watch.observe({"0": QUORUM_MISSED, "1": QUORUM_MISSED})
     watch.stop_if_lost(1)
-    watch.observe([QUORUM_MISSED, "ok"])  # one set still learns: the streak resets
+    watch.observe({"0": QUORUM_MISSED, "1": "ok"})  # one set still learns: the streak resets
     watch.stop_if_lost(2)
     assert watch.streak == 0
-    watch.observe([QUORUM_MISSED, QUORUM_MISSED])
-    watch.observe([QUORUM_MISSED, QUORUM_MISSED])
+    watch.observe({"0": QUORUM_MISSED, "1": QUORUM_MISSED})
+    watch.observe({"0": QUORUM_MISSED, "1": QUORUM_MISSED})
     with pytest.raises(QuorumLost, match="after round 5.*2 rounds in a row"):
         watch.stop_if_lost(5)
+
+
+def test_quorum_watch_counts_each_sets_own_rounds_without_a_barrier():
+    """Async mode: each round covers one set; the run is lost when every set's own
+    last N rounds missed quorum."""
+    watch = QuorumWatch(max_missed_rounds=2, num_weight_sets=2)
+    for status in (QUORUM_MISSED, QUORUM_MISSED, QUORUM_MISSED):
+        watch.observe({"0": status})
+        watch.stop_if_lost(1)  # set 1 has not missed anything yet
+    watch.observe({"1": QUORUM_MISSED})
+    watch.stop_if_lost(2)
+    watch.observe({"1": QUORUM_MISSED})
+    assert watch.streaks == {"0": 3, "1": 2}
+    with pytest.raises(QuorumLost):
+        watch.stop_if_lost(2)
 
 
 # --- retries in the ledger ---------------------------------------------------------
@@ -105,11 +119,12 @@ class _Bytes:
         return self.n
 
 
-def _message(mid: str, node: int, attempt: int) -> SimpleNamespace:
-    content = {"config": {"weight-set": 0, "local-epochs": 1.0, "attempt": attempt}}
+def _message(mid: str, client: int, attempt: int) -> SimpleNamespace:
+    config = {"client-id": client, "weight-set": 0, "local-epochs": 1.0, "attempt": attempt}
+    content = {"config": config}
     content["arrays"] = _Bytes(1_000_000)
     return SimpleNamespace(
-        metadata=SimpleNamespace(message_id=mid, dst_node_id=node), content=content
+        metadata=SimpleNamespace(message_id=mid, dst_node_id=100 + client), content=content
     )
 
 
@@ -127,13 +142,11 @@ def _reply(to: str, error: str | None = None, compute: float = 1.0) -> SimpleNam
 
 
 def test_ledger_marks_retried_tries_and_delays_the_retry_on_the_simulated_clock():
-    directory = ClientDirectory({0: 100, 1: 101, 2: 102}, {0: 10, 1: 10, 2: 10})
     link = {"up_mbps": 8.0, "down_mbps": 8.0, "latency_ms": 0.0}  # 1 MB takes 1 s each way
     profiles = {c: ClientProfile(speed=1.0, **link) for c in range(3)}
-    tracker = StragglerTracker(StragglerConfig(), 1)
-    ledger = Ledger(directory, profiles, tracker)
-    first = [_message("a", 100, 0), _message("b", 101, 0), _message("c", 102, 0)]
-    retry = [_message("a2", 100, 1), _message("b2", 101, 1)]
+    ledger = Ledger(profiles)
+    first = [_message("a", 0, 0), _message("b", 1, 0), _message("c", 2, 0)]
+    retry = [_message("a2", 0, 1), _message("b2", 1, 1)]
     ledger.remember(first)
     ledger.remember(retry)
     replies = [
@@ -217,7 +230,7 @@ def test_checkpoint_of_another_format_names_both_versions(tmp_path, monkeypatch)
     monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 99)
     save_checkpoint(path, _checkpoint())
     monkeypatch.undo()
-    with pytest.raises(CheckpointError, match="format 99.*reads format 1"):
+    with pytest.raises(CheckpointError, match="format 99.*reads format 2"):
         load_checkpoint(path)
 
 

@@ -24,7 +24,6 @@ Every public name is importable from here. The modules split them by concern:
 
 from __future__ import annotations
 
-from pwfl.analysis._shared import MERGED
 from pwfl.analysis.figures import (
     AXIS_LABELS,
     plot_communication,
@@ -34,12 +33,8 @@ from pwfl.analysis.figures import (
 )
 from pwfl.analysis.loading import (
     CLIENT_TYPES,
-    COUNT,
-    FLAG,
-    INT,
     ROUND_TYPES,
     SERVER_TYPES,
-    TEXT,
     Results,
     load_clients,
     load_results,
@@ -65,6 +60,7 @@ from pwfl.analysis.summaries import (
 )
 from pwfl.analysis.tables import SUMMARY_COLUMNS, format_summary, summary_markdown, summary_view
 from pwfl.analysis.timeline import plot_timeline
+from pwfl.schema import COUNT, FLAG, INT, MERGED, TEXT
 
 __all__ = [
     # loading

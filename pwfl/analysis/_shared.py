@@ -8,7 +8,7 @@ import matplotlib
 import pandas as pd
 from matplotlib.figure import Figure
 
-MERGED = "merged"
+from pwfl.schema import MERGED
 
 
 def weight_set_rows(rounds: pd.DataFrame) -> pd.DataFrame:

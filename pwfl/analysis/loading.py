@@ -11,36 +11,13 @@ import pandas as pd
 
 from pwfl.analysis.summaries import summarize_comparison, summarize_runs
 from pwfl.config import StrategyConfig
+from pwfl.schema import CLIENTS, COUNT, ROUNDS, SERVER, TEXT
 
-# Column types of the run tables (pwfl/records.py writes them). Identifiers are
-# integers or text, counts that some rows lack (evaluate rows send no bytes) are
-# nullable integers, flags are nullable booleans; every other numeric column is a
-# measurement and is read as float64.
-TEXT, INT, COUNT, FLAG = "str", "int64", "Int64", "boolean"
-ROUND_TYPES = {
-    "strategy": TEXT,
-    "seed": INT,
-    "round": INT,
-    "weight_set": TEXT,
-    "num_clients": COUNT,
-    "num_examples": COUNT,
-    "bytes_down": COUNT,
-    "bytes_up": COUNT,
-}
-CLIENT_TYPES = {
-    "strategy": TEXT,
-    "seed": INT,
-    "round": INT,
-    "phase": TEXT,
-    "client": INT,
-    "weight_set": TEXT,
-    "num_examples": COUNT,
-    "status": TEXT,
-    "straggler": FLAG,
-    "bytes_down": COUNT,
-    "bytes_up": COUNT,
-}
-SERVER_TYPES = {"strategy": TEXT, "seed": INT, "round": INT, "weight_set": TEXT}
+# Column types of the run tables, from their schema. Columns a table does not
+# declare (files written by an older pwfl) are read as float64 when numeric.
+ROUND_TYPES = ROUNDS.dtypes()
+CLIENT_TYPES = CLIENTS.dtypes()
+SERVER_TYPES = SERVER.dtypes()
 
 
 def typed(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:

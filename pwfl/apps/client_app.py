@@ -23,7 +23,7 @@ from pwfl.checkpoint import load_client_state, prune_client_state, save_client_s
 from pwfl.config import Config
 from pwfl.data import client_data, partition_indices
 from pwfl.faults import HANG, HANG_MARGIN_S, InjectedFault, fails_attempt, fault_for
-from pwfl.strategies.common import (
+from pwfl.transport import (
     ARRAYS,
     CLIENT,
     CONFIG,

@@ -1,20 +1,28 @@
-"""The ServerApp: read the config, discover the clients, build the strategy and run it."""
+"""The ServerApp: read the config, build the round engine and its strategy, run, save.
+
+Everything a round does lives in :mod:`pwfl.engine`; this app only wires it to
+Flower's grid and to the run folder, and hands the outcome back as a value.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from pwfl import training
-from pwfl.aggregation import Arrays
-from pwfl.apps.settings import config_from_run_config, train_config, train_settings
+from pwfl.aggregation import Arrays, make_executor
+from pwfl.apps.settings import config_from_run_config, train_settings
 from pwfl.callbacks import Callback
 from pwfl.checkpoint import (
     CHECKPOINT_FILE,
@@ -23,17 +31,28 @@ from pwfl.checkpoint import (
     Checkpointer,
     drop_client_state_after,
 )
+from pwfl.clock import make_profiles
 from pwfl.config import Config
 from pwfl.data import server_test_data
-from pwfl.quorum import QuorumLost
+from pwfl.engine import Engine
+from pwfl.errors import PwflError
 from pwfl.records import RunRecorder, atomic_savez, atomic_write_text
-from pwfl.strategies import PWFL, AsyncPWFL, RecordingFedAvg, build_strategy
-from pwfl.strategies.common import discover_clients
+from pwfl.strategies import build_policy
+from pwfl.transport import discover_clients
 
 DISCOVERY_TIMEOUT_S = 600.0  # deployment nodes may take a while to connect
 # What a fresh run removes from its folder, so that no stale checkpoint, client
 # state or summary of an earlier run can be mistaken for this one's.
 STALE = ("summary.json", CHECKPOINT_FILE, CLIENT_STATE_DIR)
+
+
+@dataclass
+class Outcome:
+    """What a run hands back: its summary and final weights, or the error that ended it."""
+
+    summary: dict[str, Any] = field(default_factory=dict)
+    weights: dict[str, Arrays] = field(default_factory=dict)
+    error: PwflError | None = None
 
 
 def run_server(
@@ -43,15 +62,22 @@ def run_server(
     callbacks: Sequence[Callback] = (),
     label: str | None = None,
     resume: Checkpoint | None = None,
-) -> dict[str, Arrays]:
+) -> Outcome:
     """Run one experiment on a Flower grid and write its records to ``out_dir``.
 
     ``label`` names the run in the tables (default: the strategy's name);
-    ``resume`` continues the run saved in that checkpoint. Returns the final
-    weights by weight-set name (``"0"``, ``"1"``, ...). A run whose every weight
-    set keeps missing quorum stops early: its ``summary.json`` says why.
+    ``resume`` continues the run saved in that checkpoint. A run whose every
+    weight set keeps missing quorum stops early; its outcome (and
+    ``summary.json``) says why.
     """
     out = Path(out_dir)
+    label = label or cfg.strategy.name
+    policy = build_policy(cfg)
+    if resume is not None and not policy.checkpointable:
+        raise PwflError(
+            f"strategy '{cfg.strategy.name}' (mode {cfg.strategy.mode}) writes no checkpoints "
+            "and cannot be resumed; start it again with pwfl run --overwrite"
+        )
     if resume is None:
         clear_stale_files(out)
     else:
@@ -65,48 +91,47 @@ def run_server(
         return training.evaluate(state, test, settings)
 
     directory = discover_clients(grid, cfg.data.num_clients, DISCOVERY_TIMEOUT_S)
-    label = label or cfg.strategy.name
-    recorder = RunRecorder(out, label, cfg.seed, cfg.strategy.target_accuracy)
-    everyone = [recorder, *callbacks]
-    strategy = build_strategy(cfg, directory, evaluate_weights, everyone)
-    if cfg.checkpoint.every > 0 and not isinstance(strategy, AsyncPWFL):
+    executor = make_executor(cfg.strategy.executor, workers=policy.num_weight_sets)
+    profiles = make_profiles(cfg.clients, directory.clients, cfg.seed)
+    engine = Engine(cfg, label, policy, grid, directory, evaluate_weights, executor, profiles)
+    recorder = RunRecorder(out)
+    watchers: list[Callback] = [recorder]
+    if cfg.checkpoint.every > 0 and policy.checkpointable:
         # After the recorder: a checkpoint holds the round's rows.
-        checkpointer = Checkpointer(out / CHECKPOINT_FILE, cfg, label, strategy, recorder)
-        strategy.callbacks.insert(1, checkpointer)
-    initial = ArrayRecord(training.initial_state(settings, cfg.seed))
-    num_rounds = cfg.strategy.num_rounds
+        watchers.append(Checkpointer(out / CHECKPOINT_FILE, cfg, label, engine, recorder))
+    watchers += callbacks
+    engine.callbacks = watchers
     if resume is not None:
         recorder.restore(resume.records)
-        if isinstance(strategy, RecordingFedAvg):
-            initial = strategy.restore(resume)
-            num_rounds -= resume.round  # Flower's loop counts from 1
-        else:
-            strategy.resume = resume
-    evaluate_fn = strategy.central_evaluate if isinstance(strategy, RecordingFedAvg) else None
     try:
-        strategy.start(
-            grid,
-            initial,
-            num_rounds=num_rounds,
-            timeout=cfg.faults.round_timeout_s,
-            train_config=ConfigRecord(train_config(cfg)),
-            evaluate_config=ConfigRecord(),
-            evaluate_fn=evaluate_fn,
-        )
-    except QuorumLost as err:
-        logging.getLogger(__name__).error("%s", err)
-        recorder.stopped = str(err)
+        initial = {k: v.numpy() for k, v in training.initial_state(settings, cfg.seed).items()}
+        result = engine.run(initial, resume)
     finally:
-        if isinstance(strategy, PWFL):
-            strategy.executor.shutdown()
-    if isinstance(strategy, PWFL):
-        final = {str(ws.id): ws.arrays for ws in strategy.weight_sets}
-    else:
-        final = {"0": strategy.current}
-    save_weights(out / "final_weights.npz", final)
-    for callback in everyone:
+        executor.shutdown()
+    save_weights(out / "final_weights.npz", result.weight_sets)
+    summary = run_summary(recorder, cfg, label, result.stopped)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    for callback in watchers:
         callback.on_run_end()
-    return final
+    if result.stopped:
+        logging.getLogger(__name__).error("%s", result.stopped)
+    error = PwflError(result.stopped) if result.stopped else None
+    return Outcome(summary, result.weight_sets, error)
+
+
+def run_summary(recorder: RunRecorder, cfg: Config, label: str, stopped: str) -> dict[str, Any]:
+    """The headline numbers of a run (``summary.json``), from its records."""
+    from pwfl.analysis import idle_fraction, summarize_run
+
+    rounds = pd.DataFrame(recorder.rounds)
+    summary = summarize_run(rounds, cfg.strategy.target_accuracy)
+    if np.isnan(summary["idle_fraction"]) and recorder.server:  # async: no round barrier
+        span = float(rounds["sim_time_s"].max())
+        summary["idle_fraction"] = idle_fraction(pd.DataFrame(recorder.server), span)
+    summary.update(strategy=label, seed=cfg.seed)
+    if stopped:
+        summary["stopped"] = stopped
+    return summary
 
 
 def clear_stale_files(out: Path) -> None:
@@ -145,22 +170,33 @@ def make_server_app(
     callbacks: Sequence[Callback] = (),
     label: str | None = None,
     resume: Checkpoint | None = None,
+    outcome: Outcome | None = None,
 ) -> ServerApp:
     """A ServerApp for ``cfg``, or for the run config when ``cfg`` is None.
 
-    ``resume`` continues the run saved in that checkpoint.
+    ``resume`` continues the run saved in that checkpoint; ``outcome`` (when
+    given) receives the run's summary and weights, or the one-line error that
+    ended it, so the caller in this process gets them as values.
     """
     app = ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        config = cfg if cfg is not None else config_from_run_config(context.run_config)
-        out = (
-            out_dir
-            if out_dir is not None
-            else context.run_config.get("out-dir", "results/flwr-run")
-        )
-        run_server(grid, config, str(out), callbacks, label, resume)
+        try:
+            config = cfg if cfg is not None else config_from_run_config(context.run_config)
+            out = (
+                out_dir
+                if out_dir is not None
+                else context.run_config.get("out-dir", "results/flwr-run")
+            )
+            done = run_server(grid, config, str(out), callbacks, label, resume)
+        except PwflError as err:
+            if outcome is None:
+                raise
+            outcome.error = err
+            return
+        if outcome is not None:
+            outcome.summary, outcome.weights, outcome.error = done.summary, done.weights, done.error
 
     return app
 

@@ -61,14 +61,3 @@ def train_settings(
         seed=seed_for(cfg.seed, "client-train", server_round, partition_id),
         device="cuda" if use_gpu else "cpu",
     )
-
-
-def train_config(cfg: Config) -> dict[str, Any]:
-    """The training values the server sends with every train message."""
-    return {
-        "local-epochs": cfg.train.local_epochs,
-        "batch-size": cfg.train.batch_size,
-        "lr": cfg.train.lr,
-        "momentum": cfg.train.momentum,
-        "augment": cfg.train.augment,
-    }

@@ -1,45 +1,39 @@
-"""Server strategies by name: fedavg, pwfl, pwfl-sequential."""
+"""Strategies by name: the policies the round engine runs (``fedavg``, ``pwfl``, ...).
+
+``build_policy`` turns the config into the policy object; a strategy is one
+module here and one entry in ``STRATEGIES``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 
-from flwr.serverapp.strategy import Strategy
-
-from pwfl.aggregation import AggregateFn, load_aggregator, make_executor
-from pwfl.callbacks import Callback
-from pwfl.clock import make_profiles
+from pwfl.aggregation import AggregateFn, load_aggregator
 from pwfl.config import Config
 from pwfl.errors import ConfigError
 from pwfl.strategies.async_pwfl import AsyncPWFL
-from pwfl.strategies.common import ClientDirectory
-from pwfl.strategies.fedavg import EvaluateFn, RecordingFedAvg
+from pwfl.strategies.base import Policy
+from pwfl.strategies.fedavg import FedAvg
 from pwfl.strategies.pwfl import PWFL, SequentialPWFL
 
 
-def build_strategy(
-    cfg: Config,
-    directory: ClientDirectory,
-    evaluate_weights: EvaluateFn,
-    callbacks: Sequence[Callback] = (),
-) -> Strategy:
-    """The strategy named by ``cfg.strategy.name``, wired to its callbacks."""
-    name = cfg.strategy.name
-    profiles = make_profiles(cfg.clients, directory.clients, cfg.seed)
-    if name == "fedavg":
-        return RecordingFedAvg(cfg, directory, evaluate_weights, profiles, callbacks)
-    cls = {"pwfl": PWFL, "pwfl-sequential": SequentialPWFL}[name]
+def _pwfl(cfg: Config) -> Policy:
     if cfg.strategy.mode == "async":
-        cls = AsyncPWFL
-    return cls(
-        cfg,
-        directory,
-        evaluate_weights,
-        make_executor(cfg.strategy.executor, workers=cfg.strategy.k),
-        aggregator_from_config(cfg),
-        profiles,
-        callbacks,
-    )
+        return AsyncPWFL(cfg, aggregator_from_config(cfg))
+    return PWFL(cfg, aggregator_from_config(cfg))
+
+
+STRATEGIES: dict[str, Callable[[Config], Policy]] = {
+    "fedavg": FedAvg,
+    "pwfl": _pwfl,
+    "pwfl-sequential": lambda cfg: SequentialPWFL(cfg, aggregator_from_config(cfg)),
+}
+"""Strategy name -> the policy it runs, built from the config."""
+
+
+def build_policy(cfg: Config) -> Policy:
+    """The policy named by ``cfg.strategy.name``."""
+    return STRATEGIES[cfg.strategy.name](cfg)
 
 
 def aggregator_from_config(cfg: Config) -> AggregateFn:
@@ -56,4 +50,4 @@ def aggregator_from_config(cfg: Config) -> AggregateFn:
         raise ConfigError(f"config key 'strategy.aggregator': {err}") from None
 
 
-__all__ = ["build_strategy", "AsyncPWFL", "PWFL", "SequentialPWFL", "RecordingFedAvg"]
+__all__ = ["STRATEGIES", "AsyncPWFL", "FedAvg", "PWFL", "Policy", "SequentialPWFL", "build_policy"]

@@ -21,7 +21,7 @@ from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi
 
 from pwfl.aggregation import Arrays
 from pwfl.config import StrategyConfig
-from pwfl.strategies.common import ARRAYS, METRICS, WEIGHT_KEY, to_numpy, to_record
+from pwfl.transport import ARRAYS, METRICS, WEIGHT_KEY, to_numpy, to_record
 
 OPTIMIZERS = ("none", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
 

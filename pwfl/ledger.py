@@ -1,11 +1,10 @@
 """Who each message went to, what its reply cost on the simulated clock, and its records.
 
-Every strategy pushes messages, gets replies (or errors, or nothing) and must
-turn them into aggregatable updates and ``clients.csv`` rows. The ledger does
-that once for all of them: it maps replies back to the message they answer
-(which also works for errors that the SuperLink, not the client, reports),
-prices every reply with the client's device profile, applies the deadline, and
-feeds the straggler tracker.
+The engine pushes messages, gets replies (or errors, or nothing) and must turn
+them into aggregatable updates and ``clients.csv`` rows. A ledger does that for
+one job: it maps replies back to the message they answer (which also works for
+errors that the SuperLink, not the client, reports), prices every reply with
+the client's device profile and applies the deadline.
 """
 
 from __future__ import annotations
@@ -17,9 +16,8 @@ from typing import Any
 import numpy as np
 from flwr.app import Message
 
-from pwfl.clock import ClientProfile, round_trip
-from pwfl.stragglers import StragglerTracker
-from pwfl.strategies.common import ARRAYS, CONFIG, METRICS, WEIGHT_KEY, ClientDirectory
+from pwfl.clock import ClientProfile, ClientTiming, round_trip
+from pwfl.transport import ARRAYS, CONFIG, METRICS, WEIGHT_KEY
 
 
 @dataclass(frozen=True)
@@ -46,22 +44,18 @@ class Settled:
     """Simulated time each weight set's group took (its slowest accepted client,
     or the deadline when a reply came too late or never)."""
     rows: list[dict[str, Any]] = field(default_factory=list)
-    """``clients.csv`` rows, one per message; ``rtt_s`` is relative to the group's start."""
+    """Partial ``clients.csv`` rows, one per message; ``rtt_s`` is relative to the
+    group's start."""
+    timings: dict[int, tuple[ClientTiming, float]] = field(default_factory=dict)
+    """Each answering client's round trip and the epochs it ran (for the
+    straggler estimates)."""
 
 
 class Ledger:
     """Maps replies to messages and prices them on the simulated clock."""
 
-    def __init__(
-        self,
-        directory: ClientDirectory,
-        profiles: dict[int, ClientProfile],
-        tracker: StragglerTracker,
-        deadline_s: float = 0.0,
-    ):
-        self.directory = directory
+    def __init__(self, profiles: dict[int, ClientProfile], deadline_s: float = 0.0):
         self.profiles = profiles
-        self.tracker = tracker
         self.deadline_s = deadline_s
         self._sent: dict[str, Sent] = {}
 
@@ -70,7 +64,7 @@ class Ledger:
         for m in messages:
             config = m.content[CONFIG]
             self._sent[m.metadata.message_id] = Sent(
-                client=self.directory.partition_of(m.metadata.dst_node_id),
+                client=int(config["client-id"]),
                 weight_set=int(config["weight-set"]),
                 epochs=float(config.get("local-epochs", 0.0)),
                 bytes_down=m.content[ARRAYS].count_bytes() if ARRAYS in m.content else 0,
@@ -96,7 +90,6 @@ class Ledger:
             last_try[sent.client, sent.weight_set] = sent.attempt
         self._sent = {}
         out = Settled()
-        finishers = []
         offset: dict[tuple[int, int], float] = {}
         for sent, reply in pairs:
             key = (sent.client, sent.weight_set)
@@ -104,7 +97,7 @@ class Ledger:
                 "round": server_round,
                 "phase": phase,
                 "client": sent.client,
-                "weight_set": sent.weight_set,
+                "weight_set": str(sent.weight_set),
                 "attempt": sent.attempt,
             }
             out.accepted.setdefault(sent.weight_set, [])
@@ -134,9 +127,10 @@ class Ledger:
                 status="ok",
             )
             if phase == "train":
-                row.update(self._price(sent, reply))
+                timing, priced = self._price(sent, reply)
+                row.update(priced)
                 row["offset_s"] = offset.get(key, 0.0)
-                finishers.append(sent.client)
+                out.timings[sent.client] = (timing, sent.epochs or 1.0)
                 done = row["offset_s"] + row["rtt_s"]
                 if self.deadline_s and done > self.deadline_s:
                     row["status"] = "late"
@@ -148,19 +142,14 @@ class Ledger:
             else:
                 out.accepted[sent.weight_set].append(reply)
             out.rows.append(row)
-        if phase == "train":
-            for row in out.rows:
-                row["straggler"] = self.tracker.is_straggler(row["client"])
-            self.tracker.end_round(finishers)
         return out
 
-    def _price(self, sent: Sent, reply: Message) -> dict[str, Any]:
+    def _price(self, sent: Sent, reply: Message) -> tuple[ClientTiming, dict[str, Any]]:
         metrics = reply.content[METRICS]
         bytes_up = reply.content[ARRAYS].count_bytes()
         compute = float(metrics["train-time-s"])
         timing = round_trip(self.profiles[sent.client], compute, sent.bytes_down, bytes_up)
-        self.tracker.observe(sent.client, timing, sent.epochs or 1.0)
-        return {
+        return timing, {
             "train_time_s": compute,
             "local_epochs": sent.epochs,
             "bytes_down": sent.bytes_down,
@@ -195,4 +184,4 @@ def _error_reason(reply: Message) -> str:
 
 def bytes_moved(rows: list[dict[str, Any]]) -> dict[str, int]:
     """Total ``bytes_down`` and ``bytes_up`` of some ``clients.csv`` rows."""
-    return {key: sum(int(r.get(key, 0)) for r in rows) for key in ("bytes_down", "bytes_up")}
+    return {key: sum(int(r.get(key) or 0) for r in rows) for key in ("bytes_down", "bytes_up")}

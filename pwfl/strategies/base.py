@@ -1,0 +1,180 @@
+"""What a strategy is to the round engine: a policy it asks, with no loop of its own.
+
+The engine (:mod:`pwfl.engine`) owns the round: it sends jobs, collects the
+replies with retries, applies the quorum rule, aggregates on the executor,
+applies the server optimiser, evaluates, advances the clocks, writes the
+records and calls the callbacks. A policy answers its questions:
+
+* :meth:`Policy.plan`: which jobs to send now (a *job* is one weight set sent
+  to one group of clients at a simulated time), i.e. which clients, how they
+  form groups, which weight set each group trains and when each group is sent;
+* :meth:`Policy.finished`: a job is done (its update applied); does a round of
+  the records end with it?
+* :meth:`Policy.collect`: for policies that do not aggregate each group on its
+  own (FedBuff), how updates become an aggregation;
+* :meth:`Policy.merge`: whether the weight sets are merged after a round.
+
+Policies see the engine through :class:`Server` and never import the
+transport (Flower) or the executor (Ray): they work on client ids, simulated
+times and NumPy arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pwfl.aggregation import AggregateFn, Arrays, Update
+from pwfl.config import Config
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A job to send: weight set ``weight_set`` to ``clients`` at simulated time ``start_s``."""
+
+    weight_set: int
+    round: int
+    """The round of the records this job belongs to."""
+    clients: tuple[int, ...]
+    start_s: float
+
+
+@dataclass
+class Finished:
+    """A job whose replies are in and whose update (if any) has been applied."""
+
+    plan: Plan
+    status: str
+    """ok, or quorum_missed when too few replies counted to aggregate."""
+    end_s: float
+    """When its last counted reply reached the server (simulated)."""
+    ready_s: float
+    """When the server was done with it: ``end_s`` plus its aggregation, if any."""
+    updates: list[Update] = field(default_factory=list)
+    """The accepted updates, decoded (for policies that collect them)."""
+    sent: Arrays = field(default_factory=dict)
+    """The weights the job's clients were sent."""
+    version: int = 0
+    """How many updates the weight set had received when the job was sent."""
+
+
+@dataclass(frozen=True)
+class RoundEnd:
+    """A round of the records: the weight sets it covers and its span on the simulated clock."""
+
+    round: int
+    weight_sets: tuple[int, ...]
+    start_s: float
+    end_s: float
+    evaluate_clients: bool = True
+    """Whether clients evaluate the weight sets on their own data after it."""
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """An aggregation a collecting policy asks the engine to run on its executor."""
+
+    weight_set: int
+    fn: Callable[[list[Update]], Arrays]
+    updates: list[Update]
+    start_s: float
+    """When the server starts it on the simulated clock."""
+    replaces_weights: bool = True
+    """True: ``fn`` returns the set's new weights (no server optimiser step after)."""
+
+
+class Server(Protocol):
+    """What a policy may read of the engine."""
+
+    cfg: Config
+
+    @property
+    def num_clients(self) -> int:
+        """The population's size."""
+        ...
+
+    def online(self, server_round: int) -> list[int]:
+        """Clients available for sampling in ``server_round``, sorted."""
+        ...
+
+    def sizes(self) -> dict[int, int]:
+        """Examples per client (the ``balanced`` group policy)."""
+        ...
+
+    def free_clients(self, at_s: float, candidates: Sequence[int]) -> list[int]:
+        """Those of ``candidates`` in no job in flight and free at simulated time ``at_s``."""
+        ...
+
+    def weights(self, weight_set: int) -> Arrays:
+        """A weight set's current weights."""
+        ...
+
+    def set_weights(self, weight_set: int, arrays: Arrays) -> None:
+        """Replace a weight set's weights (merging)."""
+        ...
+
+    def version(self, weight_set: int) -> int:
+        """How many updates the weight set has received so far."""
+        ...
+
+
+class Policy(Protocol):
+    """A strategy: the questions the engine asks it."""
+
+    num_weight_sets: int
+    aggregates_each_group: bool
+    """True: every job's accepted updates are aggregated on their own with
+    :attr:`aggregator` as soon as its replies are in (groups of one round
+    aggregate while others still train). False: :meth:`collect` decides."""
+    checkpointable: bool
+    """Whether the run can be checkpointed and resumed (between rounds, no job in flight)."""
+
+    @property
+    def aggregator(self) -> AggregateFn:
+        """Updates -> weights, run on the executor (must pickle for Ray)."""
+        ...
+
+    def train_loss(self, replies: list[tuple[float, float]]) -> float:
+        """A round's training loss from ``(examples, loss)`` per aggregated reply."""
+        ...
+
+    def plan(self, server: Server) -> list[Plan]:
+        """Jobs to send now (called at the start and after every finished job)."""
+        ...
+
+    def finished(self, job: Finished, server: Server) -> RoundEnd | None:
+        """Note a finished job; return the round it closes, if any."""
+        ...
+
+    def collect(self, job: Finished, server: Server) -> Aggregation | None:
+        """For policies that do not aggregate each group: absorb a job's updates."""
+        ...
+
+    def merge(self, end: RoundEnd, server: Server) -> Arrays | None:
+        """Merged weights to evaluate after ``end`` (None: no merge)."""
+        ...
+
+    def done(self) -> bool:
+        """Whether the run is over."""
+        ...
+
+    def records_expected(self) -> int:
+        """How many rounds the records will hold (for progress displays)."""
+        ...
+
+    def state(self) -> dict[str, Any]:
+        """JSON-able state for checkpoints (between rounds)."""
+        ...
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state` returned."""
+        ...
+
+
+def weighted_train_loss(replies: list[tuple[float, float]]) -> float:
+    """Mean of the clients' losses weighted by their example counts (NaN for none)."""
+    total = sum(n for n, _ in replies)
+    if not total:
+        return float("nan")
+    return sum(loss * n for n, loss in replies) / total
