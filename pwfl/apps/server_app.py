@@ -28,7 +28,7 @@ from pwfl.data import server_test_data
 from pwfl.quorum import QuorumLost
 from pwfl.records import RunRecorder, atomic_savez, atomic_write_text
 from pwfl.strategies import PWFL, AsyncPWFL, RecordingFedAvg, build_strategy
-from pwfl.strategies.common import discover_clients
+from pwfl.strategies.common import discover_clients, grid_timeout
 
 DISCOVERY_TIMEOUT_S = 600.0  # deployment nodes may take a while to connect
 # What a fresh run removes from its folder, so that no stale checkpoint, client
@@ -88,7 +88,9 @@ def run_server(
             grid,
             initial,
             num_rounds=num_rounds,
-            timeout=cfg.faults.round_timeout_s,
+            # None for round_timeout_s = inf: Flower's start hands the timeout to
+            # grid.send_and_receive, which then waits for every reply.
+            timeout=grid_timeout(cfg.faults.round_timeout_s),  # type: ignore[arg-type]
             train_config=ConfigRecord(train_config(cfg)),
             evaluate_config=ConfigRecord(),
             evaluate_fn=evaluate_fn,

@@ -82,7 +82,7 @@ class AsyncPWFL(PWFL):
         grid: Grid,
         initial_arrays: ArrayRecord,
         num_rounds: int = 3,
-        timeout: float = 3600,
+        timeout: float | None = 3600,
         train_config: ConfigRecord | None = None,
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
@@ -91,7 +91,8 @@ class AsyncPWFL(PWFL):
         initial = {name: a.numpy() for name, a in initial_arrays.items()}
         self.weight_sets = [WeightSet(i, dict(initial)) for i in range(self.k)]
         self._config = dict(train_config or ConfigRecord())
-        self._grid, self._timeout = grid, timeout
+        # None (no time limit, round_timeout_s = inf) compares like an endless wait.
+        self._grid, self._timeout = grid, math.inf if timeout is None else timeout
         self._free_at = {c: 0.0 for c in self.directory.clients}
         self._in_use: set[int] = set()
         self._waiting: list[tuple[int, float]] = []  # weight sets that found no free client

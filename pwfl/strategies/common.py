@@ -8,6 +8,7 @@ partition ids and the ``balanced`` policy knows the clients' sizes.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -137,17 +138,23 @@ def group_messages(
     return messages
 
 
+def grid_timeout(seconds: float | None) -> float | None:
+    """A timeout as Flower's grid takes it: ``None`` (wait for every reply) where
+    ``seconds`` is ``None`` or inf (``faults.round_timeout_s = inf``), else ``seconds``."""
+    return None if seconds is None or math.isinf(seconds) else seconds
+
+
 def send_with_retries(
-    grid: Grid, messages: list[Message], timeout: float, max_retries: int
+    grid: Grid, messages: list[Message], timeout: float | None, max_retries: int
 ) -> tuple[list[Message], list[Message]]:
     """Send ``messages``; resend those answered by an error, up to ``max_retries`` times.
 
     Returns every reply and every message sent (retries included), for the
-    ledger. All tries share one ``timeout``; a message with no reply by then is
-    not retried.
+    ledger. All tries share one ``timeout`` in seconds (``None`` or inf: wait for
+    every reply); a message with no reply by then is not retried.
     """
-    deadline = time.monotonic() + timeout
-    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    deadline = time.monotonic() + (math.inf if timeout is None else timeout)
+    replies = list(grid.send_and_receive(messages, timeout=grid_timeout(timeout)))
     return retry_failed(grid, messages, replies, deadline, max_retries)
 
 
@@ -160,7 +167,7 @@ def retry_failed(
 ) -> tuple[list[Message], list[Message]]:
     """Retry the messages whose reply is an error, as :func:`send_with_retries` does.
 
-    ``deadline`` is a ``time.monotonic()`` value. Retries go out in batches, one
+    ``deadline`` is a ``time.monotonic()`` value (inf: none). Retries go out in batches, one
     batch per try: a retry waits for the rest of its batch on this host, but on
     the simulated clock it starts right after its own failed try (see the ledger).
     """
@@ -172,7 +179,7 @@ def retry_failed(
         if not retries or remaining <= 0:
             break
         batch = retries
-        batch_replies = list(grid.send_and_receive(batch, timeout=remaining))
+        batch_replies = list(grid.send_and_receive(batch, timeout=grid_timeout(remaining)))
         sent += batch
         got += batch_replies
     return got, sent

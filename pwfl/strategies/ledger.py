@@ -10,6 +10,7 @@ feeds the straggler tracker.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -62,7 +63,9 @@ class Ledger:
         self.directory = directory
         self.profiles = profiles
         self.tracker = tracker
-        self.deadline_s = deadline_s
+        # 0 and inf both mean no deadline (stragglers.deadline_s); one falsy value for
+        # both keeps an infinite deadline out of the group times set below.
+        self.deadline_s = deadline_s if math.isfinite(deadline_s) else 0.0
         self._sent: dict[str, Sent] = {}
 
     def remember(self, messages: Sequence[Message]) -> None:

@@ -208,7 +208,7 @@ class PWFL(Strategy):
         grid: Grid,
         initial_arrays: ArrayRecord,
         num_rounds: int = 3,
-        timeout: float = 3600,
+        timeout: float | None = 3600,
         train_config: ConfigRecord | None = None,
         evaluate_config: ConfigRecord | None = None,
         evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
@@ -289,7 +289,7 @@ class PWFL(Strategy):
         )
 
     def _train_round(
-        self, grid: Grid, server_round: int, config: ConfigRecord, timeout: float
+        self, grid: Grid, server_round: int, config: ConfigRecord, timeout: float | None
     ) -> list[GroupTiming]:
         """All K groups in one push, then all K aggregations at once."""
         self._outcomes = {}
@@ -354,7 +354,7 @@ class PWFL(Strategy):
         return self.optimizers[ws].step(current.rounds_trained + 1, current.arrays, aggregated)
 
     def _exchange(
-        self, grid: Grid, messages: Iterable[Message], timeout: float, retry: bool = False
+        self, grid: Grid, messages: Iterable[Message], timeout: float | None, retry: bool = False
     ) -> list[Message]:
         """Push messages, wait for the replies (retrying errors when ``retry``), and let
         the ledger note every message sent."""
@@ -472,7 +472,7 @@ class SequentialPWFL(PWFL):
     """The same K weight sets and client split, trained one group after another."""
 
     def _train_round(
-        self, grid: Grid, server_round: int, config: ConfigRecord, timeout: float
+        self, grid: Grid, server_round: int, config: ConfigRecord, timeout: float | None
     ) -> list[GroupTiming]:
         """Group k+1 is sent only after group k has been aggregated."""
         self._outcomes = {}
