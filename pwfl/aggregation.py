@@ -466,6 +466,9 @@ class SerialExecutor:
 
     name = "serial"
 
+    def __init__(self, workers: int = 1) -> None:
+        """``workers`` is accepted like the other executors' and ignored: one at a time."""
+
     def submit(self, fn: AggregateFn, updates: list[Update]) -> Handle:
         """Run ``fn(updates)`` now and return its finished handle."""
         return _Done(fn(updates))
@@ -557,13 +560,18 @@ class RayExecutor:
         """The Ray session belongs to the runner; nothing to stop here."""
 
 
+EXECUTORS: dict[str, Callable[[int], Executor]] = {
+    "ray": RayExecutor,
+    "threads": ThreadExecutor,
+    "serial": SerialExecutor,
+}
+"""Executors by name (``strategy.executor``); each is built with the number of
+aggregations it should run at once."""
+
+
 def make_executor(name: str, workers: int = 1) -> Executor:
-    """Build an executor by name (``ray``, ``threads``, ``serial``) for ``workers``
-    concurrent aggregations."""
-    if name == "ray":
-        return RayExecutor(workers)
-    if name == "threads":
-        return ThreadExecutor(workers)
-    if name == "serial":
-        return SerialExecutor()
-    raise ValueError(f"unknown executor '{name}'; choose ray, threads or serial")
+    """Build an executor by name (a key of ``EXECUTORS``: ``ray``, ``threads``,
+    ``serial``) for ``workers`` concurrent aggregations."""
+    if name not in EXECUTORS:
+        raise ValueError(f"unknown executor '{name}'; choose one of {', '.join(EXECUTORS)}")
+    return EXECUTORS[name](workers)

@@ -30,13 +30,13 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from pwfl.config import ClientsConfig, parse_tiers
+from pwfl.config import ClientsConfig, Range, parse_tiers, ranges
 from pwfl.errors import ConfigError
 from pwfl.seeding import rng_for
 
@@ -81,28 +81,53 @@ def round_trip(
     )
 
 
+def _uniform(cfg: ClientsConfig, count: int, rng: np.random.Generator) -> np.ndarray:
+    return np.ones(count)
+
+
+def _lognormal(cfg: ClientsConfig, count: int, rng: np.random.Generator) -> np.ndarray:
+    return np.exp(rng.normal(0.0, cfg.spread, size=count))
+
+
+def _tiers(cfg: ClientsConfig, count: int, rng: np.random.Generator) -> np.ndarray:
+    # Exact shares, assigned to a seeded shuffle of the clients.
+    speeds = np.empty(count)
+    order = rng.permutation(count)
+    start = 0
+    tiers = parse_tiers(cfg.tiers)
+    for i, (share, speed) in enumerate(tiers):
+        size = count - start if i == len(tiers) - 1 else int(round(share * count))
+        speeds[order[start : start + size]] = speed
+        start += size
+    return speeds
+
+
+PROFILES: dict[str, Callable[[ClientsConfig, int, np.random.Generator], np.ndarray] | None] = {
+    "uniform": _uniform,
+    "lognormal": _lognormal,
+    "tiers": _tiers,
+    "trace": None,
+}
+"""Device profiles by name (``clients.profile``): how the clients' speed factors are
+drawn (in client order, from the seeded generator given); ``trace`` reads every
+profile from ``clients.trace`` instead."""
+
+
 def make_profiles(
     cfg: ClientsConfig, clients: Sequence[int], seed: int
 ) -> dict[int, ClientProfile]:
     """Every client's device profile, deterministic for the seed."""
-    if cfg.profile == "trace":
+    if cfg.profile not in PROFILES:
+        raise ConfigError(
+            f"config key 'clients.profile' = {cfg.profile!r} is invalid: "
+            f"choose one of {', '.join(PROFILES)}"
+        )
+    draw = PROFILES[cfg.profile]
+    if draw is None:
         return read_trace(cfg.trace, clients)
     link = {"up_mbps": cfg.up_mbps, "down_mbps": cfg.down_mbps, "latency_ms": cfg.latency_ms}
     ids = sorted(clients)
-    rng = rng_for(seed, "profiles")
-    if cfg.profile == "uniform":
-        speeds = np.ones(len(ids))
-    elif cfg.profile == "lognormal":
-        speeds = np.exp(rng.normal(0.0, cfg.spread, size=len(ids)))
-    else:  # tiers: exact shares, assigned to a seeded shuffle of the clients
-        speeds = np.empty(len(ids))
-        order = rng.permutation(len(ids))
-        start = 0
-        tiers = parse_tiers(cfg.tiers)
-        for i, (share, speed) in enumerate(tiers):
-            count = len(ids) - start if i == len(tiers) - 1 else int(round(share * len(ids)))
-            speeds[order[start : start + count]] = speed
-            start += count
+    speeds = draw(cfg, len(ids), rng_for(seed, "profiles"))
     return {c: ClientProfile(speed=float(v), **link) for c, v in zip(ids, speeds, strict=True)}
 
 
@@ -111,6 +136,12 @@ def read_trace(path: str | Path, clients: Sequence[int]) -> dict[int, ClientProf
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"trace '{path}' does not exist; set clients.trace to a CSV file")
+    # The link columns stand in for the config keys of the same name, with their ranges.
+    declared = ranges()
+    limits = {
+        "speed": Range(low=0.0, low_open=True),
+        **{key: declared[f"clients.{key}"] for key in TRACE_COLUMNS[2:]},
+    }
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or [])]
@@ -126,12 +157,12 @@ def read_trace(path: str | Path, clients: Sequence[int]) -> dict[int, ClientProf
                 values = {k: float(row[k]) for k in TRACE_COLUMNS[1:]}
             except (TypeError, ValueError):
                 raise ConfigError(f"trace '{path}' line {line}: values must be numbers") from None
-            bad = [k for k in ("speed", "up_mbps", "down_mbps") if values[k] <= 0]
-            if bad or values["latency_ms"] < 0:
-                key = bad[0] if bad else "latency_ms"
-                raise ConfigError(
-                    f"trace '{path}' line {line}: {key} = {values[key]} must be positive"
-                )
+            for key, allowed in limits.items():
+                if not allowed.admits(values[key]):
+                    raise ConfigError(
+                        f"trace '{path}' line {line}: {key} = {values[key]} is invalid: "
+                        f"{allowed.rule(integer=False)}"
+                    )
             profiles[client] = ClientProfile(**values)
     absent = [c for c in clients if c not in profiles]
     if absent:

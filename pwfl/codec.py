@@ -41,6 +41,7 @@ import numpy as np
 Arrays = dict[str, np.ndarray]
 
 MODES = ("none", "int8", "int8-delta")
+"""Compression modes by name (``comm.compression``), described above."""
 SEP = "::"
 LEVELS = 255  # uint8 codes 0..255: 255 steps between the lowest and the highest code
 

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -57,6 +59,7 @@ INFO = {
     "fashion-mnist": DatasetInfo(1, 28),
     "cifar10": DatasetInfo(3, 32),
 }
+"""Data sets by name (``data.name``) and their input shape."""
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -248,37 +251,61 @@ def _resample(num_train: int, cfg: DataConfig, seed: int) -> tuple[np.ndarray, .
     )
 
 
-def _partitioner(cfg: DataConfig, seed: int):
-    from flwr_datasets.partitioner import (
-        DirichletPartitioner,
-        IidPartitioner,
-        LinearPartitioner,
-        PathologicalPartitioner,
+def _iid(cfg: DataConfig, seed: int):
+    from flwr_datasets.partitioner import IidPartitioner
+
+    return IidPartitioner(num_partitions=cfg.num_clients)
+
+
+def _dirichlet(cfg: DataConfig, seed: int):
+    from flwr_datasets.partitioner import DirichletPartitioner
+
+    return DirichletPartitioner(
+        num_partitions=cfg.num_clients,
+        partition_by="label",
+        alpha=cfg.alpha,
+        min_partition_size=2,
+        self_balancing=False,
+        seed=seed,
     )
 
-    if cfg.partitioner == "iid":
-        return IidPartitioner(num_partitions=cfg.num_clients)
-    if cfg.partitioner == "dirichlet":
-        return DirichletPartitioner(
-            num_partitions=cfg.num_clients,
-            partition_by="label",
-            alpha=cfg.alpha,
-            min_partition_size=2,
-            self_balancing=False,
-            seed=seed,
-        )
-    if cfg.partitioner == "pathological":
-        return PathologicalPartitioner(
-            num_partitions=cfg.num_clients,
-            partition_by="label",
-            num_classes_per_partition=cfg.classes_per_client,
-            class_assignment_mode="first-deterministic",
-            seed=seed,
-        )
-    if cfg.partitioner == "size-skewed":
-        # Partition i holds a share proportional to i + 1: sizes differ up to N-fold.
-        return LinearPartitioner(num_partitions=cfg.num_clients)
-    raise DataError(f"unknown partitioner '{cfg.partitioner}'")
+
+def _pathological(cfg: DataConfig, seed: int):
+    from flwr_datasets.partitioner import PathologicalPartitioner
+
+    return PathologicalPartitioner(
+        num_partitions=cfg.num_clients,
+        partition_by="label",
+        num_classes_per_partition=cfg.classes_per_client,
+        class_assignment_mode="first-deterministic",
+        seed=seed,
+    )
+
+
+def _size_skewed(cfg: DataConfig, seed: int):
+    # Partition i holds a share proportional to i + 1: sizes differ up to N-fold.
+    from flwr_datasets.partitioner import LinearPartitioner
+
+    return LinearPartitioner(num_partitions=cfg.num_clients)
+
+
+PARTITIONERS: dict[str, Callable[[DataConfig, int], Any] | None] = {
+    "iid": _iid,
+    "dirichlet": _dirichlet,
+    "pathological": _pathological,
+    "size-skewed": _size_skewed,
+    "resample": None,
+}
+"""Client splits by name (``data.partitioner``): each builds its flwr-datasets
+partitioner from the config and a seed; ``resample`` is drawn by ``_resample``
+instead, since its partitions overlap."""
+
+
+def _partitioner(cfg: DataConfig, seed: int):
+    build = PARTITIONERS.get(cfg.partitioner)
+    if build is None:
+        raise DataError(f"unknown partitioner '{cfg.partitioner}'")
+    return build(cfg, seed)
 
 
 def client_data(cfg: DataConfig, seed: int, partition_id: int) -> ClientData:

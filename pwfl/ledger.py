@@ -9,6 +9,7 @@ the client's device profile and applies the deadline.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,7 +57,9 @@ class Ledger:
 
     def __init__(self, profiles: dict[int, ClientProfile], deadline_s: float = 0.0):
         self.profiles = profiles
-        self.deadline_s = deadline_s
+        # 0 and inf both mean no deadline (stragglers.deadline_s); one falsy value for
+        # both keeps an infinite deadline out of the group times set below.
+        self.deadline_s = deadline_s if math.isfinite(deadline_s) else 0.0
         self._sent: dict[str, Sent] = {}
 
     def remember(self, messages: Sequence[Message]) -> None:

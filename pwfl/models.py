@@ -81,6 +81,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": SmallCNN,
     "mlp": MLP,
 }
+"""Networks by name (``model.name``); each is built as ``cls(in_channels, image_size)``."""
 
 
 def build_model(

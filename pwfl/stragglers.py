@@ -19,6 +19,7 @@ Load balancing changes how many local epochs a client is asked to run:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from statistics import median
 
@@ -98,17 +99,34 @@ class StragglerTracker:
 
     def end_round(self, clients: list[int]) -> None:
         """Re-plan the epochs of the clients that answered this round."""
-        rule = self.cfg.load_balancing
-        if rule == "halve":
-            for c in clients:
-                current = self.epochs_for(c)
-                if self.is_straggler(c):
-                    self.epochs[c] = max(MIN_EPOCHS, current / 2)
-                else:
-                    self.epochs[c] = min(self.cfg.max_epochs, current + 1)
-        elif rule == "proportional":
-            target = self.median_round_trip()
-            for c in clients:
-                est = self.estimates[c]
-                ideal = (target - est.fixed_s) / est.per_epoch_s if est.per_epoch_s > 0 else 1
-                self.epochs[c] = float(min(self.cfg.max_epochs, max(MIN_EPOCHS, ideal)))
+        BALANCING[self.cfg.load_balancing](self, clients)
+
+
+def _keep_epochs(tracker: StragglerTracker, clients: list[int]) -> None:
+    """off: every client keeps the base epochs."""
+
+
+def _halve(tracker: StragglerTracker, clients: list[int]) -> None:
+    for c in clients:
+        current = tracker.epochs_for(c)
+        if tracker.is_straggler(c):
+            tracker.epochs[c] = max(MIN_EPOCHS, current / 2)
+        else:
+            tracker.epochs[c] = min(tracker.cfg.max_epochs, current + 1)
+
+
+def _proportional(tracker: StragglerTracker, clients: list[int]) -> None:
+    target = tracker.median_round_trip()
+    for c in clients:
+        est = tracker.estimates[c]
+        ideal = (target - est.fixed_s) / est.per_epoch_s if est.per_epoch_s > 0 else 1
+        tracker.epochs[c] = float(min(tracker.cfg.max_epochs, max(MIN_EPOCHS, ideal)))
+
+
+BALANCING: dict[str, Callable[[StragglerTracker, list[int]], None]] = {
+    "off": _keep_epochs,
+    "halve": _halve,
+    "proportional": _proportional,
+}
+"""Load-balancing rules by name (``stragglers.load_balancing``), described above: each
+re-plans the local epochs of the clients that answered a round."""

@@ -39,6 +39,11 @@ def _holding_rng(fn):
     return locked
 
 
+CLIENT_STATES = ("none", "momentum", "personal")
+"""What a client may keep between its rounds (``train.client_state``); see
+:func:`train_keeping`."""
+
+
 @dataclass(frozen=True)
 class ClientData:
     """Images ``x`` of shape (N, C, H, W), normalised floats, and labels ``y`` (N,)."""
@@ -96,6 +101,8 @@ def train_keeping(
     what this client kept last time (empty on its first round); the third value
     returned is what it keeps now.
     """
+    if keep not in CLIENT_STATES:
+        raise ValueError(f"unknown client state '{keep}'; choose one of {', '.join(CLIENT_STATES)}")
     if len(data) == 0:
         raise ValueError("cannot train on an empty partition")
     torch.set_num_threads(settings.num_threads)

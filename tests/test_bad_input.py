@@ -73,6 +73,18 @@ CASES = {
     "not a number": (run("strategy.num_rounds=ten"), "strategy.num_rounds", _finished_run),
     "fraction out of range": (run("strategy.fraction_train=1.5"), "fraction_train", _finished_run),
     "negative learning rate": (run("train.lr=-0.1"), "train.lr", _finished_run),
+    "NaN learning rate": (run("train.lr=nan"), "'train.lr' = nan", _finished_run),
+    "infinite CPUs per client": (
+        run("simulation.client_cpus=inf"),
+        "'simulation.client_cpus' = inf",
+        _finished_run,
+    ),
+    "empty value": (run("clients.latency_ms="), "'clients.latency_ms' = ''", _finished_run),
+    "hangs without a timeout": (
+        run("faults.hang_prob=0.1", "faults.round_timeout_s=inf"),
+        "faults.round_timeout_s",
+        _finished_run,
+    ),
     "k above sampled clients": (run("strategy.k=5"), "strategy.k", _finished_run),
     "unknown data set": (run("data.name=imagenet"), "data.name", _finished_run),
     "unknown model": (run("model.name=resnet"), "model.name", _finished_run),

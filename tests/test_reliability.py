@@ -24,9 +24,9 @@ from pwfl.checkpoint import (
 from pwfl.clock import ClientProfile
 from pwfl.config import Config, FaultsConfig, StragglerConfig, StrategyConfig
 from pwfl.faults import CRASH, HANG, NONE, TRANSIENT, fails_attempt, fault_for
+from pwfl.ledger import Ledger, on_clock
 from pwfl.quorum import QUORUM_MISSED, QuorumLost, QuorumWatch, has_quorum, replies_needed
 from pwfl.stragglers import StragglerTracker
-from pwfl.ledger import Ledger, on_clock
 from pwfl.strategies.server_optimizer import ServerOptimizer
 from pwfl.training import ClientData, TrainSettings
 

@@ -9,15 +9,16 @@ from typing import Any
 
 import pandas as pd
 
+from pwfl import schema
 from pwfl.analysis.summaries import summarize_comparison, summarize_runs
 from pwfl.config import StrategyConfig
-from pwfl.schema import CLIENTS, COUNT, ROUNDS, SERVER, TEXT
+from pwfl.schema import COUNT, TEXT
 
 # Column types of the run tables, from their schema. Columns a table does not
 # declare (files written by an older pwfl) are read as float64 when numeric.
-ROUND_TYPES = ROUNDS.dtypes()
-CLIENT_TYPES = CLIENTS.dtypes()
-SERVER_TYPES = SERVER.dtypes()
+ROUND_TYPES = schema.ROUNDS.dtypes()
+CLIENT_TYPES = schema.CLIENTS.dtypes()
+SERVER_TYPES = schema.SERVER.dtypes()
 
 
 def typed(frame: pd.DataFrame, types: dict[str, str]) -> pd.DataFrame:

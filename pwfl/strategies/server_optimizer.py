@@ -17,13 +17,21 @@ from __future__ import annotations
 
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
 
 from pwfl.aggregation import Arrays
 from pwfl.config import StrategyConfig
 from pwfl.transport import ARRAYS, METRICS, WEIGHT_KEY, to_numpy, to_record
 
-OPTIMIZERS = ("none", "fedavgm", "fedadam", "fedyogi", "fedadagrad")
+OPTIMIZERS: dict[str, type[FedAvg] | None] = {
+    "none": None,
+    "fedavgm": FedAvgM,
+    "fedadam": FedAdam,
+    "fedyogi": FedYogi,
+    "fedadagrad": FedAdagrad,
+}
+"""Server optimisers by name (``strategy.server_opt``) and the Flower strategy whose
+update rule each one applies; ``none`` applies none."""
 
 
 class _AggregateAsReply:
@@ -44,19 +52,17 @@ class ServerOptimizer:
     """Flower's server optimiser ``name`` for one weight set."""
 
     def __init__(self, cfg: StrategyConfig):
-        lr = {"eta": cfg.server_lr} if cfg.server_lr > 0 else {}
-        if cfg.server_opt == "fedavgm":
+        flower_cls = OPTIMIZERS.get(cfg.server_opt)
+        if flower_cls is None:
+            raise ValueError(f"unknown server optimiser '{cfg.server_opt}'")
+        # FedAvgM takes its learning rate and momentum under names of its own; the
+        # FedOpt family calls the rate eta. server_lr = 0 keeps Flower's default.
+        if flower_cls is FedAvgM:
             self._flower: FedAvgM | FedAdam = FedAvgM(
                 server_learning_rate=cfg.server_lr or 1.0, server_momentum=cfg.server_momentum
             )
-        elif cfg.server_opt == "fedadam":
-            self._flower = FedAdam(**lr)
-        elif cfg.server_opt == "fedyogi":
-            self._flower = FedYogi(**lr)
-        elif cfg.server_opt == "fedadagrad":
-            self._flower = FedAdagrad(**lr)
         else:
-            raise ValueError(f"unknown server optimiser '{cfg.server_opt}'")
+            self._flower = flower_cls(**({"eta": cfg.server_lr} if cfg.server_lr > 0 else {}))
 
     def state(self) -> dict[str, np.ndarray]:
         """The optimiser's moments by name (empty before its first step), for checkpoints."""
