@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
             "--ray-address",
             metavar="ADDRESS",
             help="run on an existing Ray cluster (auto, or the head's host:port); "
-            "same as --set simulation.ray_address=ADDRESS",
+            "same as --set simulation.backend=ray --set simulation.ray_address=ADDRESS",
         )
 
     run = sub.add_parser("run", help="run one experiment")
@@ -186,7 +186,7 @@ def _main(args: argparse.Namespace) -> int:
 
     overrides = list(args.set)
     if args.ray_address:
-        overrides.append(f"simulation.ray_address={args.ray_address!r}")
+        overrides += ["simulation.backend=ray", f"simulation.ray_address={args.ray_address!r}"]
     cfg = load_config(args.config, overrides)
     out = Path(args.out) if args.out else _default_out(args.command, args.config, cfg)
     if args.command == "run":

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from pwfl import analysis
-from pwfl.config import STRATEGIES, Config, ConfigError
+from pwfl.config import Config, ConfigError
 from pwfl.records import atomic_write_text
 
 
@@ -33,6 +33,8 @@ def run_name(label: str, seed: int) -> str:
 
 def check_strategies(names: Sequence[str]) -> list[str]:
     """Validate strategy names given on the command line."""
+    from pwfl.strategies import STRATEGIES
+
     bad = [n for n in names if n not in STRATEGIES]
     if bad or not names:
         raise ConfigError(

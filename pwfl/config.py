@@ -29,10 +29,7 @@ import tomli_w
 
 from pwfl.errors import ConfigError
 
-STRATEGIES = ("fedavg", "pwfl", "pwfl-sequential")
-GROUP_POLICIES = ("complementary", "balanced", "fixed")
 BACKENDS = ("ray", "inline")
-MODES = ("sync", "async")
 
 # Field metadata key under which a numeric field declares its Range.
 RANGE = "pwfl.range"
@@ -556,12 +553,20 @@ def registered_choices() -> dict[str, Collection[str]]:
         Dotted key -> that module's registry (a dict keyed by name, or a tuple of
         names): ``data.name`` -> ``pwfl.data.INFO``, ``data.partitioner`` ->
         ``pwfl.data.PARTITIONERS``, ``model.name`` -> ``pwfl.models.MODELS``, and so on.
-        ``strategy.name``, ``strategy.group_policy`` and ``strategy.mode`` are not
-        here: their names are still listed in this module.
     """
     # Imported here, not at the top: these modules import torch and Flower, which
     # reading, writing or analysing a config must not load.
-    from pwfl import aggregation, clock, codec, data, models, stragglers, training
+    from pwfl import (
+        aggregation,
+        clock,
+        codec,
+        data,
+        models,
+        partition,
+        stragglers,
+        strategies,
+        training,
+    )
     from pwfl.strategies import server_optimizer
 
     return {
@@ -569,6 +574,9 @@ def registered_choices() -> dict[str, Collection[str]]:
         "data.partitioner": data.PARTITIONERS,
         "model.name": models.MODELS,
         "train.client_state": training.CLIENT_STATES,
+        "strategy.name": strategies.STRATEGIES,
+        "strategy.mode": strategies.MODES,
+        "strategy.group_policy": partition.GROUP_POLICIES,
         "strategy.executor": aggregation.EXECUTORS,
         "strategy.server_opt": server_optimizer.OPTIMIZERS,
         "comm.compression": codec.MODES,
@@ -613,7 +621,6 @@ def validate(cfg: Config) -> None:
         section, name = key.split(".")
         _choice(key, getattr(getattr(cfg, section), name), names)
     d, s = cfg.data, cfg.strategy
-    _choice("strategy.name", s.name, STRATEGIES)
     _check(
         s.min_train_nodes <= d.num_clients,
         "strategy.min_train_nodes",
@@ -629,8 +636,6 @@ def validate(cfg: Config) -> None:
             f"must be <= the {sampled} clients sampled per round "
             "(raise strategy.fraction_train or data.num_clients, or lower k)",
         )
-    _choice("strategy.group_policy", s.group_policy, GROUP_POLICIES)
-    _choice("strategy.mode", s.mode, MODES)
     _check(
         s.mode == "sync" or s.name == "pwfl",
         "strategy.mode",
@@ -655,6 +660,12 @@ def validate(cfg: Config) -> None:
     _validate_clients(cfg.clients)
     _validate_faults(cfg.faults)
     _choice("simulation.backend", cfg.simulation.backend, BACKENDS)
+    _check(
+        not cfg.simulation.ray_address or cfg.simulation.backend == "ray",
+        "simulation.ray_address",
+        cfg.simulation.ray_address,
+        "a Ray cluster runs the clients only with simulation.backend = ray",
+    )
 
 
 def _validate_clients(c: ClientsConfig) -> None:

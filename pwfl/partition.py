@@ -13,7 +13,7 @@ one round.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -78,6 +78,14 @@ def split_fixed(clients: Sequence[int], k: int) -> list[list[int]]:
     return [[c for c in clients if c % k == g] for g in range(k)]
 
 
+GROUP_POLICIES: dict[str, Callable[..., list[list[int]]]] = {
+    "complementary": lambda clients, k, rng, sizes: split_complementary(clients, k, rng),
+    "balanced": lambda clients, k, rng, sizes: split_balanced(clients, k, sizes, rng),
+    "fixed": lambda clients, k, rng, sizes: split_fixed(clients, k),
+}
+"""``strategy.group_policy`` names -> ``(clients, k, rng, sizes) -> groups``."""
+
+
 def split_clients(
     policy: str,
     clients: Sequence[int],
@@ -86,15 +94,13 @@ def split_clients(
     sizes: Mapping[int, int] | None = None,
 ) -> list[list[int]]:
     """Split ``clients`` into ``k`` disjoint groups with a named policy."""
-    if policy == "complementary":
-        return split_complementary(clients, k, rng)
-    if policy == "balanced":
-        if sizes is None:
-            raise ValueError("the balanced policy needs the clients' example counts")
-        return split_balanced(clients, k, sizes, rng)
-    if policy == "fixed":
-        return split_fixed(clients, k)
-    raise ValueError(f"unknown group policy '{policy}'; choose complementary, balanced or fixed")
+    if policy not in GROUP_POLICIES:
+        raise ValueError(
+            f"unknown group policy '{policy}'; choose one of {', '.join(GROUP_POLICIES)}"
+        )
+    if policy == "balanced" and sizes is None:
+        raise ValueError("the balanced policy needs the clients' example counts")
+    return GROUP_POLICIES[policy](clients, k, rng, sizes)
 
 
 def _check_k(clients: Sequence[int], k: int) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from pwfl.checkpoint import CHECKPOINT_FILE, Checkpoint, save_checkpoint
+from pwfl.cli import main
 from pwfl.config import load_config
 
 from .conftest import CONFIGS, ROOT
@@ -46,7 +47,7 @@ def _future_checkpoint(folder: Path) -> None:
     import pwfl.checkpoint as checkpoint
 
     _unfinished_run(folder)
-    old, checkpoint.FORMAT_VERSION = checkpoint.FORMAT_VERSION, 2
+    old, checkpoint.FORMAT_VERSION = checkpoint.FORMAT_VERSION, 99
     try:
         save_checkpoint(
             folder / CHECKPOINT_FILE, Checkpoint(1, 2, "pwfl", load_config(TINY).to_toml())
@@ -117,7 +118,7 @@ CASES = {
     "overwrite a finished run": (run(extra=()), "finished run", _finished_run),
     "overwrite an unfinished run": (run(extra=()), "pwfl resume", _unfinished_run),
     "resume a corrupt checkpoint": (["resume", "{out}"], "corrupt", _corrupt_checkpoint),
-    "resume a newer format": (["resume", "{out}"], "format 2", _future_checkpoint),
+    "resume a newer format": (["resume", "{out}"], "format 99", _future_checkpoint),
     "resume without checkpoint": (["resume", "{out}"], "no checkpoint", _no_checkpoint),
     "resume a finished run": (["resume", "{out}"], "nothing to resume", _finished_run),
     "no supernodes": (
@@ -151,23 +152,39 @@ def _snapshot(folder: Path) -> dict[str, str]:
     }
 
 
+def _check_one_line(code: int, stderr: str, named: str, out: Path) -> None:
+    assert code != 0
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("pwfl: error: ")
+    assert named.replace("{out}", str(out)) in lines[0]
+    assert "Traceback" not in stderr
+
+
 @pytest.mark.parametrize(("args", "named", "prepare"), CASES.values(), ids=CASES.keys())
-def test_bad_input_is_one_line_and_touches_nothing(args, named, prepare, tmp_path):
+def test_bad_input_is_one_line_and_touches_nothing(args, named, prepare, tmp_path, capsys):
+    """In this process: the CLI's main, as the console script calls it."""
     out = tmp_path / "results"
     prepare(out)
     before = _snapshot(out)
-    argv = [a.replace("{out}", str(out)) for a in args]
+    capsys.readouterr()
+    code = main([a.replace("{out}", str(out)) for a in args])
+    _check_one_line(code, capsys.readouterr().err, named, out)
+    assert _snapshot(out) == before
+
+
+@pytest.mark.parametrize("case", ["unknown key", "resume a corrupt checkpoint", "no supernodes"])
+def test_the_command_itself_prints_one_line(case, tmp_path):
+    """The same through ``python -m pwfl`` in a process of its own: no library's start-up
+    output or exit path adds to the line."""
+    args, named, prepare = CASES[case]
+    out = tmp_path / "results"
+    prepare(out)
     result = subprocess.run(
-        [sys.executable, "-m", "pwfl", *argv],
+        [sys.executable, "-m", "pwfl", *(a.replace("{out}", str(out)) for a in args)],
         capture_output=True,
         text=True,
         cwd=ROOT,
         timeout=120,
     )
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("pwfl: error: ")
-    assert named.replace("{out}", str(out)) in lines[0]
-    assert "Traceback" not in result.stderr
-    assert _snapshot(out) == before
+    _check_one_line(result.returncode, result.stderr, named, out)

@@ -20,7 +20,7 @@ def pwfl(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
     )
 
 
-def test_compare_end_to_end_writes_tables_and_figure(tmp_path, ray_session, capsys):
+def test_compare_end_to_end_writes_tables_and_figure(tmp_path, capsys):
     out = tmp_path / "cmp"
     code = main(
         [
@@ -56,7 +56,7 @@ def test_compare_end_to_end_writes_tables_and_figure(tmp_path, ray_session, caps
     assert png.is_file()
 
 
-def test_compare_varies_one_config_key(tmp_path, ray_session):
+def test_compare_varies_one_config_key(tmp_path):
     out = tmp_path / "vary"
     code = main(
         [

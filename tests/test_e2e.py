@@ -236,3 +236,15 @@ def test_server_momentum_per_weight_set_runs_and_learns(runs):
     plain = pd.read_csv(runs("pwfl-threads", "strategy.executor=threads") / "rounds.csv")
     assert rounds["accuracy"].tolist() != plain["accuracy"].tolist()  # the step changed things
     assert rounds.groupby("weight_set")["accuracy"].last().min() > 0.5
+
+
+def test_the_ray_backend_gives_the_same_numbers(runs, tmp_path, ray_session):
+    """Flower's simulation engine on Ray and the inline backend run the same apps on the
+    same messages: the same seed gives the same records."""
+    inline = pd.read_csv(runs("pwfl-threads", "strategy.executor=threads") / "rounds.csv")
+    run_experiment(
+        tiny("simulation.backend=ray", "strategy.executor=threads"), tmp_path, quiet=True
+    )
+    ray = pd.read_csv(tmp_path / "rounds.csv")
+    for column in ("round", "weight_set", "accuracy", "loss", "client_accuracy", "train_loss"):
+        assert ray[column].tolist() == inline[column].tolist(), column

@@ -16,11 +16,13 @@ from pwfl.strategies.base import Policy
 from pwfl.strategies.fedavg import FedAvg
 from pwfl.strategies.pwfl import PWFL, SequentialPWFL
 
+MODES: dict[str, type[PWFL] | type[AsyncPWFL]] = {"sync": PWFL, "async": AsyncPWFL}
+"""``strategy.mode`` of the pwfl strategy -> its policy: a round barrier over the K
+groups, or none."""
+
 
 def _pwfl(cfg: Config) -> Policy:
-    if cfg.strategy.mode == "async":
-        return AsyncPWFL(cfg, aggregator_from_config(cfg))
-    return PWFL(cfg, aggregator_from_config(cfg))
+    return MODES[cfg.strategy.mode](cfg, aggregator_from_config(cfg))
 
 
 STRATEGIES: dict[str, Callable[[Config], Policy]] = {
@@ -50,4 +52,13 @@ def aggregator_from_config(cfg: Config) -> AggregateFn:
         raise ConfigError(f"config key 'strategy.aggregator': {err}") from None
 
 
-__all__ = ["STRATEGIES", "AsyncPWFL", "FedAvg", "PWFL", "Policy", "SequentialPWFL", "build_policy"]
+__all__ = [
+    "MODES",
+    "STRATEGIES",
+    "AsyncPWFL",
+    "FedAvg",
+    "PWFL",
+    "Policy",
+    "SequentialPWFL",
+    "build_policy",
+]

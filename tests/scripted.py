@@ -1,0 +1,113 @@
+"""A scripted federation for engine tests: clients that answer at once, with set compute times.
+
+The ClientApp adds one to every weight it receives and reports the compute
+time a test chose for it, so the engine and the strategies can be checked
+against closed forms on the simulated clock in milliseconds, without PyTorch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from pwfl.aggregation import make_executor
+from pwfl.callbacks import RoundRecord
+from pwfl.clock import make_profiles
+from pwfl.config import Config
+from pwfl.engine import Engine, RunResult
+from pwfl.inline import InlineGrid
+from pwfl.strategies import build_policy
+from pwfl.transport import ARRAYS, CLIENT, CONFIG, METRICS, WEIGHT_KEY, discover_clients, to_record
+
+EXAMPLES = 10
+
+
+def scripted_app(compute_s: Callable[[int, int], float]) -> ClientApp:
+    """A ClientApp whose client ``c`` computes ``compute_s(c, round)`` seconds per round."""
+    app = ClientApp()
+
+    def client_of(msg: Message, context: Context) -> int:
+        return int(msg.content[CONFIG].get("client-id", context.node_config["partition-id"]))
+
+    @app.query()
+    def describe(msg: Message, context: Context) -> Message:
+        pid = int(context.node_config["partition-id"])
+        info = ConfigRecord({"partition-id": pid, "num-examples": EXAMPLES})
+        return Message(RecordDict({CLIENT: info}), reply_to=msg)
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        client, config = client_of(msg, context), msg.content[CONFIG]
+        arrays = {k: v.numpy() + 1 for k, v in msg.content[ARRAYS].items()}
+        metrics = {
+            WEIGHT_KEY: EXAMPLES,
+            "loss": 1.0,
+            "train-time-s": compute_s(client, int(config["server-round"])),
+        }
+        reply = RecordDict({ARRAYS: to_record(arrays), METRICS: MetricRecord(metrics)})
+        return Message(reply, reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        metrics = MetricRecord({WEIGHT_KEY: EXAMPLES, "loss": 1.0, "accuracy": 0.5})
+        return Message(RecordDict({METRICS: metrics}), reply_to=msg)
+
+    return app
+
+
+class Rows:
+    """A callback that keeps every row the engine hands it."""
+
+    def __init__(self) -> None:
+        self.rounds: list[dict[str, Any]] = []
+        self.clients: list[dict[str, Any]] = []
+        self.server: list[dict[str, Any]] = []
+        self.ends = 0
+
+    def on_run_start(self, total_rounds: int, done: int) -> None:
+        self.expected = total_rounds
+
+    def on_round_end(self, record: RoundRecord) -> None:
+        self.rounds += record.rounds
+        self.clients += record.clients
+        self.server += record.server
+
+    def on_run_end(self) -> None:
+        self.ends += 1
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+        return pd.DataFrame(self.rounds), pd.DataFrame(self.clients), pd.DataFrame(self.server)
+
+
+def run_scripted(
+    cfg: Config, compute_s: Callable[[int, int], float], size: int = 1000
+) -> tuple[Rows, RunResult]:
+    """Run ``cfg``'s strategy on the scripted federation; the model is one ``size``-vector."""
+    grid = InlineGrid(scripted_app(compute_s), cfg.data.num_clients)
+    policy = build_policy(cfg)
+    executor = make_executor(cfg.strategy.executor, workers=policy.num_weight_sets)
+    rows = Rows()
+    try:
+        directory = discover_clients(grid, cfg.data.num_clients, timeout=30)
+        engine = Engine(
+            cfg,
+            cfg.strategy.name,
+            policy,
+            grid,
+            directory,
+            # "Accuracy" grows with the weights, so learning is visible in the rows.
+            lambda arrays: {"accuracy": float(arrays["w"].mean()), "loss": 0.0},
+            executor,
+            make_profiles(cfg.clients, directory.clients, cfg.seed),
+            [rows],
+        )
+        result = engine.run({"w": np.zeros(size, dtype=np.float32)})
+    finally:
+        executor.shutdown()
+        grid.shutdown()
+    return rows, result
