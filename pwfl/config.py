@@ -214,10 +214,21 @@ class StrategyConfig:
     """Server optimiser applied to each weight set after aggregation (Flower's own):
     none, fedavgm, fedadam, fedyogi, fedadagrad (pwfl strategies)."""
     server_lr: float = _ranged(0.0, ge=0)
-    """Server learning rate; 0 keeps Flower's default for the optimiser (1.0 for
-    fedavgm, 0.1 for the adaptive ones)."""
+    """Server learning rate; 0 keeps the default: Flower's for the optimiser (1.0 for
+    fedavgm, 0.1 for the adaptive ones), 1.0 for fedbuff's step."""
     server_momentum: float = _ranged(0.0, ge=0, lt=1)
     """fedavgm: server momentum, in [0, 1)."""
+    buffer_size: int = _ranged(5, ge=1)
+    """fedbuff: client updates buffered before each server step (K in Nguyen et al.,
+    AISTATS 2022); half of the quick setting's 10 clients, so a step averages as
+    many updates as a PWFL group of five."""
+    concurrency: int = _ranged(0, ge=0)
+    """fedbuff: clients training at any moment, at most data.num_clients; 0 means as
+    many as the other strategies sample per round (fraction_train, min_train_nodes), so
+    the same number of devices is busy."""
+    staleness_exponent: float = _ranged(0.5, ge=0)
+    """fedbuff: an update sent tau server steps ago is weighted (1 + tau)^-a with this a;
+    0.5 is the paper's polynomial staleness function, 0 ignores staleness."""
     target_accuracy: float = _ranged(0.9, gt=0, le=1)
     """Accuracy whose first crossing is reported as rounds/time to target."""
 
@@ -627,7 +638,7 @@ def validate(cfg: Config) -> None:
         s.min_train_nodes,
         f"must be <= data.num_clients ({d.num_clients})",
     )
-    if s.name != "fedavg":
+    if s.name not in ("fedavg", "fedbuff"):
         sampled = num_sampled(d.num_clients, s.fraction_train, s.min_train_nodes)
         _check(
             s.k <= sampled,
@@ -643,13 +654,20 @@ def validate(cfg: Config) -> None:
         "async applies to strategy.name = pwfl only",
     )
     parse_merge(s.merge)
-    if s.name == "fedavg":
+    if s.name == "fedbuff":
+        _check(
+            s.concurrency <= d.num_clients,
+            "strategy.concurrency",
+            s.concurrency,
+            f"must be <= data.num_clients ({d.num_clients}): a client trains one model at a time",
+        )
+    if s.name in ("fedavg", "fedbuff"):
         _check(
             s.aggregator == "fedavg",
             "strategy.aggregator",
             s.aggregator,
-            "the fedavg strategy is Flower's FedAvg; use strategy.name = pwfl with k = 1 "
-            "for another aggregator",
+            f"the {s.name} strategy aggregates its own way; use strategy.name = pwfl with "
+            "k = 1 for another aggregator",
         )
         _check(
             s.server_opt == "none",

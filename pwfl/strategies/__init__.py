@@ -14,6 +14,7 @@ from pwfl.errors import ConfigError
 from pwfl.strategies.async_pwfl import AsyncPWFL
 from pwfl.strategies.base import Policy
 from pwfl.strategies.fedavg import FedAvg
+from pwfl.strategies.fedbuff import FedBuff
 from pwfl.strategies.pwfl import PWFL, SequentialPWFL
 
 MODES: dict[str, type[PWFL] | type[AsyncPWFL]] = {"sync": PWFL, "async": AsyncPWFL}
@@ -29,6 +30,7 @@ STRATEGIES: dict[str, Callable[[Config], Policy]] = {
     "fedavg": FedAvg,
     "pwfl": _pwfl,
     "pwfl-sequential": lambda cfg: SequentialPWFL(cfg, aggregator_from_config(cfg)),
+    "fedbuff": FedBuff,
 }
 """Strategy name -> the policy it runs, built from the config."""
 
@@ -57,6 +59,7 @@ __all__ = [
     "STRATEGIES",
     "AsyncPWFL",
     "FedAvg",
+    "FedBuff",
     "PWFL",
     "Policy",
     "SequentialPWFL",

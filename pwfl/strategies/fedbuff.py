@@ -1,0 +1,151 @@
+"""FedBuff: clients train asynchronously; the server steps every ``buffer_size`` updates.
+
+Nguyen et al., "Federated Learning with Buffered Asynchronous Aggregation",
+AISTATS 2022, Algorithm 1. ``concurrency`` clients (by default as many as the other strategies sample
+per round) train at any moment, each
+on the global model of when it was sent. When a client's update arrives the
+server puts its delta ``Δ_i = y_i - w_sent`` into a buffer, weighted by its
+staleness ``s(τ_i) = (1 + τ_i)^-a`` (``τ_i``: server steps since the client was
+sent; ``a`` is ``staleness_exponent``, 0.5 in the paper's experiments), and at
+once sends the global model to a free client drawn from the seed. Every
+``buffer_size`` updates it takes the step ``w <- w + η (1/K) Σ_i s(τ_i) Δ_i``
+(``η``: ``strategy.server_lr``, 1 when 0; ``K``: ``buffer_size``), the paper's
+server update with plain SGD as the server optimiser. ``strategy.num_rounds``
+counts these steps; each is a round of the records.
+
+Everything happens on the simulated clock: a client becomes free when its
+update arrives, and the engine never gives a client a second job that
+overlaps its first. Clients do not run federated evaluation (``client_accuracy``
+is empty); the model is evaluated on the server's test set after every step.
+A run stops, with its records kept, when ``faults.max_missed_rounds`` x
+``buffer_size`` client updates in a row have failed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+
+from pwfl.aggregation import AggregateFn, Arrays, Update, buffered_step, weighted_mean
+from pwfl.config import Config, num_sampled
+from pwfl.quorum import OK, QuorumLost
+from pwfl.seeding import rng_for
+from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, weighted_train_loss
+
+
+def staleness_weight(staleness: int, exponent: float) -> float:
+    """``(1 + τ)^-a``: the weight of an update ``τ`` server steps old (1 for a fresh one)."""
+    return float((1.0 + staleness) ** -exponent)
+
+
+class FedBuff:
+    """Buffered asynchronous aggregation of single-client updates."""
+
+    num_weight_sets = 1
+    aggregates_each_group = False
+    checkpointable = False
+
+    def __init__(self, cfg: Config):
+        s = cfg.strategy
+        self.cfg = cfg
+        self.buffer_size = s.buffer_size
+        self.server_lr = s.server_lr or 1.0
+        self.exponent = s.staleness_exponent
+        self.steps = 0
+        """Server steps taken so far."""
+        self._buffer: list[Update] = []
+        concurrency = s.concurrency or num_sampled(
+            cfg.data.num_clients, s.fraction_train, s.min_train_nodes
+        )
+        self._due: list[float] = [0.0] * concurrency
+        """Simulated times at which a free slot sends the model to a new client."""
+        self._sent = 0
+        self._stepped = False
+        self._last_step_s = 0.0
+        self._failures_in_a_row = 0
+
+    @property
+    def aggregator(self) -> AggregateFn:
+        return weighted_mean  # not used: updates are buffered, see collect()
+
+    def train_loss(self, replies: list[tuple[float, float]]) -> float:
+        return weighted_train_loss(replies)
+
+    def plan(self, server: Server) -> list[Plan]:
+        """Fill every free slot with a client drawn from those free at the slot's time."""
+        if self.steps >= self.cfg.strategy.num_rounds:
+            return []
+        plans: list[Plan] = []
+        taken: set[int] = set()
+        due, self._due = self._due, []
+        for at in due:
+            online = server.online(self.steps + 1)
+            free = [c for c in server.free_clients(at, online) if c not in taken]
+            if not free:  # try again when the next update frees a client
+                self._due.append(at)
+                continue
+            client = int(rng_for(self.cfg.seed, "fedbuff-sample", self._sent).choice(free))
+            self._sent += 1
+            taken.add(client)
+            plans.append(Plan(0, self.steps + 1, (client,), at))
+        return plans
+
+    def collect(self, job: Finished, server: Server) -> Aggregation | None:
+        """Buffer the client's staleness-weighted delta; step when the buffer is full."""
+        if job.status != OK or not job.updates:
+            return None
+        arrays, _ = job.updates[0]
+        delta = {name: _minus(value, job.sent[name]) for name, value in arrays.items()}
+        weight = staleness_weight(server.version(0) - job.version, self.exponent)
+        self._buffer.append((delta, weight / self.buffer_size))
+        if len(self._buffer) < self.buffer_size:
+            return None
+        buffered, self._buffer = self._buffer, []
+        self._stepped = True
+        step = functools.partial(buffered_step, base=server.weights(0), server_lr=self.server_lr)
+        return Aggregation(0, step, buffered, start_s=job.end_s)
+
+    def finished(self, job: Finished, server: Server) -> RoundEnd | None:
+        """The client's slot goes to a new client now; a server step ends a round."""
+        self._due.append(job.end_s)
+        self._count_failure(job.status == OK and bool(job.updates))
+        if not self._stepped:
+            return None
+        self._stepped = False
+        self.steps += 1
+        end = RoundEnd(self.steps, (0,), self._last_step_s, job.ready_s, evaluate_clients=False)
+        self._last_step_s = job.ready_s
+        return end
+
+    def _count_failure(self, delivered: bool) -> None:
+        self._failures_in_a_row = 0 if delivered else self._failures_in_a_row + 1
+        limit = self.cfg.faults.max_missed_rounds * self.buffer_size
+        if self._failures_in_a_row >= limit:
+            raise QuorumLost(
+                f"run stopped after server step {self.steps}: the last {limit} client updates "
+                "all failed; records so far are kept; see the error column of clients.csv, or "
+                "raise faults.max_retries or faults.round_timeout_s"
+            )
+
+    def merge(self, end: RoundEnd, server: Server) -> Arrays | None:
+        return None
+
+    def done(self) -> bool:
+        return self.steps >= self.cfg.strategy.num_rounds
+
+    def records_expected(self) -> int:
+        return self.cfg.strategy.num_rounds
+
+    def state(self) -> dict[str, Any]:
+        raise NotImplementedError("fedbuff runs are not checkpointed")
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        raise NotImplementedError("fedbuff runs are not checkpointed")
+
+
+def _minus(value: np.ndarray, sent: np.ndarray) -> np.ndarray:
+    # Integer arrays (batch-norm counters) become float deltas; floats keep their dtype.
+    dtype = value.dtype if np.issubdtype(value.dtype, np.floating) else np.float64
+    return np.subtract(value, sent, dtype=dtype)

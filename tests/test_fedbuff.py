@@ -1,0 +1,118 @@
+"""FedBuff (Nguyen et al., AISTATS 2022) as a policy of the round engine: its staleness-
+weighted step by hand, on the scripted federation, and end to end."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pwfl.aggregation import buffered_step
+from pwfl.config import load_config
+from pwfl.errors import ConfigError
+from pwfl.runner import run_experiment
+from pwfl.strategies.fedbuff import staleness_weight
+
+from .conftest import CONFIGS
+from .scripted import run_scripted
+
+
+def test_staleness_weight_is_polynomial():
+    assert staleness_weight(0, 0.5) == 1.0
+    assert staleness_weight(3, 0.5) == pytest.approx(0.5)
+    assert staleness_weight(8, 1.0) == pytest.approx(1 / 9)
+    assert staleness_weight(5, 0.0) == 1.0  # exponent 0: staleness ignored
+
+
+def test_buffered_step_by_hand():
+    base = {"w": np.array([1.0, 2.0], dtype=np.float32), "n": np.array(4, dtype=np.int64)}
+    deltas = [
+        ({"w": np.array([1.0, 1.0], dtype=np.float32), "n": np.array(2.0)}, 0.5),
+        ({"w": np.array([3.0, -1.0], dtype=np.float32), "n": np.array(4.0)}, 0.25),
+    ]
+    out = buffered_step(deltas, base, server_lr=2.0)
+    # w + 2 * (0.5 * [1, 1] + 0.25 * [3, -1]) = [1, 2] + 2 * [1.25, 0.25] = [3.5, 2.5]
+    np.testing.assert_allclose(out["w"], [3.5, 2.5])
+    assert out["w"].dtype == np.float32
+    # counters: 4 + 2 * (0.5 * 2 + 0.25 * 4) = 8, back to int64
+    assert out["n"].dtype == np.int64 and int(out["n"]) == 8
+
+
+def test_fedbuff_on_the_scripted_federation_takes_the_hand_computed_steps():
+    """Two clients, both always busy (concurrency 2), two updates per step.
+
+    Client 0 takes 1 s, client 1 takes 2.5 s; every client adds 1 to what it gets.
+    t=1 and t=2: client 0's two fresh updates fill the buffer: step 1 gives w = 1.
+    t=2.5: client 1's update was sent at version 0, one step ago: weight 2^-0.5 / 2.
+    t=3: client 0's fresh update (sent at t=2, version 1) fills the buffer: step 2
+    gives w = 1 + 2^-0.5 / 2 + 1 / 2.
+    """
+    cfg = load_config(
+        None,
+        [
+            "strategy.name=fedbuff",
+            "data.num_clients=2",
+            "strategy.min_train_nodes=1",
+            "strategy.concurrency=2",
+            "strategy.buffer_size=2",
+            "strategy.num_rounds=2",
+            "strategy.executor=serial",
+            "checkpoint.every=0",
+            "clients.up_mbps=inf",
+            "clients.down_mbps=inf",
+            "clients.latency_ms=0",
+        ],
+    )
+    rows, result = run_scripted(cfg, lambda client, _: 1.0 if client == 0 else 2.5, size=3)
+    np.testing.assert_allclose(result.weight_sets["0"]["w"], [1 + 2**-0.5 / 2 + 0.5] * 3, rtol=1e-6)
+    rounds, clients, server = rows.frames()
+    assert rounds["round"].tolist() == [1, 2]
+    assert rounds["status"].tolist() == ["ok", "ok"]
+    assert rounds["num_clients"].tolist() == [2, 2]
+    # The steps were taken when the second update of each buffer arrived.
+    assert server["busy_start_s"].tolist() == pytest.approx([2.0, 3.0])
+    train = clients[clients["phase"] == "train"].sort_values("sim_start_s")
+    assert train["client"].tolist() == [0, 1, 0, 0]
+    assert train["sim_start_s"].tolist() == pytest.approx([0.0, 0.0, 1.0, 2.0])
+
+
+def test_fedbuff_learns_end_to_end_and_no_client_trains_twice_at_once(tmp_path):
+    cfg = load_config(
+        CONFIGS / "tiny.toml",
+        [
+            "strategy.name=fedbuff",
+            "strategy.concurrency=3",
+            "strategy.buffer_size=2",
+            "strategy.num_rounds=4",
+            "clients.profile=tiers",
+            "clients.tiers=0.75:1.0,0.25:0.2",
+        ],
+    )
+    run_experiment(cfg, tmp_path, quiet=True)
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert rounds["round"].tolist() == [1, 2, 3, 4]
+    assert rounds["accuracy"].iloc[-1] > rounds["accuracy"].iloc[0] + 0.1
+    assert rounds["sim_time_s"].is_monotonic_increasing
+    train = pd.read_csv(tmp_path / "clients.csv").query("phase == 'train'")
+    for _, mine in train.sort_values("sim_start_s").groupby("client"):
+        assert (
+            mine["sim_start_s"].to_numpy()[1:] >= mine["sim_end_s"].to_numpy()[:-1] - 1e-9
+        ).all()
+    in_flight = [
+        ((train["sim_start_s"] <= t) & (train["sim_end_s"] > t)).sum()
+        for t in np.linspace(0, rounds["sim_time_s"].max(), 50)
+    ]
+    assert max(in_flight) <= 3  # concurrency
+
+
+@pytest.mark.parametrize(
+    ("override", "named"),
+    [
+        ("strategy.concurrency=5", "strategy.concurrency"),
+        ("strategy.aggregator=median", "strategy.aggregator"),
+        ("strategy.server_opt=fedadam", "strategy.server_opt"),
+    ],
+)
+def test_fedbuff_settings_that_cannot_be_meant_are_refused(override, named):
+    with pytest.raises(ConfigError, match=named):
+        load_config(CONFIGS / "tiny.toml", ["strategy.name=fedbuff", override])
