@@ -93,25 +93,40 @@ def weighted_mean(updates: list[Update]) -> Arrays:
     return out
 
 
-def buffered_step(updates: list[Update], base: Arrays, server_lr: float = 1.0) -> Arrays:
+def buffered_step(
+    updates: list[Update],
+    base: Arrays,
+    server_lr: float = 1.0,
+    statistics: frozenset[str] = frozenset(),
+) -> Arrays:
     """FedBuff's server step: ``base + server_lr * sum_i w_i * delta_i``.
 
     Nguyen et al., "Federated Learning with Buffered Asynchronous Aggregation",
     AISTATS 2022, Algorithm 1 (the server update with SGD). ``updates`` are
     ``(delta_i, w_i)`` pairs: each client's change to the weights it received,
     with its weight already holding the staleness factor and the ``1/K`` of the
-    buffer's mean. Deltas are summed in the order given; integer arrays
-    (batch-norm counters) come back rounded to their dtype.
+    buffer's mean. Deltas are summed in the order given.
+
+    ``statistics`` names arrays that are running statistics, not parameters
+    (batch norm's means, variances and counters). A stale client's delta is
+    taken against weights the server has since moved, which for a variance can
+    step below zero; for these the update carries the client's value itself,
+    and the result is the ``w_i``-weighted mean of the values. Integer arrays
+    come back rounded to their dtype.
     """
     if not updates:
         raise ValueError("cannot take a step without buffered updates")
+    total_weight = sum(weight for _, weight in updates)
     out: Arrays = {}
     for name, value in base.items():
         dtype = value.dtype if np.issubdtype(value.dtype, np.floating) else np.float64
         step = np.zeros(np.shape(value), dtype=dtype)
         for delta, weight in updates:
             step += weight * delta[name]
-        out[name] = _restore_dtype(value + server_lr * step, value.dtype)
+        if name in statistics:
+            out[name] = _restore_dtype(step / total_weight, value.dtype)
+        else:
+            out[name] = _restore_dtype(value + server_lr * step, value.dtype)
     return out
 
 

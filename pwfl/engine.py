@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import Message, MessageType
+from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
@@ -46,6 +46,7 @@ from pwfl.stragglers import StragglerTracker
 from pwfl.strategies.base import Finished, Plan, Policy, RoundEnd
 from pwfl.strategies.server_optimizer import ServerOptimizer
 from pwfl.transport import (
+    CLIENT,
     METRICS,
     WEIGHT_KEY,
     ClientDirectory,
@@ -123,6 +124,36 @@ class RunResult:
     """Why the run stopped early (empty when it ran all its rounds)."""
 
 
+def discover_clients(grid: Grid, expected: int, timeout: float) -> ClientDirectory:
+    """Ask every connected node for its partition id and example count (a ``query`` round).
+
+    Done once before the first round, so sampling can be seeded over partition
+    ids and the ``balanced`` policy knows the clients' sizes.
+    """
+    deadline = time.time() + timeout
+    while len(node_ids := list(grid.get_node_ids())) < expected:
+        if time.time() > deadline:
+            raise RuntimeError(
+                f"only {len(node_ids)} of {expected} clients connected within {timeout:.0f} s"
+            )
+        time.sleep(0.5)
+    messages = [
+        Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=node)
+        for node in node_ids
+    ]
+    directory = ClientDirectory()
+    for reply in grid.send_and_receive(messages, timeout=timeout):
+        if reply.has_error():
+            continue
+        info = reply.content[CLIENT]
+        directory.add(
+            int(info["partition-id"]), reply.metadata.src_node_id, int(info["num-examples"])
+        )
+    if not directory.node_of:
+        raise RuntimeError("no client answered the discovery query; see the client logs")
+    return directory
+
+
 class Engine:
     """Runs one experiment's rounds for a policy on a Flower grid.
 
@@ -142,6 +173,9 @@ class Engine:
         Each client's simulated device and link.
     callbacks
         Receive each round's records (CSV writer, checkpoints, progress bar).
+    statistics
+        Names of the model's running statistics (batch norm's means, variances and
+        counters), which some strategies treat apart from its parameters.
     """
 
     def __init__(
@@ -155,8 +189,11 @@ class Engine:
         executor: Executor,
         profiles: dict[int, ClientProfile],
         callbacks: Sequence[Callback] = (),
+        statistics: frozenset[str] = frozenset(),
     ):
         self.cfg = cfg
+        self.statistics = statistics
+        """Names of the weights that are running statistics, not parameters."""
         self.label = label
         self.policy = policy
         self.grid = grid

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from pwfl.callbacks import RoundRecord
+from pwfl.errors import PwflError
 from pwfl.schema import CLIENTS, ROUNDS, SERVER, Table
 
 
@@ -66,10 +67,22 @@ class RunRecorder:
         self.server: list[dict[str, Any]] = []
 
     def restore(self, records: dict[str, list[dict[str, Any]]]) -> None:
-        """Start from the rows a checkpoint saved (a resumed run)."""
-        self.rounds = list(records.get("rounds", []))
-        self.clients = list(records.get("clients", []))
-        self.server = list(records.get("server", []))
+        """Start from the rows a checkpoint saved (a resumed run), checked against the schema.
+
+        Raises
+        ------
+        PwflError
+            When a saved row does not hold its table's columns.
+        """
+        try:
+            self.rounds = [ROUNDS.row(**row) for row in records.get("rounds", [])]
+            self.clients = [CLIENTS.row(**row) for row in records.get("clients", [])]
+            self.server = [SERVER.row(**row) for row in records.get("server", [])]
+        except KeyError as err:
+            raise PwflError(
+                f"the checkpoint's records do not match this pwfl's tables ({err.args[0]}); "
+                "start the run again with pwfl run --overwrite"
+            ) from None
 
     def on_run_start(self, total_rounds: int, done: int) -> None:
         """Nothing to write before the first round."""

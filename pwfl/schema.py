@@ -214,3 +214,12 @@ TABLES = {table.file: table for table in (ROUNDS, CLIENTS, SERVER)}
 def is_empty(value: Any) -> bool:
     """Whether a cell holds nothing (None or NaN)."""
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def markdown() -> str:
+    """Every table's columns as Markdown, as the README shows them."""
+    return "\n\n".join(f"`{table.file}`\n\n{table.markdown()}" for table in TABLES.values())
+
+
+if __name__ == "__main__":
+    print(markdown())

@@ -225,6 +225,13 @@ def warm_up(settings: TrainSettings, data: ClientData) -> None:
     train(state, one_batch, replace(settings, local_epochs=1))
 
 
+def statistics_of(settings: TrainSettings) -> frozenset[str]:
+    """State-dict names of the model's buffers: running statistics, not parameters."""
+    with _TORCH_RNG, torch.random.fork_rng(devices=[]):
+        model = build_model(settings.model, settings.in_channels, settings.image_size)
+    return frozenset(name for name, _ in model.named_buffers())
+
+
 @_holding_rng
 def initial_state(settings: TrainSettings, seed: int) -> StateDict:
     """The seeded initial weights every strategy of an experiment starts from."""

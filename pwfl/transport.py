@@ -1,24 +1,20 @@
-"""What travels between server and clients: Flower records, messages, discovery and retries.
+"""What travels between server and clients: Flower records and messages, built and read.
 
 The round engine and the Flower apps use this module; the strategies (policies)
 never do. Flower identifies clients by random node ids; pwfl identifies them by
-their partition id, which is stable across runs. A one-off ``query`` round asks
-every node for its partition id and example count, so sampling can be seeded
-over partition ids and the ``balanced`` policy knows the clients' sizes. Every
-message names its client (``client-id``) and weight set in its config, so a
-reply or an error can always be traced back to them.
+their partition id, which is stable across runs (:class:`ClientDirectory` maps
+one to the other). Every message names its client (``client-id``) and weight
+set in its config, so a reply or an error can always be traced back to them.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
 from pwfl.aggregation import Arrays, Update
 from pwfl.codec import decode_update, encode_update
@@ -58,32 +54,6 @@ class ClientDirectory:
         """Register one client."""
         self.node_of[partition_id] = node_id
         self.sizes[partition_id] = size
-
-
-def discover_clients(grid: Grid, expected: int, timeout: float) -> ClientDirectory:
-    """Ask every connected node for its partition id and example count."""
-    deadline = time.time() + timeout
-    while len(node_ids := list(grid.get_node_ids())) < expected:
-        if time.time() > deadline:
-            raise RuntimeError(
-                f"only {len(node_ids)} of {expected} clients connected within {timeout:.0f} s"
-            )
-        time.sleep(0.5)
-    messages = [
-        Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=node)
-        for node in node_ids
-    ]
-    directory = ClientDirectory()
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        if reply.has_error():
-            continue
-        info = reply.content[CLIENT]
-        directory.add(
-            int(info["partition-id"]), reply.metadata.src_node_id, int(info["num-examples"])
-        )
-    if not directory.node_of:
-        raise RuntimeError("no client answered the discovery query; see the client logs")
-    return directory
 
 
 def train_update(reply: Message, reference: Arrays | None = None, mode: str = "none") -> Update:

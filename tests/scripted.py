@@ -19,10 +19,10 @@ from pwfl.aggregation import make_executor
 from pwfl.callbacks import RoundRecord
 from pwfl.clock import make_profiles
 from pwfl.config import Config
-from pwfl.engine import Engine, RunResult
+from pwfl.engine import Engine, RunResult, discover_clients
 from pwfl.inline import InlineGrid
 from pwfl.strategies import build_policy
-from pwfl.transport import ARRAYS, CLIENT, CONFIG, METRICS, WEIGHT_KEY, discover_clients, to_record
+from pwfl.transport import ARRAYS, CLIENT, CONFIG, METRICS, WEIGHT_KEY, to_record
 
 EXAMPLES = 10
 

@@ -74,15 +74,16 @@ def test_pwfl_with_one_weight_set_reproduces_fedavg(runs):
     pwfl = runs("pwfl-k1", "strategy.name=pwfl", *common)
     a = pd.read_csv(fedavg / "rounds.csv")
     b = pd.read_csv(pwfl / "rounds.csv")
-    np.testing.assert_allclose(b["accuracy"], a["accuracy"], atol=1e-6)
-    np.testing.assert_allclose(b["client_accuracy"], a["client_accuracy"], atol=1e-6)
+    # pwfl's weighted mean takes Flower's operations in Flower's order: the same bits.
+    for column in ("accuracy", "loss", "client_accuracy", "train_loss"):
+        assert b[column].tolist() == a[column].tolist(), column
     wa, wb = (
         load_weights(fedavg / "final_weights.npz")["0"],
         load_weights(pwfl / "final_weights.npz")["0"],
     )
     assert wa.keys() == wb.keys()
     for name in wa:
-        np.testing.assert_allclose(wb[name], wa[name], atol=1e-5, err_msg=name)
+        np.testing.assert_array_equal(wb[name], wa[name], err_msg=name)
     # The model did learn: this is not two copies of an untouched initialisation.
     assert a["accuracy"].iloc[-1] > 0.5
 

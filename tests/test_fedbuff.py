@@ -38,6 +38,20 @@ def test_buffered_step_by_hand():
     assert out["n"].dtype == np.int64 and int(out["n"]) == 8
 
 
+def test_running_statistics_become_the_weighted_mean_of_the_clients_values():
+    """A variance is not stepped by deltas (a stale one could take it below zero): the
+    update carries the client's own value and the step is their weighted mean."""
+    base = {"var": np.array([0.1], dtype=np.float32), "w": np.array([0.0], dtype=np.float32)}
+    updates = [
+        ({"var": np.array([0.2], dtype=np.float32), "w": np.array([1.0], dtype=np.float32)}, 0.5),
+        ({"var": np.array([0.5], dtype=np.float32), "w": np.array([2.0], dtype=np.float32)}, 0.25),
+    ]
+    out = buffered_step(updates, base, server_lr=1.0, statistics=frozenset({"var"}))
+    # (0.5 * 0.2 + 0.25 * 0.5) / 0.75 = 0.3; the parameter steps: 0 + 0.5 + 0.5 = 1
+    np.testing.assert_allclose(out["var"], [0.3], rtol=1e-6)
+    np.testing.assert_allclose(out["w"], [1.0])
+
+
 def test_fedbuff_on_the_scripted_federation_takes_the_hand_computed_steps():
     """Two clients, both always busy (concurrency 2), two updates per step.
 

@@ -72,3 +72,10 @@ def test_readme_shows_the_command_of_every_comparison_the_script_reproduces():
     text = " ".join(README.replace("\\\n", " ").replace(".venv/bin/", "").split())
     for name, comparison in reproduce_module().COMPARISONS.items():
         assert comparison.command() in text, name
+
+
+def test_readme_columns_are_the_schemas():
+    from pwfl.schema import markdown
+
+    shown = README.split("<!-- schema:start -->\n", 1)[1].split("\n<!-- schema:end -->", 1)[0]
+    assert shown == markdown()

@@ -34,11 +34,10 @@ from pwfl.checkpoint import (
 from pwfl.clock import make_profiles
 from pwfl.config import Config
 from pwfl.data import server_test_data
-from pwfl.engine import Engine
+from pwfl.engine import Engine, discover_clients
 from pwfl.errors import PwflError
 from pwfl.records import RunRecorder, atomic_savez, atomic_write_text
 from pwfl.strategies import build_policy
-from pwfl.transport import discover_clients
 
 DISCOVERY_TIMEOUT_S = 600.0  # deployment nodes may take a while to connect
 # What a fresh run removes from its folder, so that no stale checkpoint, client
@@ -93,7 +92,17 @@ def run_server(
     directory = discover_clients(grid, cfg.data.num_clients, DISCOVERY_TIMEOUT_S)
     executor = make_executor(cfg.strategy.executor, workers=policy.num_weight_sets)
     profiles = make_profiles(cfg.clients, directory.clients, cfg.seed)
-    engine = Engine(cfg, label, policy, grid, directory, evaluate_weights, executor, profiles)
+    engine = Engine(
+        cfg,
+        label,
+        policy,
+        grid,
+        directory,
+        evaluate_weights,
+        executor,
+        profiles,
+        statistics=training.statistics_of(settings),
+    )
     recorder = RunRecorder(out)
     watchers: list[Callback] = [recorder]
     if cfg.checkpoint.every > 0 and policy.checkpointable:

@@ -118,6 +118,11 @@ class Server(Protocol):
         """How many updates the weight set has received so far."""
         ...
 
+    @property
+    def statistics(self) -> frozenset[str]:
+        """Names of the weights that are running statistics, not parameters (batch norm's)."""
+        ...
+
 
 class Policy(Protocol):
     """A strategy: the questions the engine asks it."""

@@ -1,17 +1,20 @@
 """FedBuff: clients train asynchronously; the server steps every ``buffer_size`` updates.
 
 Nguyen et al., "Federated Learning with Buffered Asynchronous Aggregation",
-AISTATS 2022, Algorithm 1. ``concurrency`` clients (by default as many as the other strategies sample
-per round) train at any moment, each
-on the global model of when it was sent. When a client's update arrives the
+AISTATS 2022, Algorithm 1. ``concurrency`` clients (by default as many as the
+other strategies sample per round) train at any moment, each on the global
+model of when it was sent. When a client's update arrives the
 server puts its delta ``Δ_i = y_i - w_sent`` into a buffer, weighted by its
 staleness ``s(τ_i) = (1 + τ_i)^-a`` (``τ_i``: server steps since the client was
 sent; ``a`` is ``staleness_exponent``, 0.5 in the paper's experiments), and at
 once sends the global model to a free client drawn from the seed. Every
 ``buffer_size`` updates it takes the step ``w <- w + η (1/K) Σ_i s(τ_i) Δ_i``
 (``η``: ``strategy.server_lr``, 1 when 0; ``K``: ``buffer_size``), the paper's
-server update with plain SGD as the server optimiser. ``strategy.num_rounds``
-counts these steps; each is a round of the records.
+server update with plain SGD as the server optimiser. Running statistics
+(batch norm's) are not parameters: a stale client's delta is taken against
+weights the server has since moved, which can drive a variance below zero, so
+they become the staleness-weighted mean of the clients' values instead.
+``strategy.num_rounds`` counts the steps; each is a round of the records.
 
 Everything happens on the simulated clock: a client becomes free when its
 update arrives, and the engine never gives a client a second job that
@@ -97,14 +100,23 @@ class FedBuff:
         if job.status != OK or not job.updates:
             return None
         arrays, _ = job.updates[0]
-        delta = {name: _minus(value, job.sent[name]) for name, value in arrays.items()}
+        statistics = server.statistics
+        delta = {
+            name: value if name in statistics else _minus(value, job.sent[name])
+            for name, value in arrays.items()
+        }
         weight = staleness_weight(server.version(0) - job.version, self.exponent)
         self._buffer.append((delta, weight / self.buffer_size))
         if len(self._buffer) < self.buffer_size:
             return None
         buffered, self._buffer = self._buffer, []
         self._stepped = True
-        step = functools.partial(buffered_step, base=server.weights(0), server_lr=self.server_lr)
+        step = functools.partial(
+            buffered_step,
+            base=server.weights(0),
+            server_lr=self.server_lr,
+            statistics=server.statistics,
+        )
         return Aggregation(0, step, buffered, start_s=job.end_s)
 
     def finished(self, job: Finished, server: Server) -> RoundEnd | None:
