@@ -60,7 +60,7 @@ def summarize_run(rounds: pd.DataFrame, target: float) -> dict[str, Any]:
         "total_sim_time_s": float(sets["sim_time_s"].max()),
         "mean_round_sim_s": float(per_round["round_sim_s"].mean()),
         "idle_fraction": float(per_round["idle_s"].sum() / per_round["round_sim_s"].sum())
-        if per_round["idle_s"].notna().any()
+        if per_round["idle_s"].notna().any() and per_round["round_sim_s"].sum() > 0
         else float("nan"),
         "target_accuracy": target,
     }
