@@ -19,6 +19,7 @@ import time
 from datetime import date
 
 import aggregation
+import clock
 import communication
 import concurrency
 import overhead
@@ -27,6 +28,7 @@ import scale
 from common import OUT, write
 
 CASES = {
+    "clock": clock.run,
     "overhead": overhead.run,
     "concurrency": concurrency.run,
     "aggregation": aggregation.run,

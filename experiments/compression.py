@@ -42,8 +42,8 @@ def main() -> None:
                 "compression": mode,
                 "bytes_up_per_round": per_round["bytes_up"].mean(),
                 "bytes_down_per_round": per_round["bytes_down"].mean(),
-                "final_accuracy": summary["final_accuracy"],
-                "mean_round_sim_s": summary["mean_round_sim_s"],
+                "final_accuracy": summary["all"]["final_accuracy"],
+                "mean_round_sim_s": summary["all"]["mean_round_sim_s"],
             }
         )
     table = pd.DataFrame(rows)

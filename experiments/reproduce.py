@@ -45,6 +45,8 @@ class Comparison:
     seeds: tuple[int, ...]
     out: str
     vary: str | None = None
+    each_set: bool = False
+    """Print a table row per weight set too (async: each set keeps its own rounds)."""
 
     def command(self) -> str:
         """The equivalent command line, as the README writes it."""
@@ -63,7 +65,7 @@ class Comparison:
             cfg = load_config(ROOT / self.config, overrides)
             vary = parse_vary(self.vary)
             compare.run_comparison(cfg, self.strategies, self.seeds, out, quiet=True, vary=vary)
-        print(analysis.summary_markdown(pd.read_csv(out / "summary.csv")))
+        print(analysis.summary_markdown(pd.read_csv(out / "summary.csv"), self.each_set))
         return out
 
 
@@ -71,7 +73,7 @@ COMPARISONS = {
     "quick": Comparison("experiments/configs/quick.toml", BASELINES, (0,), "results/compare/quick"),
     "heterogeneous": Comparison(
         "experiments/configs/heterogeneous.toml",
-        BASELINES,
+        (*BASELINES, "fedbuff"),
         (0,),
         "results/compare/heterogeneous",
         vary="stragglers.load_balancing=off,proportional",
@@ -82,6 +84,17 @@ COMPARISONS = {
         (0,),
         "results/compare/async",
         vary="strategy.mode=sync,async",
+        each_set=True,
+    ),
+    "faults": Comparison(
+        "experiments/configs/faults.toml", BASELINES, (0,), "results/compare/faults"
+    ),
+    "server-link": Comparison(
+        "experiments/configs/server_link.toml",
+        ("pwfl-sequential", "pwfl"),
+        (0,),
+        "results/compare/server_link",
+        vary="server.up_mbps=10000,1000,200,50,20",
     ),
     # Three seeds, so the curves carry bands of ±1 std.
     "paper-iid": Comparison(

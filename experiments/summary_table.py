@@ -3,15 +3,22 @@
 Usage::
 
     .venv/bin/python experiments/summary_table.py results/compare/quick/summary.csv
+    .venv/bin/python experiments/summary_table.py --each-set results/compare/async/summary.csv
+
+``--each-set`` adds a row per weight set before each strategy's row over all its sets.
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 
 import pandas as pd
 
 from pwfl.analysis import summary_markdown
 
 if __name__ == "__main__":
-    print(summary_markdown(pd.read_csv(sys.argv[1])))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("summary", help="a summary.csv written by pwfl compare")
+    parser.add_argument("--each-set", action="store_true", help="a row per weight set too")
+    args = parser.parse_args()
+    print(summary_markdown(pd.read_csv(args.summary), each_set=args.each_set))

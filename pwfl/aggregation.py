@@ -119,6 +119,9 @@ def buffered_step(
     total_weight = sum(weight for _, weight in updates)
     out: Arrays = {}
     for name, value in base.items():
+        if name not in updates[0][0]:  # an array the clients keep (a personal layer)
+            out[name] = value
+            continue
         dtype = value.dtype if np.issubdtype(value.dtype, np.floating) else np.float64
         step = np.zeros(np.shape(value), dtype=dtype)
         for delta, weight in updates:

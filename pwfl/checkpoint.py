@@ -7,8 +7,9 @@ resolved config. Random choices need no saved generator state: each is drawn
 from ``(seed, purpose, round, client)``, so knowing the round is enough.
 
 Clients that keep state between rounds (``train.client_state``) write it after
-each of their rounds under ``client_state/<client>/round-<r>.npz``; on resume a
-client starts from its newest file not later than the server checkpoint.
+each of their rounds under ``client_state/<client>/set-<k>/round-<r>.npz``, one
+folder per weight set; on resume a client starts from its newest file not later
+than the server checkpoint.
 
 Every file is written to a temporary name and renamed, so a run killed while
 writing leaves the previous checkpoint intact. Arrays and a JSON header go in
@@ -72,7 +73,11 @@ class Checkpointable(Protocol):
     checkpoint_round: int
 
     def checkpoint_state(self) -> tuple[dict[str, Any], Arrays]:
-        """The strategy's state: JSON-able values and named arrays."""
+        """The run's state: JSON-able values and named arrays."""
+        ...
+
+    def quiet(self) -> bool:
+        """Whether nothing is in flight (a checkpoint can be taken)."""
         ...
 
 
@@ -180,8 +185,13 @@ class Checkpointer:
         return every > 0 and (server_round % every == 0 or server_round == last)
 
     def on_round_end(self, record: RoundRecord) -> None:
-        """Save the run if this round is due."""
-        if not self.due(record.server_round):
+        """Save the run if this round is due and nothing is in flight.
+
+        With a deadline, a round can end while a client of it is still given up
+        on: the round is then skipped, and a resume starts from the one before
+        (it reproduces the same run: nothing depends on when it was saved).
+        """
+        if not self.due(record.server_round) or not self.engine.quiet():
             return
         state, arrays = self.engine.checkpoint_state()
         save_checkpoint(
@@ -209,26 +219,35 @@ class Checkpointer:
 # --- client-side state -----------------------------------------------------------
 
 
-def save_client_state(directory: str | Path, client: int, server_round: int, local: Arrays) -> None:
-    """Save what client ``client`` keeps after ``server_round``, atomically."""
-    atomic_savez(Path(directory) / str(client) / f"round-{server_round}.npz", dict(local))
+def _state_folder(directory: str | Path, client: int, weight_set: int) -> Path:
+    return Path(directory) / str(client) / f"set-{weight_set}"
 
 
-def client_state_rounds(directory: str | Path, client: int) -> list[int]:
-    """Rounds for which client ``client`` has saved state, ascending."""
-    folder = Path(directory) / str(client)
+def save_client_state(
+    directory: str | Path, client: int, server_round: int, local: Arrays, weight_set: int = 0
+) -> None:
+    """Save what client ``client`` keeps for ``weight_set`` after ``server_round``, atomically."""
+    path = _state_folder(directory, client, weight_set) / f"round-{server_round}.npz"
+    atomic_savez(path, dict(local))
+
+
+def client_state_rounds(directory: str | Path, client: int, weight_set: int = 0) -> list[int]:
+    """Rounds for which client ``client`` has saved state for ``weight_set``, ascending."""
+    folder = _state_folder(directory, client, weight_set)
     if not folder.is_dir():
         return []
     found = (_ROUND_FILE.search(p.name) for p in folder.iterdir())
     return sorted(int(m.group(1)) for m in found if m)
 
 
-def load_client_state(directory: str | Path, client: int) -> tuple[int, Arrays] | None:
-    """The newest saved state of client ``client`` as ``(round, arrays)``, or None."""
-    rounds = client_state_rounds(directory, client)
+def load_client_state(
+    directory: str | Path, client: int, weight_set: int = 0
+) -> tuple[int, Arrays] | None:
+    """The newest saved state of client ``client`` for ``weight_set`` as ``(round, arrays)``."""
+    rounds = client_state_rounds(directory, client, weight_set)
     if not rounds:
         return None
-    path = Path(directory) / str(client) / f"round-{rounds[-1]}.npz"
+    path = _state_folder(directory, client, weight_set) / f"round-{rounds[-1]}.npz"
     try:
         with np.load(path, allow_pickle=False) as data:
             return rounds[-1], {key: data[key] for key in data.files}
@@ -239,22 +258,25 @@ def load_client_state(directory: str | Path, client: int) -> tuple[int, Arrays] 
         ) from None
 
 
-def prune_client_state(directory: str | Path, client: int, checkpoint_round: int) -> None:
+def prune_client_state(
+    directory: str | Path, client: int, checkpoint_round: int, weight_set: int = 0
+) -> None:
     """Delete files the server checkpoint can no longer need.
 
     A resume from ``checkpoint_round`` needs the newest file not later than it,
     and every later one; older files go. A negative ``checkpoint_round`` means
     the run writes no checkpoints: only the newest file is kept.
     """
-    rounds = client_state_rounds(directory, client)
+    rounds = client_state_rounds(directory, client, weight_set)
     if checkpoint_round < 0:
         checkpoint_round = rounds[-1] if rounds else 0
     needed = [r for r in rounds if r <= checkpoint_round]
     if not needed:
         return
+    folder = _state_folder(directory, client, weight_set)
     for r in rounds:
         if r < needed[-1]:
-            (Path(directory) / str(client) / f"round-{r}.npz").unlink(missing_ok=True)
+            (folder / f"round-{r}.npz").unlink(missing_ok=True)
 
 
 def drop_client_state_after(directory: str | Path, server_round: int) -> None:
@@ -262,8 +284,7 @@ def drop_client_state_after(directory: str | Path, server_round: int) -> None:
     root = Path(directory)
     if not root.is_dir():
         return
-    for folder in root.iterdir():
-        if folder.is_dir() and folder.name.isdigit():
-            for r in client_state_rounds(root, int(folder.name)):
-                if r > server_round:
-                    (folder / f"round-{r}.npz").unlink(missing_ok=True)
+    for path in root.glob("*/set-*/round-*.npz"):
+        found = _ROUND_FILE.search(path.name)
+        if found and int(found.group(1)) > server_round:
+            path.unlink(missing_ok=True)

@@ -1,57 +1,51 @@
-"""The simulated clock: how long a round would take if every client were its own device.
+"""The simulated clock: how long federated learning would take with every client on its own device.
 
 This machine runs all clients on a few shared cores, so its wall clock cannot
-show what PWFL does on real, separate devices. The simulated clock models it:
+show what PWFL does on real, separate devices. The simulated clock models it,
+from the config and the seed alone (``clock.compute = "modelled"``):
 
-* a client's round trip is the download of the weights it receives, plus the CPU
-  time of its own training thread (``train_time_s``) divided by its device's
-  speed factor, plus the upload of the update it sends (the bytes actually
-  sent), plus its link's latency (:class:`ClientProfile`, :func:`round_trip`);
-* a group's time is the time of its slowest client (the server waits for all);
-* aggregating a group takes the host time the server measured for it, and
-  starts when the group's last reply is in.
+* **compute**: a client's training takes the examples it processed (those of
+  the batches it ran) times the model's training FLOPs per example, over its
+  device's throughput: ``clock.reference_gflops`` x its speed factor
+  (:func:`compute_seconds`). The FLOPs are counted once per model by PyTorch's
+  ``FlopCounterMode`` (:func:`pwfl.training.flops_per_example`);
+* **transfers**: the weights a client receives and the update it sends take
+  their bytes over the client's own link, and every transfer running at the
+  same moment shares the server's link in that direction: max-min fair shares,
+  each capped by its client's bandwidth (:class:`Link`). All K groups'
+  downloads of a PWFL round go out over the same server uplink;
+* **latency**: one round trip's latency is added when the reply arrives;
+* **aggregation**: the server reads every update's payload, decodes it when it
+  is compressed, and writes the result (:func:`aggregation_bytes`), at
+  ``server.memory_gbps`` on one of ``server.cores`` cores; aggregations that
+  find every core busy wait for one (:class:`Cores`).
 
-The round engine (:mod:`pwfl.engine`) places every group on this clock when it
-is sent and when it is done; the strategies decide when groups are sent. So a
-``pwfl`` round lasts until its last group is aggregated, ``max_k(g_k + a_k)``,
-since the K groups train at the same time; a ``pwfl-sequential`` round lasts
-``sum_k(g_k + a_k)``, group k+1 being sent when group k is aggregated; a
-``fedavg`` round is one group: its slowest client plus the aggregation.
+:class:`Simulation` runs these as discrete events. ``"measured"`` keeps the
+earlier model for validation: a client's compute time is the CPU time of its
+training thread on this host over its speed factor, and an aggregation takes
+the host time it took here; those runs depend on the host.
 
-The server is *busy* while it aggregates and *idle* otherwise; the idle time of
-a round is its length minus the union of its aggregation intervals
-(:func:`busy_time`).
-
-Device profiles are drawn once per experiment from its seed (``uniform``,
-``lognormal``, ``tiers``) or read from a user's CSV trace.
+What the model leaves out: the FLOPs ``FlopCounterMode`` does not count
+(normalisation, activations, pooling, dropout, the loss and the optimiser step:
+an estimated 2% more than the counted FLOPs on the CNN, 3% on the MLP, printed by
+``make bench``), a client's memory traffic,
+queueing inside the network, the server's compute beyond memory traffic (robust
+aggregators' sorting and distances, the server optimiser) and the sharing of
+memory bandwidth between the server's cores. Evaluation (the server's test set,
+the clients' own data) is measurement, not part of the protocol, and takes no
+simulated time.
 """
 
 from __future__ import annotations
 
-import csv
+import heapq
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
-import numpy as np
-
-from pwfl.config import ClientsConfig, Range, parse_tiers, ranges
-from pwfl.errors import ConfigError
-from pwfl.seeding import rng_for
-
-TRACE_COLUMNS = ("client", "speed", "up_mbps", "down_mbps", "latency_ms")
-
-
-@dataclass(frozen=True)
-class ClientProfile:
-    """One simulated device and its link."""
-
-    speed: float = 1.0
-    """Compute speed relative to this host's core: 0.2 takes 5x as long."""
-    up_mbps: float = 20.0
-    down_mbps: float = 50.0
-    latency_ms: float = 20.0
+COMPUTE = ("modelled", "measured")
+"""How a client's compute time is priced (``clock.compute``)."""
 
 
 @dataclass(frozen=True)
@@ -69,105 +63,208 @@ class ClientTiming:
         return self.download_s + self.compute_s + self.upload_s + self.latency_s
 
 
-def round_trip(
-    profile: ClientProfile, measured_compute_s: float, bytes_down: int, bytes_up: int
-) -> ClientTiming:
-    """Time one client needs for one message: download, compute, upload, latency."""
-    return ClientTiming(
-        download_s=bytes_down * 8 / (profile.down_mbps * 1e6),
-        compute_s=measured_compute_s / profile.speed,
-        upload_s=bytes_up * 8 / (profile.up_mbps * 1e6),
-        latency_s=profile.latency_ms / 1000,
-    )
+def compute_seconds(examples: int, flops_per_example: float, gflops: float, speed: float) -> float:
+    """Modelled training time: ``examples * flops_per_example / (gflops * 1e9 * speed)``."""
+    return examples * flops_per_example / (gflops * 1e9 * speed)
 
 
-def _uniform(cfg: ClientsConfig, count: int, rng: np.random.Generator) -> np.ndarray:
-    return np.ones(count)
+def transfer_seconds(num_bytes: int, mbps: float) -> float:
+    """Time to move ``num_bytes`` at ``mbps`` megabits per second on an otherwise idle link."""
+    return num_bytes * 8 / (mbps * 1e6)
 
 
-def _lognormal(cfg: ClientsConfig, count: int, rng: np.random.Generator) -> np.ndarray:
-    return np.exp(rng.normal(0.0, cfg.spread, size=count))
+def aggregation_bytes(payloads: Sequence[int], model_bytes: int, compressed: bool) -> int:
+    """Memory traffic of aggregating one update per payload into one model.
+
+    The server reads every payload; a compressed one is first decoded (its full
+    size written, then read again by the mean); the result is written once.
+    """
+    decoded = 2 * model_bytes * len(payloads) if compressed else 0
+    return int(sum(payloads)) + decoded + model_bytes
 
 
-def _tiers(cfg: ClientsConfig, count: int, rng: np.random.Generator) -> np.ndarray:
-    # Exact shares, assigned to a seeded shuffle of the clients.
-    speeds = np.empty(count)
-    order = rng.permutation(count)
-    start = 0
-    tiers = parse_tiers(cfg.tiers)
-    for i, (share, speed) in enumerate(tiers):
-        size = count - start if i == len(tiers) - 1 else int(round(share * count))
-        speeds[order[start : start + size]] = speed
-        start += size
-    return speeds
+def aggregation_seconds(num_bytes: int, memory_gbps: float) -> float:
+    """Time one server core takes to stream ``num_bytes`` at ``memory_gbps`` GB/s."""
+    return num_bytes / (memory_gbps * 1e9)
 
 
-PROFILES: dict[str, Callable[[ClientsConfig, int, np.random.Generator], np.ndarray] | None] = {
-    "uniform": _uniform,
-    "lognormal": _lognormal,
-    "tiers": _tiers,
-    "trace": None,
-}
-"""Device profiles by name (``clients.profile``): how the clients' speed factors are
-drawn (in client order, from the seeded generator given); ``trace`` reads every
-profile from ``clients.trace`` instead."""
+@dataclass
+class _Flow:
+    remaining: float
+    """Bits still to move."""
+    cap: float
+    """The flow's own ceiling in bit/s (its client's bandwidth)."""
+    rate: float = 0.0
 
 
-def make_profiles(
-    cfg: ClientsConfig, clients: Sequence[int], seed: int
-) -> dict[int, ClientProfile]:
-    """Every client's device profile, deterministic for the seed."""
-    if cfg.profile not in PROFILES:
-        raise ConfigError(
-            f"config key 'clients.profile' = {cfg.profile!r} is invalid: "
-            f"choose one of {', '.join(PROFILES)}"
-        )
-    draw = PROFILES[cfg.profile]
-    if draw is None:
-        return read_trace(cfg.trace, clients)
-    link = {"up_mbps": cfg.up_mbps, "down_mbps": cfg.down_mbps, "latency_ms": cfg.latency_ms}
-    ids = sorted(clients)
-    speeds = draw(cfg, len(ids), rng_for(seed, "profiles"))
-    return {c: ClientProfile(speed=float(v), **link) for c, v in zip(ids, speeds, strict=True)}
+class Link:
+    """A link of ``mbps`` shared by the transfers on it (``inf``: no limit of its own).
+
+    Each transfer is also capped by its other end (a client's bandwidth).
+    Shares are max-min fair: transfers whose cap is below an equal share get
+    their cap, the rest split what is left equally. Rates change only when a
+    transfer starts or ends.
+    """
+
+    def __init__(self, mbps: float):
+        self.capacity = mbps * 1e6
+        self.time = 0.0
+        self.flows: dict[Hashable, _Flow] = {}
+
+    def advance(self, time: float) -> None:
+        """Move every transfer on to ``time``."""
+        elapsed = time - self.time
+        if elapsed > 0:
+            for flow in self.flows.values():
+                moved = math.inf if math.isinf(flow.rate) else flow.rate * elapsed
+                flow.remaining = max(0.0, flow.remaining - moved)
+        self.time = max(self.time, time)
+
+    def add(self, key: Hashable, bits: float, cap_bps: float) -> None:
+        """Start a transfer of ``bits`` now (call :meth:`advance` first)."""
+        self.flows[key] = _Flow(bits, cap_bps)
+        self._share()
+
+    def remove(self, key: Hashable) -> None:
+        """End (or cancel) a transfer."""
+        if self.flows.pop(key, None) is not None:
+            self._share()
+
+    def next_done(self) -> tuple[float, Hashable] | None:
+        """When the first running transfer ends, and which (ties: the smallest key)."""
+        best = None
+        for key, flow in self.flows.items():
+            if flow.remaining <= 0 or math.isinf(flow.rate):
+                done = self.time
+            elif flow.rate > 0:
+                done = self.time + flow.remaining / flow.rate
+            else:
+                continue
+            if best is None or (done, key) < best:
+                best = (done, key)
+        return best
+
+    def _share(self) -> None:
+        # Water-filling: the lowest caps are served first, each with at most an
+        # equal share of what the earlier ones left.
+        left, waiting = self.capacity, len(self.flows)
+        for key in sorted(self.flows, key=lambda k: (self.flows[k].cap, k)):
+            flow = self.flows[key]
+            flow.rate = min(flow.cap, left / waiting)
+            left -= flow.rate
+            waiting -= 1
 
 
-def read_trace(path: str | Path, clients: Sequence[int]) -> dict[int, ClientProfile]:
-    """Read a user's device trace (CSV with ``client,speed,up_mbps,down_mbps,latency_ms``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"trace '{path}' does not exist; set clients.trace to a CSV file")
-    # The link columns stand in for the config keys of the same name, with their ranges.
-    declared = ranges()
-    limits = {
-        "speed": Range(low=0.0, low_open=True),
-        **{key: declared[f"clients.{key}"] for key in TRACE_COLUMNS[2:]},
-    }
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [c for c in TRACE_COLUMNS if c not in (reader.fieldnames or [])]
-        if missing:
-            raise ConfigError(
-                f"trace '{path}' lacks column '{missing[0]}'; "
-                f"the header must be {','.join(TRACE_COLUMNS)}"
-            )
-        profiles = {}
-        for line, row in enumerate(reader, start=2):
-            try:
-                client = int(row["client"])
-                values = {k: float(row[k]) for k in TRACE_COLUMNS[1:]}
-            except (TypeError, ValueError):
-                raise ConfigError(f"trace '{path}' line {line}: values must be numbers") from None
-            for key, allowed in limits.items():
-                if not allowed.admits(values[key]):
-                    raise ConfigError(
-                        f"trace '{path}' line {line}: {key} = {values[key]} is invalid: "
-                        f"{allowed.rule(integer=False)}"
-                    )
-            profiles[client] = ClientProfile(**values)
-    absent = [c for c in clients if c not in profiles]
-    if absent:
-        raise ConfigError(f"trace '{path}' has no row for client {absent[0]}; add one per client")
-    return profiles
+class Cores:
+    """The server's cores: each aggregation takes the first free one, in the order asked."""
+
+    def __init__(self, count: int):
+        self.free_at = [0.0] * count
+
+    def run(self, at: float, duration: float) -> tuple[float, float]:
+        """Run a task asked for at ``at``: its start (when a core is free) and end."""
+        core = min(range(len(self.free_at)), key=lambda i: (self.free_at[i], i))
+        start = max(at, self.free_at[core])
+        self.free_at[core] = start + duration
+        return start, start + duration
+
+
+@dataclass(order=True)
+class _Scheduled:
+    time: float
+    seq: int
+    event: Any = field(compare=False)
+
+
+class Simulation:
+    """Discrete events on the simulated clock, with the server's two links and its cores.
+
+    Events are processed in time order; at equal times, scheduled events in the
+    order they were scheduled, then ending transfers in key order. So the
+    order depends only on the events themselves, never on the host.
+    """
+
+    def __init__(self, up_mbps: float, down_mbps: float, cores: int):
+        self.now = 0.0
+        self.links = {"up": Link(up_mbps), "down": Link(down_mbps)}
+        """``up``: server to clients (weights); ``down``: clients to server (updates)."""
+        self.cores = Cores(cores)
+        self._queue: list[_Scheduled] = []
+        self._seq = 0
+        self._dropped: set[int] = set()
+        self._done: dict[tuple[str, Hashable], Any] = {}
+
+    def at(self, time: float, event: Any) -> int:
+        """Schedule ``event`` at ``time`` (not before now); return its token for :meth:`drop`."""
+        if time < self.now - 1e-9:
+            raise ValueError(f"cannot schedule an event at {time} before now ({self.now})")
+        token = self._seq
+        heapq.heappush(self._queue, _Scheduled(max(time, self.now), token, event))
+        self._seq += 1
+        return token
+
+    def drop(self, token: int) -> None:
+        """Forget a scheduled event that no longer matters (its job or try is settled)."""
+        self._dropped.add(token)
+
+    def transfer(
+        self, link: str, key: Hashable, num_bytes: int, cap_mbps: float, done: Any
+    ) -> None:
+        """Start moving ``num_bytes`` on ``link`` now; ``done`` is the event when it ends."""
+        self.links[link].advance(self.now)
+        self.links[link].add(key, num_bytes * 8.0, cap_mbps * 1e6)
+        self._done[link, key] = done
+
+    def cancel(self, link: str, key: Hashable) -> None:
+        """Stop a transfer (its client was given up on)."""
+        if self._done.pop((link, key), None) is not None:
+            self.links[link].advance(self.now)
+            self.links[link].remove(key)
+
+    def peek(self) -> tuple[float, Any] | None:
+        """The next event and its time, without taking it."""
+        nxt = self._next()
+        return None if nxt is None else (nxt[0], nxt[2])
+
+    def pop(self) -> tuple[float, Any]:
+        """Take the next event: the clock moves to its time."""
+        nxt = self._next()
+        if nxt is None:
+            raise IndexError("no event left")
+        time, source, event = nxt
+        for link in self.links.values():
+            link.advance(time)
+        self.now = max(self.now, time)
+        if source is None:
+            heapq.heappop(self._queue)
+        else:
+            link_name, key = source
+            self.links[link_name].remove(key)
+            del self._done[link_name, key]
+        return self.now, event
+
+    def busy(self) -> bool:
+        """Whether anything is scheduled or moving."""
+        return bool(self._done) or any(e.seq not in self._dropped for e in self._queue)
+
+    def _skip_dropped(self) -> None:
+        while self._queue and self._queue[0].seq in self._dropped:
+            self._dropped.discard(heapq.heappop(self._queue).seq)
+
+    def _next(self) -> tuple[float, tuple[str, Hashable] | None, Any] | None:
+        self._skip_dropped()
+        best: tuple[float, int, Any, tuple[str, Hashable] | None, Any] | None = None
+        if self._queue:
+            top = self._queue[0]
+            best = (top.time, 0, top.seq, None, top.event)
+        for name in sorted(self.links):
+            done = self.links[name].next_done()
+            if done is None:
+                continue
+            candidate = (done[0], 1, (name, done[1]), (name, done[1]), self._done[name, done[1]])
+            if best is None or candidate[:3] < best[:3]:
+                best = candidate
+        return None if best is None else (best[0], best[3], best[4])
 
 
 def busy_time(

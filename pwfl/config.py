@@ -317,6 +317,43 @@ class FaultsConfig:
 
 
 @dataclass(frozen=True)
+class ClockConfig:
+    """How the simulated clock prices client compute (pwfl/clock.py)."""
+
+    compute: str = "modelled"
+    """modelled: examples processed x the model's training FLOPs per example /
+    (reference_gflops x the device's speed), from the config and the seed alone;
+    measured: the CPU time of the client's training thread on this host / its speed
+    (depends on the host; kept to validate the model)."""
+    reference_gflops: float = _ranged(10.0, gt=0)
+    """Training throughput of a device of speed 1.0 in counted GFLOP/s. 10 stands for
+    a phone-class CPU core: about a quarter of the fp32 peak of one Cortex-A78-class
+    core (2 x 128-bit FMA units at 2.4 GHz: 38 GFLOP/s), and about a third of what one
+    core of this project's 2-core host sustains on the CNN (27 GFLOP/s; make bench
+    prints both)."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """The server as a device on the simulated clock: its cores, memory and links."""
+
+    cores: int = _ranged(8, ge=1)
+    """Cores that aggregate; aggregations beyond them wait for a free one. 8: a
+    general-purpose cloud VM (8 vCPUs)."""
+    memory_gbps: float = _ranged(10.0, gt=0)
+    """Memory bandwidth one core streams while aggregating (GB/s); an aggregation
+    takes the bytes it reads, decodes and writes over this. 10: one core summing
+    float32 arrays on DDR4/DDR5 memory."""
+    up_mbps: float = _ranged(10_000.0, gt=0, inf="no limit of the server's own")
+    """Server uplink (Mbit/s), shared by the weights it sends at the same time. 10,000:
+    a cloud VM's 10 Gbit/s network; inf: no limit of its own (each transfer moves at
+    its client's bandwidth)."""
+    down_mbps: float = _ranged(10_000.0, gt=0, inf="no limit of the server's own")
+    """Server downlink (Mbit/s), shared by the updates it receives at the same time;
+    inf: no limit of its own."""
+
+
+@dataclass(frozen=True)
 class CheckpointConfig:
     """Server (and client) checkpoints for ``pwfl resume``."""
 
@@ -359,6 +396,8 @@ class Config:
     clients: ClientsConfig = field(default_factory=ClientsConfig)
     stragglers: StragglerConfig = field(default_factory=StragglerConfig)
     faults: FaultsConfig = field(default_factory=FaultsConfig)
+    clock: ClockConfig = field(default_factory=ClockConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
 
@@ -404,6 +443,8 @@ SECTIONS: dict[str, type] = {
     "clients": ClientsConfig,
     "stragglers": StragglerConfig,
     "faults": FaultsConfig,
+    "clock": ClockConfig,
+    "server": ServerConfig,
     "checkpoint": CheckpointConfig,
     "simulation": SimulationConfig,
 }
@@ -572,6 +613,7 @@ def registered_choices() -> dict[str, Collection[str]]:
         clock,
         codec,
         data,
+        devices,
         models,
         partition,
         stragglers,
@@ -591,7 +633,8 @@ def registered_choices() -> dict[str, Collection[str]]:
         "strategy.executor": aggregation.EXECUTORS,
         "strategy.server_opt": server_optimizer.OPTIMIZERS,
         "comm.compression": codec.MODES,
-        "clients.profile": clock.PROFILES,
+        "clients.profile": devices.PROFILES,
+        "clock.compute": clock.COMPUTE,
         "stragglers.load_balancing": stragglers.BALANCING,
     }
 

@@ -1,26 +1,29 @@
 """The round engine: the one loop every strategy runs in.
 
 The engine owns everything a round does: it sends the jobs a policy plans
-(a *job* is one weight set sent to one group of clients), collects their
-replies and retries the failed ones, prices them on the simulated clock,
-applies the quorum rule, aggregates each group on the executor as soon as its
-own replies are in, applies the server optimiser, evaluates the weight sets,
-advances the clocks, builds the records and calls the callbacks. Strategies
-(:mod:`pwfl.strategies`) are policies it asks what to send and when a round
-ends; ``fedavg``, ``pwfl``, ``pwfl-sequential``, async PWFL and FedBuff are
-policies of this one loop.
+(a *job* is one weight set sent to one group of clients), collects the replies
+and retries the failed ones, places every transfer, computation and
+aggregation on the simulated clock (:mod:`pwfl.clock`), applies the quorum
+rule, aggregates, applies the server optimiser, evaluates the weight sets,
+builds the records and calls the callbacks. Strategies (:mod:`pwfl.strategies`)
+are policies it asks what to send and when a round ends; ``fedavg``, ``pwfl``,
+``pwfl-sequential``, async PWFL and FedBuff are policies of this one loop.
 
-The loop is a conservative discrete-event simulation on the simulated clock.
-Jobs are pushed as soon as they are planned and replies are pulled as they come
-(on the host, groups train and aggregate concurrently), but a finished job is
-*processed* (its update applied, its clients released, the policy told) only
-when no job still in flight could end before it on the simulated clock. So the
-order of events, and every choice a policy makes from them, follows simulated
-time, not the order in which this host happened to run the clients.
+Two clocks run side by side. On the host, a job's messages are pushed as soon
+as it is planned and the replies are pulled as they come, so clients train
+concurrently, and a group whose replies are all in is aggregated at once while
+others still train. On the simulated clock, every message goes through events
+(its download starts, ends; the client computes; its upload ends; the reply
+arrives), processed strictly in simulated-time order: an event that needs a
+client's reply (what it computed, how much it sends back, whether it failed)
+waits for the host to get it. So the order of events, and every choice a
+policy makes from them, follows simulated time alone, never the order in
+which this host happened to run the clients.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -32,21 +35,30 @@ from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from pwfl.aggregation import Arrays, Executor, Handle, Timed
+from pwfl.aggregation import Arrays, Executor, Handle, Timed, Update
 from pwfl.callbacks import Callback, RoundRecord
 from pwfl.checkpoint import Checkpoint
-from pwfl.clock import ClientProfile, busy_time
+from pwfl.clock import (
+    ClientTiming,
+    Simulation,
+    aggregation_bytes,
+    aggregation_seconds,
+    busy_time,
+    compute_seconds,
+)
 from pwfl.config import Config
-from pwfl.ledger import Ledger, Settled, bytes_moved, on_clock
+from pwfl.devices import ClientProfile
+from pwfl.ledger import FAILED, LATE, OK, RETRIED, TIMEOUT, Try, bytes_moved, error_reason
 from pwfl.partition import sample_clients, split_complementary
-from pwfl.quorum import OK, QUORUM_MISSED, QuorumLost, QuorumWatch, has_quorum
+from pwfl.quorum import QUORUM_MISSED, QuorumLost, QuorumWatch, has_quorum
 from pwfl.schema import CLIENTS, MERGED, ROUNDS, SERVER
 from pwfl.seeding import rng_for
 from pwfl.stragglers import StragglerTracker
-from pwfl.strategies.base import Finished, Plan, Policy, RoundEnd
+from pwfl.strategies.base import Aggregation, Finished, Plan, Policy, RoundEnd
 from pwfl.strategies.server_optimizer import ServerOptimizer
 from pwfl.transport import (
     CLIENT,
+    CONFIG,
     METRICS,
     WEIGHT_KEY,
     ClientDirectory,
@@ -56,72 +68,9 @@ from pwfl.transport import (
     train_update,
 )
 
-POLL_S = 0.02  # host seconds between two pulls of the replies
+POLL_S = 0.005  # host seconds between two pulls while an event waits for a reply
 
 EvaluateFn = Callable[[Arrays], dict[str, float]]
-
-
-@dataclass
-class WeightSet:
-    """One global model: its weights, the updates it received, its accuracy history."""
-
-    id: int
-    arrays: Arrays
-    rounds_trained: int = 0
-    history: list[float] = field(default_factory=list)
-
-
-@dataclass
-class Job:
-    """A planned job on its way: its messages, replies and, once settled, its outcome."""
-
-    plan: Plan
-    sent: Arrays
-    version: int
-    ledger: Ledger
-    deadline: float
-    """Host ``time.monotonic()`` after which missing replies count as timeouts."""
-    messages: dict[str, Message] = field(default_factory=dict)
-    pending: set[str] = field(default_factory=set)
-    replies: list[Message] = field(default_factory=list)
-    settled: Settled | None = None
-    status: str = OK
-    handle: Handle | None = None
-    """Its aggregation, started as soon as its replies were in."""
-
-    @property
-    def weight_set(self) -> int:
-        return self.plan.weight_set
-
-    @property
-    def end_s(self) -> float:
-        """When its last counted reply reached the server on the simulated clock."""
-        assert self.settled is not None
-        return self.plan.start_s + self.settled.group_s.get(self.weight_set, 0.0)
-
-
-@dataclass
-class Tally:
-    """What one weight set's finished jobs did since its last round of the records."""
-
-    start_s: float = math.inf
-    end_s: float = 0.0
-    ready_s: float = 0.0
-    aggregate_s: float = 0.0
-    updated: bool = False
-    num_sent: int = 0
-    losses: list[tuple[float, float]] = field(default_factory=list)
-    clients: list[dict[str, Any]] = field(default_factory=list)
-    busy: list[tuple[float, float]] = field(default_factory=list)
-
-
-@dataclass
-class RunResult:
-    """What a finished (or stopped) run hands back to its caller."""
-
-    weight_sets: dict[str, Arrays]
-    stopped: str = ""
-    """Why the run stopped early (empty when it ran all its rounds)."""
 
 
 def discover_clients(grid: Grid, expected: int, timeout: float) -> ClientDirectory:
@@ -154,6 +103,118 @@ def discover_clients(grid: Grid, expected: int, timeout: float) -> ClientDirecto
     return directory
 
 
+@dataclass
+class WeightSet:
+    """One global model: its weights, the updates it received, its accuracy history."""
+
+    id: int
+    arrays: Arrays
+    rounds_trained: int = 0
+    history: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Job:
+    """A planned job on its way: its tries, and once the server stops waiting, its outcome."""
+
+    id: int
+    plan: Plan
+    sent: Arrays
+    version: int
+    tries: list[Try] = field(default_factory=list)
+    waiting: set[int] = field(default_factory=set)
+    """Clients whose outcome the server still waits for."""
+    end_s: float | None = None
+    status: str = OK
+    handle: Handle | None = None
+    """Its aggregation on the host, started as soon as its replies were all in."""
+    events: list[int] = field(default_factory=list)
+    """Tokens of its deadline and timeout on the simulated clock."""
+
+    @property
+    def weight_set(self) -> int:
+        return self.plan.weight_set
+
+    def counted(self) -> list[Try]:
+        """The tries whose replies count, in client order."""
+        return sorted((t for t in self.tries if t.status == OK), key=lambda t: t.client)
+
+    def first_tries(self) -> int:
+        return sum(1 for t in self.tries if t.attempt == 0)
+
+
+# Events on the simulated clock: what happens, to which try or job.
+@dataclass(frozen=True)
+class _Start:
+    attempt: Try
+
+
+@dataclass(frozen=True)
+class _Downloaded:
+    attempt: Try
+
+
+@dataclass(frozen=True)
+class _Computed:
+    attempt: Try
+
+
+@dataclass(frozen=True)
+class _Uploaded:
+    attempt: Try
+
+
+@dataclass(frozen=True)
+class _Arrived:
+    attempt: Try
+
+
+@dataclass(frozen=True)
+class _Failed:
+    attempt: Try
+
+
+@dataclass(frozen=True)
+class _GiveUp:
+    job: Job
+    status: str
+    """late (the deadline) or timeout (faults.round_timeout_s)."""
+
+
+@dataclass(frozen=True)
+class _Aggregated:
+    job: Job | None
+    aggregation: Aggregation | None
+    start_s: float
+    arrays: Arrays | None = None
+    wall_s: float = 0.0
+
+
+@dataclass
+class Tally:
+    """What one weight set's finished jobs did since its last round of the records."""
+
+    start_s: float = math.inf
+    end_s: float = 0.0
+    ready_s: float = 0.0
+    aggregate_s: float = 0.0
+    aggregate_wall_s: float = 0.0
+    updated: bool = False
+    num_sent: int = 0
+    losses: list[tuple[float, float]] = field(default_factory=list)
+    clients: list[dict[str, Any]] = field(default_factory=list)
+    busy: list[tuple[float, float]] = field(default_factory=list)
+
+
+@dataclass
+class RunResult:
+    """What a finished (or stopped) run hands back to its caller."""
+
+    weight_sets: dict[str, Arrays]
+    stopped: str = ""
+    """Why the run stopped early (empty when it ran all its rounds)."""
+
+
 class Engine:
     """Runs one experiment's rounds for a policy on a Flower grid.
 
@@ -168,7 +229,7 @@ class Engine:
     evaluate
         Server-side evaluation of one weight set on the held-out test set.
     executor
-        Where aggregations run (threads, Ray tasks or serially).
+        Where aggregations run on the host (threads, Ray tasks or serially).
     profiles
         Each client's simulated device and link.
     callbacks
@@ -176,6 +237,8 @@ class Engine:
     statistics
         Names of the model's running statistics (batch norm's means, variances and
         counters), which some strategies treat apart from its parameters.
+    flops_per_example
+        The model's training FLOPs per example (the modelled clock's compute).
     """
 
     def __init__(
@@ -190,10 +253,9 @@ class Engine:
         profiles: dict[int, ClientProfile],
         callbacks: Sequence[Callback] = (),
         statistics: frozenset[str] = frozenset(),
+        flops_per_example: float = 0.0,
     ):
         self.cfg = cfg
-        self.statistics = statistics
-        """Names of the weights that are running statistics, not parameters."""
         self.label = label
         self.policy = policy
         self.grid = grid
@@ -202,6 +264,11 @@ class Engine:
         self.executor = executor
         self.profiles = profiles
         self.callbacks = list(callbacks)
+        self.statistics = statistics
+        """Names of the weights that are running statistics, not parameters."""
+        self.flops_per_example = flops_per_example
+        if cfg.clock.compute == "modelled" and flops_per_example <= 0:
+            raise ValueError("the modelled clock needs the model's FLOPs per example")
         self.tracker = StragglerTracker(cfg.stragglers, cfg.train.local_epochs)
         self.optimizers = (
             [ServerOptimizer(cfg.strategy) for _ in range(policy.num_weight_sets)]
@@ -213,18 +280,25 @@ class Engine:
         self.checkpoint_round = 0 if cfg.checkpoint.every > 0 and policy.checkpointable else -1
         """The round of the newest checkpoint, -1 when none are written (clients
         prune the state files that no checkpoint can need)."""
+        s = cfg.server
+        self.sim = Simulation(s.up_mbps, s.down_mbps, s.cores)
         self._aggregate = Timed(policy.aggregator)
         self._jobs: list[Job] = []
-        self._job_of: dict[str, Job] = {}
+        self._next_job = 0
+        self._try_of: dict[str, Try] = {}
         self._free_at: dict[int, float] = {}
-        self._in_use: set[int] = set()
+        self._busy: set[int] = set()
         self._tallies: dict[int, Tally] = {}
-        self._sim_time = 0.0
         self._wall_before = 0.0  # host seconds spent before a resume
         self._run_started = 0.0
         self._last_wall: dict[int, float] = {}
 
     # --- what policies may read -------------------------------------------------------
+
+    @property
+    def now(self) -> float:
+        """The simulated time of the event being handled."""
+        return self.sim.now
 
     @property
     def num_clients(self) -> int:
@@ -252,9 +326,8 @@ class Engine:
         return self.directory.sizes
 
     def free_clients(self, at_s: float, candidates: Sequence[int]) -> list[int]:
-        return [
-            c for c in candidates if c not in self._in_use and self._free_at.get(c, 0.0) <= at_s
-        ]
+        """Those of ``candidates`` not training (a job of theirs is in flight) at ``at_s``."""
+        return [c for c in candidates if c not in self._busy and self._free_at.get(c, 0.0) <= at_s]
 
     def weights(self, weight_set: int) -> Arrays:
         return self.sets[weight_set].arrays
@@ -280,178 +353,342 @@ class Engine:
             self._launch(self.policy.plan(self))
             while not self.policy.done():
                 self._poll()
-                job = self._next_job()
-                if job is None:
-                    if not self._jobs:
-                        raise RuntimeError(f"{self.label}: no job in flight and none planned")
+                upcoming = self.sim.peek()
+                if upcoming is None:
+                    raise RuntimeError(f"{self.label}: nothing in flight and nothing planned")
+                if not self._ready(upcoming[1]):
                     time.sleep(POLL_S)
                     continue
-                self._process(job)
+                self._handle(self.sim.pop()[1])
                 self._launch(self.policy.plan(self))
         except QuorumLost as err:
             stopped = str(err)
         return RunResult({str(ws.id): ws.arrays for ws in self.sets}, stopped)
 
     def _launch(self, plans: list[Plan]) -> None:
-        """Push every planned job's messages; the clients start training now."""
+        """Push every planned job's messages now (the host starts the clients at once) and
+        place its clients' tries on the simulated clock."""
         for plan in plans:
+            if plan.start_s < self.now - 1e-9:
+                raise ValueError(f"a job planned at {plan.start_s} s, before now ({self.now} s)")
             ws = self.sets[plan.weight_set]
+            job = Job(self._next_job, plan, ws.arrays, ws.rounds_trained)
+            self._next_job += 1
             config = {
                 **self._train_config(),
                 "server-round": plan.round,
                 "weight-set": plan.weight_set,
                 "checkpoint-round": self.checkpoint_round,
             }
+            epochs = {c: self.tracker.epochs_for(c) for c in plan.clients}
             messages = group_messages(
                 self.directory,
                 list(plan.clients),
                 to_record(ws.arrays),
                 config,
                 MessageType.TRAIN,
-                epochs=self.tracker.epochs_for,
+                epochs=epochs.__getitem__,
             )
-            job = Job(
-                plan,
-                ws.arrays,
-                ws.rounds_trained,
-                Ledger(self.profiles, self.cfg.stragglers.deadline_s),
-                time.monotonic() + self.cfg.faults.round_timeout_s,
-            )
-            self._push(job, messages)
-            self._in_use.update(plan.clients)
+            self._push(job, messages, [(c, 0, epochs[c]) for c in plan.clients])
+            job.waiting = set(plan.clients)
+            self._busy.update(plan.clients)
+            for attempt in job.tries:
+                begin = max(plan.start_s, self._free_at.get(attempt.client, 0.0))
+                self._schedule(attempt, begin, _Start(attempt))
+            deadline = self.cfg.stragglers.deadline_s
+            if deadline and math.isfinite(deadline):
+                job.events.append(self.sim.at(plan.start_s + deadline, _GiveUp(job, LATE)))
+            timeout = self.cfg.faults.round_timeout_s
+            if math.isfinite(timeout):
+                job.events.append(self.sim.at(plan.start_s + timeout, _GiveUp(job, TIMEOUT)))
             self._jobs.append(job)
+            if not plan.clients:
+                self._complete(job)
 
-    def _push(self, job: Job, messages: list[Message]) -> None:
+    def _schedule(self, attempt: Try, at: float, event: Any) -> None:
+        attempt.events.append(self.sim.at(at, event))
+
+    def _push(self, job: Job, messages: list[Message], who: list[tuple[int, int, float]]) -> None:
         ids = list(self.grid.push_messages(messages))
-        job.ledger.remember(messages)
-        for mid, message in zip(ids, messages, strict=True):
-            job.messages[mid] = message
-            job.pending.add(mid)
-            self._job_of[mid] = job
+        pushed = time.monotonic()
+        for mid, message, (client, attempt, epochs) in zip(ids, messages, who, strict=True):
+            record = Try(
+                job.id,
+                client,
+                job.weight_set,
+                job.plan.round,
+                attempt,
+                epochs,
+                message,
+                mid,
+                pushed,
+            )
+            job.tries.append(record)
+            self._try_of[mid] = record
 
     def _poll(self) -> None:
-        """Pull the replies that are in, retry errors, settle the jobs that are complete."""
-        pending = [mid for job in self._jobs for mid in job.pending]
-        if pending:
-            for reply in self.grid.pull_messages(pending):
-                job = self._job_of.pop(reply.metadata.reply_to_message_id)
-                job.pending.discard(reply.metadata.reply_to_message_id)
-                job.replies.append(reply)
-                message = job.messages[reply.metadata.reply_to_message_id]
-                retry = retry_for(message, reply, self.cfg.faults.max_retries)
-                if retry is not None and time.monotonic() < job.deadline:
-                    self._push(job, [retry])
+        """Take the replies that are in; note the tries the host gave up on; start the
+        aggregation of every group whose replies are all in and all count."""
+        waiting = list(self._try_of)
+        if waiting:
+            for reply in self.grid.pull_messages(waiting):
+                record = self._try_of.pop(reply.metadata.reply_to_message_id, None)
+                if record is not None:
+                    record.reply = reply
+        limit = self.cfg.faults.round_timeout_s
         now = time.monotonic()
-        for job in self._jobs:
-            if job.settled is None and (not job.pending or now > job.deadline):
-                self._settle(job)
+        for mid, record in list(self._try_of.items()):
+            if now - record.pushed_at > limit:
+                record.hung = True
+                del self._try_of[mid]
+        if self.policy.aggregates_each_group and not self.cfg.stragglers.deadline_s:
+            for job in self._jobs:
+                if job.handle is None and job.end_s is None and self._all_answered(job):
+                    job.handle = self._submit(job, job.tries)
 
-    def _settle(self, job: Job) -> None:
-        """Price a complete job and, for a group aggregated alone, start its aggregation."""
-        for mid in job.pending:
-            self._job_of.pop(mid, None)
-        job.settled = job.ledger.settle(job.replies, "train", job.plan.round)
-        accepted = job.settled.accepted.get(job.weight_set, [])
-        sent = job.settled.sent.get(job.weight_set, len(job.plan.clients))
-        job.status = (
-            OK if has_quorum(self.cfg.faults.quorum, sent, len(accepted)) else QUORUM_MISSED
+    def _all_answered(self, job: Job) -> bool:
+        # Without a deadline every first try that answers counts; with no error among
+        # them the group is complete on the host before it is on the simulated clock.
+        tries = [t for t in job.tries if t.attempt == 0]
+        return bool(tries) and all(t.reply is not None and not t.reply.has_error() for t in tries)
+
+    def _ready(self, event: Any) -> bool:
+        """Whether the host knows what the event needs: a downloaded try needs its reply."""
+        if isinstance(event, _Downloaded):
+            attempt = event.attempt
+            return attempt.reply is not None or attempt.hung or attempt.resolved
+        return True
+
+    # --- events -------------------------------------------------------------------------
+
+    def _handle(self, event: Any) -> None:
+        now = self.now
+        if isinstance(event, _Aggregated):
+            self._aggregated(event)
+            return
+        if isinstance(event, _GiveUp):
+            job = event.job
+            if job.end_s is None:
+                for attempt in job.tries:
+                    if not attempt.resolved:
+                        self._resolve(attempt, event.status)
+                self._complete(job)
+            return
+        attempt = event.attempt
+        if attempt.resolved:  # the server gave up on it before this event
+            return
+        profile = self.profiles[attempt.client]
+        if isinstance(event, _Start):
+            attempt.start_s = now
+            self.sim.transfer(
+                "up", attempt.key, attempt.bytes_down, profile.down_mbps, _Downloaded(attempt)
+            )
+        elif isinstance(event, _Downloaded):
+            attempt.download_s = now - attempt.start_s
+            if attempt.hung:
+                return  # no reply: the server waits until the job's timeout
+            assert attempt.reply is not None
+            latency = profile.latency_ms / 1000
+            if attempt.reply.has_error():
+                self._schedule(attempt, now + latency, _Failed(attempt))
+            else:
+                attempt.compute_s = self._compute_seconds(attempt, profile)
+                self._schedule(attempt, now + attempt.compute_s, _Computed(attempt))
+        elif isinstance(event, _Computed):
+            self.sim.transfer(
+                "down", attempt.key, attempt.bytes_up, profile.up_mbps, _Uploaded(attempt)
+            )
+        elif isinstance(event, _Uploaded):
+            attempt.upload_s = now - attempt.start_s - attempt.download_s - attempt.compute_s
+            self._schedule(attempt, now + profile.latency_ms / 1000, _Arrived(attempt))
+        elif isinstance(event, _Arrived):
+            self._resolve(attempt, OK)
+            timing = ClientTiming(
+                attempt.download_s,
+                attempt.compute_s,
+                attempt.upload_s,
+                attempt.end_s
+                - attempt.start_s
+                - attempt.download_s
+                - attempt.compute_s
+                - attempt.upload_s,
+            )
+            size = self.directory.sizes.get(attempt.client, 0)
+            run = attempt.metric("examples-run", float(size))
+            self.tracker.observe(attempt.client, timing, run / size if size else 1.0)
+            self._check_complete(attempt)
+        elif isinstance(event, _Failed):
+            assert attempt.reply is not None
+            attempt.error = error_reason(attempt.reply)
+            retry = retry_for(attempt.message, attempt.reply, self.cfg.faults.max_retries)
+            job = self._job(attempt.job)
+            if retry is None or job.end_s is not None:
+                self._resolve(attempt, FAILED)
+                self._check_complete(attempt)
+                return
+            self._resolve(attempt, RETRIED, release=False)
+            self._push(job, [retry], [(attempt.client, attempt.attempt + 1, attempt.epochs)])
+            self._schedule(job.tries[-1], now, _Start(job.tries[-1]))
+
+    def _compute_seconds(self, attempt: Try, profile: ClientProfile) -> float:
+        if self.cfg.clock.compute == "measured":
+            return attempt.metric("train-measured-s") / profile.speed
+        examples = int(attempt.metric("examples-run"))
+        return compute_seconds(
+            examples, self.flops_per_example, self.cfg.clock.reference_gflops, profile.speed
         )
-        if self.policy.aggregates_each_group and job.status == OK:
-            updates = self._decode(job, accepted)
-            job.handle = self.executor.submit(self._aggregate, updates)
 
-    def _decode(self, job: Job, replies: list[Message]) -> list:
-        mode = self.cfg.comm.compression
-        return [train_update(r, job.sent, mode) for r in replies]
+    def _resolve(self, attempt: Try, status: str, release: bool = True) -> None:
+        """A try's outcome is known now: its client is free again unless it is retried."""
+        attempt.status = status
+        attempt.end_s = self.now
+        if math.isnan(attempt.start_s):  # given up on before it could start
+            attempt.start_s = self.now
+        self.sim.cancel("up", attempt.key)
+        self.sim.cancel("down", attempt.key)
+        for token in attempt.events:
+            self.sim.drop(token)
+        self._try_of.pop(attempt.message_id, None)
+        if release:
+            self._free_at[attempt.client] = self.now
+            self._busy.discard(attempt.client)
+            self._job(attempt.job).waiting.discard(attempt.client)
 
-    def _next_job(self) -> Job | None:
-        """The settled job that ends first, if no job still in flight could end before it."""
-        settled = [j for j in self._jobs if j.settled is not None]
-        if not settled:
-            return None
-        first = min(settled, key=lambda j: (j.end_s, j.plan.start_s, j.weight_set))
-        unsettled = min((j.plan.start_s for j in self._jobs if j.settled is None), default=math.inf)
-        return first if first.end_s <= unsettled else None
+    def _check_complete(self, attempt: Try) -> None:
+        job = self._job(attempt.job)
+        if job.end_s is None and not job.waiting:
+            self._complete(job)
 
-    def _process(self, job: Job) -> None:
-        """Apply a finished job in simulated-time order and tell the policy."""
-        assert job.settled is not None
-        self._jobs.remove(job)
-        ws = job.weight_set
-        accepted = job.settled.accepted.get(ws, [])
-        tally = self._tallies.setdefault(ws, Tally())
-        aggregate_s, updates = 0.0, []
+    def _job(self, job_id: int) -> Job:
+        return next(j for j in self._jobs if j.id == job_id)
+
+    def _complete(self, job: Job) -> None:
+        """The server stops waiting for the job: quorum, stragglers, then its aggregation."""
+        now = self.now
+        job.end_s = now
+        for token in job.events:
+            self.sim.drop(token)
+        counted = job.counted()
+        sent = job.first_tries()
+        job.status = OK if has_quorum(self.cfg.faults.quorum, sent, len(counted)) else QUORUM_MISSED
+        for attempt in job.tries:
+            attempt.straggler = self.tracker.is_straggler(attempt.client)
+        self.tracker.end_round(sorted({t.client for t in job.tries if t.status == OK}))
+        self._tally(job)
         if self.policy.aggregates_each_group:
-            if job.handle is not None:
-                arrays, aggregate_s = job.handle.result()
-                self._apply(ws, arrays, replaced=False)
-                tally.busy.append((job.end_s, job.end_s + aggregate_s))
+            if job.status == OK:
+                if job.handle is None:
+                    job.handle = self._submit(job, counted)
+                self._aggregate_on_server(job, None, [t.bytes_up for t in counted])
+            else:
+                self._finish(job, now)
+            return
+        updates = self._decode(job, counted) if job.status == OK else []
+        finished = Finished(job.plan, job.status, now, now, updates, job.sent, job.version)
+        aggregation = self.policy.collect(finished, self)
+        self._forget(job)
+        self.policy.finished(finished, self)
+        if aggregation is not None:
+            model = sum(v.nbytes for v in self.sets[aggregation.weight_set].arrays.values())
+            payloads = [model] * len(aggregation.updates)
+            self._aggregate_on_server(None, aggregation, payloads)
+
+    def _submit(self, job: Job, tries: list[Try]) -> Handle:
+        counted = [t for t in tries if t.reply is not None and not t.reply.has_error()]
+        counted.sort(key=lambda t: t.client)
+        return self.executor.submit(self._aggregate, self._decode(job, counted))
+
+    def _decode(self, job: Job, tries: list[Try]) -> list[Update]:
+        mode = self.cfg.comm.compression
+        return [train_update(t.reply, job.sent, mode) for t in tries if t.reply is not None]
+
+    def _aggregate_on_server(
+        self, job: Job | None, aggregation: Aggregation | None, payloads: list[int]
+    ) -> None:
+        """Run the aggregation on a server core; it ends at an event on the simulated clock."""
+        ws = job.weight_set if job is not None else aggregation.weight_set  # type: ignore[union-attr]
+        model = sum(v.nbytes for v in self.sets[ws].arrays.values())
+        arrays, wall = None, 0.0
+        if job is not None:
+            assert job.handle is not None
+            arrays, wall = job.handle.result()
+        if self.cfg.clock.compute == "measured" and job is not None:
+            duration = wall
         else:
-            updates = self._decode(job, accepted) if job.status == OK else []
+            compressed = job is not None and self.cfg.comm.compression != "none"
+            num_bytes = aggregation_bytes(payloads, model, compressed)
+            duration = aggregation_seconds(num_bytes, self.cfg.server.memory_gbps)
+        start, end = self.sim.cores.run(self.now, duration)
+        self.sim.at(end, _Aggregated(job, aggregation, start, arrays, wall))
+
+    def _aggregated(self, event: _Aggregated) -> None:
+        now = self.now
+        if event.job is not None:
+            job = event.job
+            assert event.arrays is not None
+            self._apply(job.weight_set, event.arrays, replaced=False)
+            tally = self._tallies[job.weight_set]
+            tally.busy.append((event.start_s, now))
+            tally.aggregate_s += now - event.start_s
+            tally.aggregate_wall_s += event.wall_s
+            self._finish(job, now)
+            return
+        aggregation = event.aggregation
+        assert aggregation is not None
+        step = functools.partial(aggregation.fn, base=self.sets[aggregation.weight_set].arrays)
+        arrays, wall = self.executor.submit(Timed(step), aggregation.updates).result()
+        self._apply(aggregation.weight_set, arrays, replaced=True)
+        tally = self._tallies.setdefault(aggregation.weight_set, Tally())
+        tally.busy.append((event.start_s, now))
+        tally.aggregate_s += now - event.start_s
+        tally.aggregate_wall_s += wall
+        tally.ready_s = max(tally.ready_s, now)
+        end = self.policy.stepped(aggregation.weight_set, now, self)
+        if end is not None:
+            self._close_round(end)
+
+    def _finish(self, job: Job, ready_s: float) -> None:
+        """A group's update is applied (or skipped): tell the policy."""
+        tally = self._tallies[job.weight_set]
+        tally.ready_s = max(tally.ready_s, ready_s)
+        self._forget(job)
+        updates: list[Update] = []
         finished = Finished(
-            job.plan, job.status, job.end_s, job.end_s + aggregate_s, updates, job.sent, job.version
+            job.plan, job.status, job.end_s, ready_s, updates, job.sent, job.version
         )
-        if not self.policy.aggregates_each_group:
-            aggregation = self.policy.collect(finished, self)
-            if aggregation is not None:
-                arrays, aggregate_s = self.executor.submit(
-                    Timed(aggregation.fn), aggregation.updates
-                ).result()
-                self._apply(aggregation.weight_set, arrays, aggregation.replaces_weights)
-                start = aggregation.start_s
-                self._tallies.setdefault(aggregation.weight_set, Tally()).busy.append(
-                    (start, start + aggregate_s)
-                )
-                finished.ready_s = start + aggregate_s
-        self._observe_stragglers(job.settled)
-        self._release(job)
-        self._tally(tally, job, accepted, aggregate_s, finished.ready_s)
         end = self.policy.finished(finished, self)
         if end is not None:
             self._close_round(end)
 
+    def _forget(self, job: Job) -> None:
+        if job in self._jobs:
+            self._jobs.remove(job)
+
     def _apply(self, ws: int, arrays: Arrays, replaced: bool) -> None:
-        """A set's new weights: the aggregate, after its server optimiser (if any)."""
+        """A set's new weights: the aggregate, after its server optimiser (if any).
+
+        Arrays the clients did not send (a personal layer a client keeps) keep the
+        set's current values.
+        """
         current = self.sets[ws]
+        arrays = {name: arrays.get(name, value) for name, value in current.arrays.items()}
         if self.optimizers and not replaced:
             arrays = self.optimizers[ws].step(current.rounds_trained + 1, current.arrays, arrays)
         current.arrays = arrays
         current.rounds_trained += 1
         self._tallies.setdefault(ws, Tally()).updated = True
 
-    def _observe_stragglers(self, settled: Settled) -> None:
-        """Fold the job's round trips into the straggler estimates, in simulated-time order."""
-        for client, (timing, epochs) in settled.timings.items():
-            self.tracker.observe(client, timing, epochs)
-        for row in settled.rows:
-            row["straggler"] = self.tracker.is_straggler(row["client"])
-        self.tracker.end_round(sorted(settled.timings))
-
-    def _release(self, job: Job) -> None:
-        """The job's clients are free again, each from when its own last try ended."""
-        assert job.settled is not None
-        for row in job.settled.rows:
-            done = job.plan.start_s + row.get("offset_s", 0.0) + row.get("rtt_s", 0.0)
-            if "rtt_s" not in row:
-                done = job.end_s
-            self._free_at[row["client"]] = max(self._free_at.get(row["client"], 0.0), done)
-        self._in_use.difference_update(job.plan.clients)
-
-    def _tally(
-        self, tally: Tally, job: Job, accepted: list[Message], aggregate_s: float, ready_s: float
-    ) -> None:
-        assert job.settled is not None
+    def _tally(self, job: Job) -> Tally:
+        """Add a job whose server stopped waiting to its weight set's tally."""
+        assert job.end_s is not None
+        tally = self._tallies.setdefault(job.weight_set, Tally())
         tally.start_s = min(tally.start_s, job.plan.start_s)
         tally.end_s = max(tally.end_s, job.end_s)
-        tally.ready_s = max(tally.ready_s, ready_s)
-        tally.aggregate_s += aggregate_s
-        tally.num_sent += job.settled.sent.get(job.weight_set, len(job.plan.clients))
+        tally.num_sent += job.first_tries()
         if job.status == OK:
-            tally.losses += [
-                (float(r.content[METRICS][WEIGHT_KEY]), float(r.content[METRICS]["loss"]))
-                for r in accepted
-            ]
-        tally.clients += on_clock(job.settled.rows, job.plan.start_s)
+            tally.losses += [(t.metric(WEIGHT_KEY), t.metric("loss")) for t in job.counted()]
+        tally.clients += [t.row(job.plan.start_s) for t in job.tries]
+        return tally
 
     # --- the end of a round -------------------------------------------------------------
 
@@ -465,9 +702,8 @@ class Engine:
         busy = [span for t in tallies.values() for span in t.busy]
         length = end.end_s - end.start_s
         now = time.perf_counter()
-        self._sim_time = max(self._sim_time, end.end_s)
         clock = {
-            "wall_time_s": now - self._run_started,
+            "elapsed_wall_s": now - self._run_started,
             "round_sim_s": length,
             "sim_time_s": end.end_s,
             "idle_s": length - busy_time(busy, end.start_s, end.end_s) if everyone else None,
@@ -516,6 +752,10 @@ class Engine:
             callback.on_round_end(record)
         self.watch.stop_if_lost(end.round)
 
+    def quiet(self) -> bool:
+        """Whether nothing is in flight on the simulated clock (a checkpoint can be taken)."""
+        return not self._jobs and not self.sim.busy()
+
     def _round_row(
         self,
         end: RoundEnd,
@@ -529,7 +769,7 @@ class Engine:
         metrics = self.evaluate(weight_set.arrays)
         weight_set.history.append(metrics["accuracy"])
         client = client_metrics.get(ws, {})
-        counted = [row for row in tally.clients if row["status"] == "ok"] if tally.updated else []
+        counted = [row for row in tally.clients if row["status"] == OK] if tally.updated else []
         started = self._last_wall.get(ws, self._run_started)
         self._last_wall[ws] = now
         return ROUNDS.row(
@@ -548,6 +788,7 @@ class Engine:
             num_examples=sum(int(row["num_examples"]) for row in counted),
             train_s=tally.end_s - tally.start_s if tally.clients else 0.0,
             aggregate_s=tally.aggregate_s,
+            aggregate_wall_s=tally.aggregate_wall_s,
             group_start_s=tally.start_s if tally.clients else end.start_s,
             group_end_s=tally.ready_s if tally.clients else end.start_s,
             round_wall_s=now - started,
@@ -565,6 +806,8 @@ class Engine:
 
         The sample is split into as many groups as the round has weight sets,
         one set per group; the metrics are Flower's weighted means per set.
+        Evaluation is a measurement, not part of the protocol: it takes no
+        simulated time.
         """
         s = self.cfg.strategy
         sets = list(end.weight_sets)
@@ -582,17 +825,42 @@ class Engine:
             config = {"server-round": end.round, "weight-set": ws}
             record = to_record(self.sets[ws].arrays)
             messages += group_messages(self.directory, group, record, config, MessageType.EVALUATE)
-        ledger = Ledger(self.profiles)
         ids = list(self.grid.push_messages(messages))
-        ledger.remember(messages)
         replies = self._wait(ids, self.cfg.faults.round_timeout_s)
-        settled = ledger.settle(replies, "evaluate", end.round)
+        by_id = {r.metadata.reply_to_message_id: r for r in replies}
+        rows, accepted = [], {}
+        for mid, message in sorted(
+            zip(ids, messages, strict=True),
+            key=lambda pair: int(pair[1].content[CONFIG]["client-id"]),
+        ):
+            config = message.content[CONFIG]
+            reply = by_id.get(mid)
+            row: dict[str, Any] = {
+                "round": end.round,
+                "phase": "evaluate",
+                "client": int(config["client-id"]),
+                "weight_set": str(config["weight-set"]),
+                "attempt": 0,
+            }
+            if reply is None:
+                row["status"] = TIMEOUT
+            elif reply.has_error():
+                row.update(status=FAILED, error=error_reason(reply))
+            else:
+                metrics = reply.content[METRICS]
+                row.update(
+                    status=OK,
+                    num_examples=int(metrics[WEIGHT_KEY]),
+                    loss=float(metrics["loss"]),
+                    accuracy=float(metrics["accuracy"]),
+                )
+                accepted.setdefault(int(config["weight-set"]), []).append(reply.content)
+            rows.append(row)
         metrics = {
-            ws: dict(aggregate_metricrecords([r.content for r in replies], WEIGHT_KEY))
-            for ws, replies in settled.accepted.items()
-            if replies
+            ws: dict(aggregate_metricrecords(contents, WEIGHT_KEY))
+            for ws, contents in accepted.items()
         }
-        return metrics, settled.rows
+        return metrics, rows
 
     def _wait(self, ids: list[str], timeout: float) -> list[Message]:
         deadline = time.monotonic() + timeout
@@ -618,10 +886,15 @@ class Engine:
     # --- checkpoints ------------------------------------------------------------------
 
     def checkpoint_state(self) -> tuple[dict[str, Any], Arrays]:
-        """Everything beyond the seed and the round that the next rounds depend on."""
+        """Everything beyond the seed and the round that the next rounds depend on.
+
+        Taken between rounds with nothing in flight (:meth:`quiet`), so the
+        simulated clock is its time, its cores and the clients' free times.
+        """
         state = {
-            "sim_time_s": self._sim_time,
-            "wall_time_s": time.perf_counter() - self._run_started,
+            "sim_time_s": self.sim.now,
+            "cores_free_at": list(self.sim.cores.free_at),
+            "elapsed_wall_s": time.perf_counter() - self._run_started,
             "quorum_streaks": self.watch.streaks,
             "tracker": self.tracker.state(),
             "free_at": {str(c): t for c, t in self._free_at.items()},
@@ -642,8 +915,11 @@ class Engine:
     def restore(self, ckpt: Checkpoint) -> None:
         """Continue from ``ckpt``: weight sets, optimisers, clocks, estimates, policy."""
         state = ckpt.strategy
-        self._sim_time = float(state["sim_time_s"])
-        self._wall_before = float(state["wall_time_s"])
+        self.sim.now = float(state["sim_time_s"])
+        self.sim.cores.free_at = [float(t) for t in state["cores_free_at"]]
+        for link in self.sim.links.values():
+            link.time = self.sim.now
+        self._wall_before = float(state["elapsed_wall_s"])
         self.watch.streaks = {k: int(v) for k, v in state["quorum_streaks"].items()}
         self.tracker.load_state(state["tracker"])
         self._free_at = {int(c): float(t) for c, t in state.get("free_at", {}).items()}

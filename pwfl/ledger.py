@@ -1,182 +1,115 @@
-"""Who each message went to, what its reply cost on the simulated clock, and its records.
+"""One message's try at a client: where it went, what came back, its times, its record.
 
-The engine pushes messages, gets replies (or errors, or nothing) and must turn
-them into aggregatable updates and ``clients.csv`` rows. A ledger does that for
-one job: it maps replies back to the message they answer (which also works for
-errors that the SuperLink, not the client, reports), prices every reply with
-the client's device profile and applies the deadline.
+Every message the engine sends to a client is a :class:`Try`: the first one of
+a job, or a retry after an error. The engine fills in its reply (when the host
+gets one) and its times on the simulated clock as the events come; the try
+then writes its ``clients.csv`` row.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from flwr.app import Message
 
-from pwfl.clock import ClientProfile, ClientTiming, round_trip
-from pwfl.transport import ARRAYS, CONFIG, METRICS, WEIGHT_KEY
+from pwfl.transport import ARRAYS, METRICS, WEIGHT_KEY
 
-
-@dataclass(frozen=True)
-class Sent:
-    """One pushed message."""
-
-    client: int
-    weight_set: int
-    epochs: float
-    bytes_down: int
-    attempt: int = 0
-    """0 for the first message of a round, 1 for its first retry, ..."""
+OK, RETRIED, FAILED, TIMEOUT, LATE = "ok", "retried", "failed", "timeout", "late"
 
 
 @dataclass
-class Settled:
-    """The outcome of one exchange of messages (with its retries)."""
+class Try:
+    """One message to one client, from its push to its outcome."""
 
-    accepted: dict[int, list[Message]] = field(default_factory=dict)
-    """Replies that count, by weight set, in client order."""
-    sent: dict[int, int] = field(default_factory=dict)
-    """Clients each weight set's group was sent (retries not counted)."""
-    group_s: dict[int, float] = field(default_factory=dict)
-    """Simulated time each weight set's group took (its slowest accepted client,
-    or the deadline when a reply came too late or never)."""
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    """Partial ``clients.csv`` rows, one per message; ``rtt_s`` is relative to the
-    group's start."""
-    timings: dict[int, tuple[ClientTiming, float]] = field(default_factory=dict)
-    """Each answering client's round trip and the epochs it ran (for the
-    straggler estimates)."""
+    job: int
+    client: int
+    weight_set: int
+    round: int
+    attempt: int
+    """0 for a job's first message to the client, 1 for its first retry, ..."""
+    epochs: float
+    """Local epochs the client was asked to run."""
+    message: Message
+    message_id: str
+    pushed_at: float
+    """Host ``time.monotonic()`` of the push (the host's timeout runs from it)."""
+    reply: Message | None = None
+    hung: bool = False
+    """The host gave up waiting for a reply (``faults.round_timeout_s``)."""
+    status: str = ""
+    """Empty while in flight; then ok, retried, failed, timeout or late."""
+    error: str | None = None
+    start_s: float = math.nan
+    download_s: float = math.nan
+    compute_s: float = math.nan
+    upload_s: float = math.nan
+    end_s: float = math.nan
+    """When the reply (or the error) reached the server, or the server gave up."""
+    straggler: bool | None = None
+    events: list[int] = field(default_factory=list)
+    """Tokens of its events on the simulated clock (dropped once it is settled)."""
 
+    @property
+    def key(self) -> tuple[int, int, int]:
+        """A stable identity for the simulated links: (job, client, attempt)."""
+        return (self.job, self.client, self.attempt)
 
-class Ledger:
-    """Maps replies to messages and prices them on the simulated clock."""
+    @property
+    def bytes_down(self) -> int:
+        return self.message.content[ARRAYS].count_bytes()
 
-    def __init__(self, profiles: dict[int, ClientProfile], deadline_s: float = 0.0):
-        self.profiles = profiles
-        # 0 and inf both mean no deadline (stragglers.deadline_s); one falsy value for
-        # both keeps an infinite deadline out of the group times set below.
-        self.deadline_s = deadline_s if math.isfinite(deadline_s) else 0.0
-        self._sent: dict[str, Sent] = {}
+    @property
+    def bytes_up(self) -> int:
+        if self.reply is None or self.reply.has_error():
+            return 0
+        return self.reply.content[ARRAYS].count_bytes()
 
-    def remember(self, messages: Sequence[Message]) -> None:
-        """Note pushed messages (their ids exist only after the push) until the next settle."""
-        for m in messages:
-            config = m.content[CONFIG]
-            self._sent[m.metadata.message_id] = Sent(
-                client=int(config["client-id"]),
-                weight_set=int(config["weight-set"]),
-                epochs=float(config.get("local-epochs", 0.0)),
-                bytes_down=m.content[ARRAYS].count_bytes() if ARRAYS in m.content else 0,
-                attempt=int(config.get("attempt", 0)),
-            )
+    def metric(self, name: str, default: float = math.nan) -> float:
+        """A number from the client's reply (NaN when it sent none)."""
+        if self.reply is None or self.reply.has_error():
+            return default
+        return float(self.reply.content[METRICS].get(name, default))
 
-    def settle(self, replies: Iterable[Message], phase: str, server_round: int) -> Settled:
-        """Sort replies into accepted updates and records; price training replies.
+    @property
+    def resolved(self) -> bool:
+        return bool(self.status)
 
-        Every remembered message gets one row. An error answered by a retry is
-        ``retried`` and costs its client the download and latency of the failed
-        try (``offset_s``) before the retry starts; the last try of a client is
-        ``ok``, ``failed`` (an error), ``timeout`` (no reply) or ``late`` (past the
-        deadline on the simulated clock).
-        """
-        answered = {r.metadata.reply_to_message_id: r for r in replies}
-        pairs = sorted(
-            ((sent, answered.get(mid)) for mid, sent in self._sent.items()),
-            key=lambda pair: (pair[0].client, pair[0].weight_set, pair[0].attempt),
-        )
-        last_try = {}
-        for sent, _ in pairs:
-            last_try[sent.client, sent.weight_set] = sent.attempt
-        self._sent = {}
-        out = Settled()
-        offset: dict[tuple[int, int], float] = {}
-        for sent, reply in pairs:
-            key = (sent.client, sent.weight_set)
-            row: dict[str, Any] = {
-                "round": server_round,
-                "phase": phase,
-                "client": sent.client,
-                "weight_set": str(sent.weight_set),
-                "attempt": sent.attempt,
-            }
-            out.accepted.setdefault(sent.weight_set, [])
-            out.group_s.setdefault(sent.weight_set, 0.0)
-            if sent.attempt == 0:
-                out.sent[sent.weight_set] = out.sent.get(sent.weight_set, 0) + 1
-            if reply is None or reply.has_error():
-                if reply is None:
-                    row["status"] = "timeout"
-                else:
-                    row["error"] = _error_reason(reply)
-                    retried = sent.attempt < last_try[key]
-                    row["status"] = "retried" if retried else "failed"
-                    if retried and phase == "train":
-                        profile = self.profiles[sent.client]
-                        lost = round_trip(profile, 0.0, sent.bytes_down, 0).total_s
-                        offset[key] = offset.get(key, 0.0) + lost
-                if row["status"] != "retried" and self.deadline_s and phase == "train":
-                    out.group_s[sent.weight_set] = self.deadline_s
-                out.rows.append(row)
-                continue
-            metrics = reply.content[METRICS]
-            row.update(
-                num_examples=int(metrics[WEIGHT_KEY]),
-                loss=float(metrics.get("loss", np.nan)),
-                accuracy=float(metrics.get("accuracy", np.nan)),
-                status="ok",
-            )
-            if phase == "train":
-                timing, priced = self._price(sent, reply)
-                row.update(priced)
-                row["offset_s"] = offset.get(key, 0.0)
-                out.timings[sent.client] = (timing, sent.epochs or 1.0)
-                done = row["offset_s"] + row["rtt_s"]
-                if self.deadline_s and done > self.deadline_s:
-                    row["status"] = "late"
-                    out.group_s[sent.weight_set] = self.deadline_s
-                else:
-                    group = out.group_s[sent.weight_set]
-                    out.group_s[sent.weight_set] = max(group, done)
-                    out.accepted[sent.weight_set].append(reply)
-            else:
-                out.accepted[sent.weight_set].append(reply)
-            out.rows.append(row)
-        return out
-
-    def _price(self, sent: Sent, reply: Message) -> tuple[ClientTiming, dict[str, Any]]:
-        metrics = reply.content[METRICS]
-        bytes_up = reply.content[ARRAYS].count_bytes()
-        compute = float(metrics["train-time-s"])
-        timing = round_trip(self.profiles[sent.client], compute, sent.bytes_down, bytes_up)
-        return timing, {
-            "train_time_s": compute,
-            "local_epochs": sent.epochs,
-            "bytes_down": sent.bytes_down,
-            "bytes_up": bytes_up,
-            "download_s": timing.download_s,
-            "compute_s": timing.compute_s,
-            "upload_s": timing.upload_s,
-            "rtt_s": timing.total_s,
+    def row(self, job_start_s: float) -> dict[str, Any]:
+        """This try's ``clients.csv`` fields (without the run's label and seed)."""
+        answered = self.reply is not None and not self.reply.has_error()
+        return {
+            "round": self.round,
+            "phase": "train",
+            "client": self.client,
+            "weight_set": str(self.weight_set),
+            "attempt": self.attempt,
+            "num_examples": int(self.metric(WEIGHT_KEY)) if answered else None,
+            "examples_run": int(self.metric("examples-run")) if answered else None,
+            "train_measured_s": self.metric("train-measured-s") if answered else None,
+            "loss": self.metric("loss") if answered else None,
+            "status": self.status,
+            "error": self.error,
+            "straggler": self.straggler,
+            "local_epochs": self.epochs,
+            "bytes_down": self.bytes_down,
+            "bytes_up": self.bytes_up if self.status == OK else 0,
+            "download_s": _or_none(self.download_s),
+            "compute_s": _or_none(self.compute_s),
+            "upload_s": _or_none(self.upload_s),
+            "rtt_s": self.end_s - self.start_s,
+            "offset_s": self.start_s - job_start_s,
+            "sim_start_s": self.start_s,
+            "sim_end_s": self.end_s,
         }
 
 
-def on_clock(rows: list[dict[str, Any]], start_s: float) -> list[dict[str, Any]]:
-    """Rows of a group sent at simulated time ``start_s``, with ``sim_start_s`` and
-    ``sim_end_s`` on every priced reply (a retry starts after its failed tries)."""
-    out = []
-    for row in rows:
-        if "rtt_s" in row:
-            begin = start_s + row.get("offset_s", 0.0)
-            row = {**row, "sim_start_s": begin, "sim_end_s": begin + row["rtt_s"]}
-        out.append(row)
-    return out
+def _or_none(value: float) -> float | None:
+    return None if math.isnan(value) else value
 
 
-def _error_reason(reply: Message) -> str:
+def error_reason(reply: Message) -> str:
     """The first line of an error reply's reason, for ``clients.csv``."""
     reason = str(reply.error.reason or f"error code {reply.error.code}")
     lines = [line for line in reason.strip().splitlines() if line.strip()]

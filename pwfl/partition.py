@@ -14,6 +14,7 @@ one round.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -78,12 +79,93 @@ def split_fixed(clients: Sequence[int], k: int) -> list[list[int]]:
     return [[c for c in clients if c % k == g] for g in range(k)]
 
 
-GROUP_POLICIES: dict[str, Callable[..., list[list[int]]]] = {
-    "complementary": lambda clients, k, rng, sizes: split_complementary(clients, k, rng),
-    "balanced": lambda clients, k, rng, sizes: split_balanced(clients, k, sizes, rng),
-    "fixed": lambda clients, k, rng, sizes: split_fixed(clients, k),
+def draw_random(
+    free: Sequence[int], weight_set: int, k: int, size: int, rng: np.random.Generator
+) -> list[int]:
+    """One group for one weight set, drawn uniformly from the free clients (async mode)."""
+    take = min(size, len(free))
+    return sorted(int(c) for c in rng.choice(np.asarray(free), size=take, replace=False))
+
+
+def draw_balanced(
+    free: Sequence[int],
+    weight_set: int,
+    k: int,
+    size: int,
+    rng: np.random.Generator,
+    sizes: Mapping[int, int],
+) -> list[int]:
+    """One group whose mean examples per client is as close as it can be to the free pool's.
+
+    The async counterpart of :func:`split_balanced`: clients are taken one by one
+    (in a random order, so equal choices vary from round to round), each time
+    the one that brings the group's mean nearest the pool's.
+    """
+    pool = [free[i] for i in rng.permutation(len(free))]
+    target = float(np.mean([sizes[c] for c in pool])) if pool else 0.0
+    group: list[int] = []
+    total = 0
+    for _ in range(min(size, len(pool))):
+        best = min(pool, key=lambda c: abs((total + sizes[c]) / (len(group) + 1) - target))
+        pool.remove(best)
+        group.append(best)
+        total += sizes[best]
+    return sorted(group)
+
+
+def draw_fixed(
+    free: Sequence[int], weight_set: int, k: int, size: int, rng: np.random.Generator
+) -> list[int]:
+    """One group of the weight set's own clients (``c mod k``) among the free ones."""
+    own = [c for c in free if c % k == weight_set]
+    return draw_random(own, weight_set, k, size, rng) if own else []
+
+
+@dataclass(frozen=True)
+class GroupPolicy:
+    """How clients form groups: all of a round's sample at once (a round barrier, K groups),
+    or one group at a time for one weight set from the clients free then (async)."""
+
+    split: Callable[[Sequence[int], int, np.random.Generator, Mapping[int, int]], list[list[int]]]
+    draw: Callable[..., list[int]]
+
+
+GROUP_POLICIES: dict[str, GroupPolicy] = {
+    "complementary": GroupPolicy(
+        lambda clients, k, rng, sizes: split_complementary(clients, k, rng),
+        lambda free, ws, k, size, rng, sizes: draw_random(free, ws, k, size, rng),
+    ),
+    "balanced": GroupPolicy(
+        lambda clients, k, rng, sizes: split_balanced(clients, k, sizes, rng),
+        draw_balanced,
+    ),
+    "fixed": GroupPolicy(
+        lambda clients, k, rng, sizes: split_fixed(clients, k),
+        lambda free, ws, k, size, rng, sizes: draw_fixed(free, ws, k, size, rng),
+    ),
 }
-"""``strategy.group_policy`` names -> ``(clients, k, rng, sizes) -> groups``."""
+"""``strategy.group_policy`` names -> their split (sync) and draw (async)."""
+
+
+def _policy(name: str) -> GroupPolicy:
+    if name not in GROUP_POLICIES:
+        raise ValueError(
+            f"unknown group policy '{name}'; choose one of {', '.join(GROUP_POLICIES)}"
+        )
+    return GROUP_POLICIES[name]
+
+
+def draw_group(
+    policy: str,
+    free: Sequence[int],
+    weight_set: int,
+    k: int,
+    size: int,
+    rng: np.random.Generator,
+    sizes: Mapping[int, int],
+) -> list[int]:
+    """Up to ``size`` of the ``free`` clients for weight set ``weight_set`` with a named policy."""
+    return _policy(policy).draw(free, weight_set, k, size, rng, sizes)
 
 
 def split_clients(
@@ -94,13 +176,10 @@ def split_clients(
     sizes: Mapping[int, int] | None = None,
 ) -> list[list[int]]:
     """Split ``clients`` into ``k`` disjoint groups with a named policy."""
-    if policy not in GROUP_POLICIES:
-        raise ValueError(
-            f"unknown group policy '{policy}'; choose one of {', '.join(GROUP_POLICIES)}"
-        )
+    chosen = _policy(policy)
     if policy == "balanced" and sizes is None:
         raise ValueError("the balanced policy needs the clients' example counts")
-    return GROUP_POLICIES[policy](clients, k, rng, sizes)
+    return chosen.split(clients, k, rng, sizes or {})
 
 
 def _check_k(clients: Sequence[int], k: int) -> None:

@@ -73,13 +73,13 @@ def prepare_data(cfg: Config) -> None:
     split instead of redoing it), the device profiles drawn (a bad trace file
     fails here) and the aggregator resolved (an unknown dotted path fails here).
     """
-    from pwfl.clock import make_profiles
     from pwfl.data import partition_indices, server_test_data
+    from pwfl.devices import make_profiles
     from pwfl.strategies import aggregator_from_config
 
     server_test_data(cfg.data, cfg.seed)
     partition_indices(cfg.data, cfg.seed)
-    make_profiles(cfg.clients, range(cfg.data.num_clients), cfg.seed)
+    make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed)
     if cfg.strategy.name != "fedavg":
         aggregator_from_config(cfg)
 

@@ -14,9 +14,11 @@ missing, and a name that is not a column is an error. The writer
 (:mod:`pwfl.records`), the reader (:mod:`pwfl.analysis`), the checkpoints and
 the notebooks all use these tables.
 
-Times: ``*_wall_s`` and ``train_time_s`` are measured on this host; every
-other ``*_s`` column is on the simulated clock (:mod:`pwfl.clock`), in seconds
-since the run started unless its meaning says it is a duration.
+Times: the columns named ``*_wall_s`` and ``*_measured_s`` are measured on the
+host that ran the simulation and change from run to run; every other ``*_s``
+column is on the simulated clock (:mod:`pwfl.clock`), in seconds since the run
+started unless its meaning says it is a duration, and depends only on the
+config and the seed.
 """
 
 from __future__ import annotations
@@ -129,7 +131,18 @@ ROUNDS = Table(
             "duration from sending the group its weights to its last counted reply "
             "(or the deadline)",
         ),
-        Column("aggregate_s", FLOAT, "s", "duration of the group's aggregation"),
+        Column(
+            "aggregate_s",
+            FLOAT,
+            "sim. s",
+            "the server's aggregation time for the round's updates (on its cores)",
+        ),
+        Column(
+            "aggregate_wall_s",
+            FLOAT,
+            "host s",
+            "the same aggregations' time on this host (the executor's)",
+        ),
         Column("group_start_s", FLOAT, "sim. s", "when the group was sent its weights"),
         Column("group_end_s", FLOAT, "sim. s", "when the group's new weights were ready"),
         Column(
@@ -138,7 +151,7 @@ ROUNDS = Table(
             "host s",
             "host seconds since the weight set's previous round ended (or the run started)",
         ),
-        Column("wall_time_s", FLOAT, "host s", "host seconds since the run started"),
+        Column("elapsed_wall_s", FLOAT, "host s", "host seconds since the run started"),
         Column("round_sim_s", FLOAT, "sim. s", "duration of the round"),
         Column("sim_time_s", FLOAT, "sim. s", "when the round ended"),
         Column(
@@ -162,12 +175,24 @@ CLIENTS = Table(
         _key("client", INT, "the client's id (its data partition)"),
         _key("weight_set", TEXT, "the weight set the client was sent"),
         Column("attempt", COUNT, "", "0 for a round's first try, 1 for its first retry, ..."),
-        Column("num_examples", COUNT, "examples", "examples the client trained or evaluated on"),
         Column(
-            "train_time_s",
+            "num_examples",
+            COUNT,
+            "examples",
+            "distinct examples the update was computed from (its weight), or evaluated on",
+        ),
+        Column(
+            "examples_run",
+            COUNT,
+            "examples",
+            "examples in the batches the client ran (its modelled compute)",
+        ),
+        Column(
+            "train_measured_s",
             FLOAT,
-            "host CPU s",
-            "CPU seconds of the client's training thread, measured where it ran",
+            "host s",
+            "the client's training time where it ran: its thread's CPU time (on a GPU, "
+            "the wall time between device synchronisations)",
         ),
         Column("loss", FLOAT, "", "the client's loss (last local epoch, or evaluation)"),
         Column("accuracy", FLOAT, "", "the client's evaluation accuracy"),
@@ -182,18 +207,39 @@ CLIENTS = Table(
         Column("local_epochs", FLOAT, "epochs", "local epochs the client was asked to run"),
         Column("bytes_down", COUNT, "bytes", "weights the client received"),
         Column("bytes_up", COUNT, "bytes", "update the client sent"),
-        Column("download_s", FLOAT, "sim. s", "duration of the download"),
+        Column(
+            "download_s",
+            FLOAT,
+            "sim. s",
+            "duration of the download (sharing the server's uplink with the others)",
+        ),
         Column("compute_s", FLOAT, "sim. s", "duration of the local training"),
-        Column("upload_s", FLOAT, "sim. s", "duration of the upload"),
-        Column("rtt_s", FLOAT, "sim. s", "duration of the whole round trip, latency included"),
+        Column(
+            "upload_s",
+            FLOAT,
+            "sim. s",
+            "duration of the upload (sharing the server's downlink with the others)",
+        ),
+        Column(
+            "rtt_s",
+            FLOAT,
+            "sim. s",
+            "from this try's start to its reply (latency included), or to when the "
+            "server gave up on it",
+        ),
         Column(
             "offset_s",
             FLOAT,
             "sim. s",
-            "time lost to earlier failed tries before this try started",
+            "from the job's start to this try's (earlier failed tries, a busy client)",
         ),
         Column("sim_start_s", FLOAT, "sim. s", "when this try started"),
-        Column("sim_end_s", FLOAT, "sim. s", "when its reply reached the server"),
+        Column(
+            "sim_end_s",
+            FLOAT,
+            "sim. s",
+            "when its reply (or error) reached the server, or the server gave up on it",
+        ),
     ],
 )
 
@@ -203,7 +249,12 @@ SERVER = Table(
         *RUN_KEYS,
         _key("round", INT, "the round of the aggregated group"),
         _key("weight_set", TEXT, "the weight set aggregated"),
-        Column("busy_start_s", FLOAT, "sim. s", "when the aggregation started"),
+        Column(
+            "busy_start_s",
+            FLOAT,
+            "sim. s",
+            "when a server core started the aggregation (after any wait for one)",
+        ),
         Column("busy_end_s", FLOAT, "sim. s", "when it ended"),
     ],
 )

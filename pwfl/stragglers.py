@@ -58,10 +58,18 @@ class StragglerTracker:
             return self.base_epochs
         return self.epochs.get(client, self.base_epochs)
 
-    def observe(self, client: int, timing: ClientTiming, epochs: int) -> None:
-        """Fold one measured round trip into the client's estimates."""
+    def observe(self, client: int, timing: ClientTiming, epochs: float) -> None:
+        """Fold one round trip into the client's estimates.
+
+        ``epochs`` is the work the client actually did, in epochs: the examples
+        of the batches it ran over its partition's size (0.23 for 3 batches of a
+        13-batch epoch), so a client given a fraction of an epoch is not taken
+        for a faster one.
+        """
+        if epochs <= 0:
+            raise ValueError(f"a round trip of {epochs} epochs says nothing of a client's speed")
         fixed = timing.download_s + timing.upload_s + timing.latency_s
-        per_epoch = timing.compute_s / max(epochs, 1)
+        per_epoch = timing.compute_s / epochs
         old = self.estimates.get(client)
         if old is None:
             self.estimates[client] = Estimate(fixed, per_epoch)

@@ -12,6 +12,7 @@ import functools
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import torch
@@ -82,8 +83,10 @@ def train(
     """Train a copy of ``state`` on ``data`` with SGD; return new state and metrics.
 
     Metrics: ``loss`` (mean over the last epoch), ``first_loss`` (mean over the
-    first epoch), ``num_examples``, ``steps`` and ``train_time_s``, the CPU time of the
-    calling thread (what this client's own device would have spent).
+    first epoch), ``num_examples`` (the distinct examples the update was
+    computed from), ``examples_run`` (the examples of every batch run: the
+    modelled clock's work), ``steps`` and ``train_measured_s``, the time this
+    host took (:func:`device_timer`).
     """
     new_state, metrics, _ = train_keeping(state, data, settings, "none", {})
     return new_state, metrics
@@ -106,7 +109,8 @@ def train_keeping(
     if len(data) == 0:
         raise ValueError("cannot train on an empty partition")
     torch.set_num_threads(settings.num_threads)
-    start = time.thread_time()
+    clock = device_timer(settings.device)
+    start = clock()
     if keep == "personal":
         state = {
             **state,
@@ -125,7 +129,7 @@ def train_keeping(
         model.train()
         steps_per_epoch = math.ceil(len(data) / settings.batch_size)
         budget = max(1, math.ceil(settings.local_epochs * steps_per_epoch))
-        steps_done = 0
+        steps_done = examples_run = 0
         while budget > 0:  # one pass per loop, cut short when the step budget ends
             total, seen = 0.0, 0
             for xb, yb in _batches(data, settings.batch_size, order):
@@ -140,16 +144,21 @@ def train_keeping(
                 seen += len(yb)
                 budget -= 1
                 steps_done += 1
+                examples_run += len(yb)
                 if budget == 0:
                     break
             epoch_losses.append(total / seen)
     new_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    measured = clock() - start
     metrics = {
         "loss": epoch_losses[-1],
         "first_loss": epoch_losses[0],
-        "num_examples": float(len(data)),
+        # The examples the update was computed from: a fraction of an epoch's
+        # batches weighs only what it saw, more than one epoch no more than once.
+        "num_examples": float(min(examples_run, len(data))),
+        "examples_run": float(examples_run),
         "steps": float(steps_done),
-        "train_time_s": time.thread_time() - start,
+        "train_measured_s": measured,
     }
     kept: StateDict = {}
     if keep == "momentum":
@@ -157,6 +166,24 @@ def train_keeping(
     elif keep == "personal":
         kept = {PERSONAL + k: new_state[k] for k in personal_keys(model)}
     return new_state, metrics, kept
+
+
+def device_timer(device: str) -> Callable[[], float]:
+    """A clock for a client's training time on ``device``, read before and after.
+
+    On the CPU: the calling thread's CPU time, which does not count the other
+    clients sharing the host. On a CUDA device the work runs asynchronously, so
+    the thread's CPU time would miss it: the device is synchronised and the
+    host's wall clock read instead.
+    """
+    if device.startswith("cuda"):
+
+        def synchronised() -> float:
+            torch.cuda.synchronize(device)
+            return time.perf_counter()
+
+        return synchronised
+    return time.thread_time
 
 
 PERSONAL = "personal."
@@ -223,6 +250,29 @@ def warm_up(settings: TrainSettings, data: ClientData) -> None:
     one_batch = ClientData(data.x[: settings.batch_size], data.y[: settings.batch_size])
     state = initial_state(settings, seed=0)
     train(state, one_batch, replace(settings, local_epochs=1))
+
+
+@functools.lru_cache(maxsize=16)
+def flops_per_example(settings: TrainSettings) -> float:
+    """Training FLOPs per example of ``settings.model``: one forward and backward pass.
+
+    Counted once per model by PyTorch's ``FlopCounterMode`` on a batch of
+    ``settings.batch_size`` inputs. It counts matrix products and convolutions,
+    forward and backward; it leaves out normalisation, activations, pooling,
+    dropout, the loss and the optimiser step, and no estimate is added for them
+    (``make bench`` prints the share they would add).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = settings.batch_size
+    with _TORCH_RNG, torch.random.fork_rng(devices=[]):
+        model = build_model(settings.model, settings.in_channels, settings.image_size)
+        model.train()
+        x = torch.zeros(batch, settings.in_channels, settings.image_size, settings.image_size)
+        y = torch.zeros(batch, dtype=torch.long)
+        with FlopCounterMode(display=False) as counter:
+            nn.functional.cross_entropy(model(x), y).backward()
+    return counter.get_total_flops() / batch
 
 
 def statistics_of(settings: TrainSettings) -> frozenset[str]:

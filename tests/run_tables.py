@@ -34,7 +34,7 @@ def rounds_table() -> pd.DataFrame:
                     "weight_set": ws,
                     "accuracy": a,
                     "round_wall_s": 10.0,
-                    "wall_time_s": 10.0 * r,
+                    "elapsed_wall_s": 10.0 * r,
                     "round_sim_s": round_s,
                     "sim_time_s": round_s * r,
                     "idle_s": idle_s,

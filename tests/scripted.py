@@ -1,8 +1,10 @@
-"""A scripted federation for engine tests: clients that answer at once, with set compute times.
+"""A scripted federation for engine tests: clients that answer at once, with set work.
 
-The ClientApp adds one to every weight it receives and reports the compute
-time a test chose for it, so the engine and the strategies can be checked
-against closed forms on the simulated clock in milliseconds, without PyTorch.
+The ClientApp adds one to every weight it receives and reports the work a test
+chose for it: the examples it ran (what the modelled clock prices) and a
+measured time (what ``clock.compute = "measured"`` takes). The engine and the
+strategies can so be checked against closed forms on the simulated clock in
+milliseconds, without PyTorch.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from flwr.clientapp import ClientApp
 
 from pwfl.aggregation import make_executor
 from pwfl.callbacks import RoundRecord
-from pwfl.clock import make_profiles
 from pwfl.config import Config
+from pwfl.devices import make_profiles
 from pwfl.engine import Engine, RunResult, discover_clients
 from pwfl.inline import InlineGrid
 from pwfl.strategies import build_policy
@@ -27,8 +29,12 @@ from pwfl.transport import ARRAYS, CLIENT, CONFIG, METRICS, WEIGHT_KEY, to_recor
 EXAMPLES = 10
 
 
-def scripted_app(compute_s: Callable[[int, int], float]) -> ClientApp:
-    """A ClientApp whose client ``c`` computes ``compute_s(c, round)`` seconds per round."""
+def scripted_app(
+    compute_s: Callable[[int, int], float],
+    examples: Callable[[int, int], int] = lambda client, server_round: EXAMPLES,
+) -> ClientApp:
+    """A ClientApp whose client ``c`` reports ``compute_s(c, round)`` measured seconds and
+    ``examples(c, round)`` examples run in each round."""
     app = ClientApp()
 
     def client_of(msg: Message, context: Context) -> int:
@@ -44,10 +50,12 @@ def scripted_app(compute_s: Callable[[int, int], float]) -> ClientApp:
     def train(msg: Message, context: Context) -> Message:
         client, config = client_of(msg, context), msg.content[CONFIG]
         arrays = {k: v.numpy() + 1 for k, v in msg.content[ARRAYS].items()}
+        server_round = int(config["server-round"])
         metrics = {
             WEIGHT_KEY: EXAMPLES,
+            "examples-run": examples(client, server_round),
             "loss": 1.0,
-            "train-time-s": compute_s(client, int(config["server-round"])),
+            "train-measured-s": compute_s(client, server_round),
         }
         reply = RecordDict({ARRAYS: to_record(arrays), METRICS: MetricRecord(metrics)})
         return Message(reply, reply_to=msg)
@@ -85,10 +93,16 @@ class Rows:
 
 
 def run_scripted(
-    cfg: Config, compute_s: Callable[[int, int], float], size: int = 1000
+    cfg: Config,
+    compute_s: Callable[[int, int], float],
+    size: int = 1000,
+    examples: Callable[[int, int], int] = lambda client, server_round: EXAMPLES,
+    flops_per_example: float = 1e9,
 ) -> tuple[Rows, RunResult]:
-    """Run ``cfg``'s strategy on the scripted federation; the model is one ``size``-vector."""
-    grid = InlineGrid(scripted_app(compute_s), cfg.data.num_clients)
+    """Run ``cfg``'s strategy on the scripted federation; the model is one ``size``-vector
+    of float32. On the modelled clock a client's compute is ``examples x
+    flops_per_example / (reference_gflops x speed)``."""
+    grid = InlineGrid(scripted_app(compute_s, examples), cfg.data.num_clients)
     policy = build_policy(cfg)
     executor = make_executor(cfg.strategy.executor, workers=policy.num_weight_sets)
     rows = Rows()
@@ -103,8 +117,9 @@ def run_scripted(
             # "Accuracy" grows with the weights, so learning is visible in the rows.
             lambda arrays: {"accuracy": float(arrays["w"].mean()), "loss": 0.0},
             executor,
-            make_profiles(cfg.clients, directory.clients, cfg.seed),
+            make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed),
             [rows],
+            flops_per_example=flops_per_example,
         )
         result = engine.run({"w": np.zeros(size, dtype=np.float32)})
     finally:

@@ -11,7 +11,7 @@ from pwfl import analysis
 from .conftest import ROOT
 
 ROUNDS_CSV = """\
-strategy,seed,round,weight_set,accuracy,num_examples,round_wall_s,wall_time_s,round_sim_s,\
+strategy,seed,round,weight_set,accuracy,num_examples,round_wall_s,elapsed_wall_s,round_sim_s,\
 sim_time_s,idle_s,bytes_up
 pwfl,0,1,0,0.5,800,3.0,3.0,1.5,1.5,1.0,100
 pwfl,0,1,1,0.6,800,3.0,3.0,1.5,1.5,1.0,100
@@ -78,7 +78,8 @@ def test_load_results_of_a_comparison_without_run_folders(tmp_path):
     results = analysis.load_results(tmp_path)
     assert results.clients is None and results.server is None
     assert results.target == 0.9  # strategy.target_accuracy's default
-    assert results.summary()["final_accuracy_mean"].tolist() == [pytest.approx(0.55)]
+    summary = results.summary().set_index("weight_set")
+    assert summary.loc["all", "final_accuracy_mean"] == pytest.approx(0.55)
 
 
 def test_repo_root_is_found_from_the_notebooks_folder(tmp_path):

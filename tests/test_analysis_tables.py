@@ -19,22 +19,36 @@ def test_summary_view_labels_means_and_megabytes():
 
 def test_summary_markdown_formats_means_and_dashes_a_target_never_reached():
     summary = analysis.summarize_comparison(rounds_table(), 0.95)  # no run reaches 0.95
-    # Final and best accuracy: FedAvg (0.90 + 0.94) / 2 both; PWFL finals are the means
-    # of its sets, (0.90 + 0.82) / 2, its bests (0.92 + 0.84) / 2. 300 or 600 bytes up
-    # round to 0.0 MB.
+    # Final and best accuracy: FedAvg (0.90 + 0.94) / 2 both; PWFL's are means over its
+    # sets, then over seeds: finals (0.90 + 0.82) / 2, each set's best the same here.
+    # 300 or 600 bytes up round to 0.0 MB.
     assert analysis.summary_markdown(summary).splitlines() == [
-        "| strategy | final acc. | best acc. | rounds to 0.90 | sim. s to 0.90 "
+        "| strategy | final acc. | best acc. | reached 0.95 | rounds to 0.95 | sim. s to 0.95 "
         "| sim. s / round | host s / round | server idle | MB up |",
-        "|---|---|---|---|---|---|---|---|---|",
-        "| fedavg | 0.920 | 0.920 | – | – | 2.000 | 10.00 | 75.0% | 0.0 |",
-        "| pwfl | 0.860 | 0.880 | – | – | 1.000 | 10.00 | 50.0% | 0.0 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        "| fedavg | 0.920 | 0.920 | 0/2 | – | – | 2.000 | 10.00 | 75.0% | 0.0 |",
+        "| pwfl | 0.860 | 0.860 | 0/4 | – | – | 1.000 | 10.00 | 50.0% | 0.0 |",
     ]
+
+
+def test_summary_markdown_can_show_every_weight_set():
+    summary = analysis.summarize_comparison(rounds_table(), 0.9)
+    rows = analysis.summary_markdown(summary, each_set=True).splitlines()[2:]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| fedavg / set 0",
+        "| fedavg",
+        "| pwfl / set 0",
+        "| pwfl / set 1",
+        "| pwfl",
+    ]
+    # Per set: set 1 reached 0.9 in one seed of two, set 0 in none.
+    assert [row.split(" | ")[3] for row in rows[2:]] == ["0/2", "1/2", "1/4"]
 
 
 def test_format_summary_prints_mean_and_std_per_strategy():
     summary = analysis.summarize_comparison(rounds_table(), 0.9)
     header, fedavg, pwfl = analysis.format_summary(summary).splitlines()
-    assert header == "strategy  " + "  ".join(
+    assert header == "strategy   reached  " + "  ".join(
         f"{h:>13}"
         for h in (
             "final acc",
@@ -46,16 +60,17 @@ def test_format_summary_prints_mean_and_std_per_strategy():
             "idle",
         )
     )
-    # FedAvg's seeds reach 0.9 in round 3 (6 simulated seconds); population std.
+    # FedAvg's seeds reach 0.9 in round 3 (6 simulated seconds); sample std.
     assert fedavg.split() == [
         "fedavg",
-        "0.920±0.020",
-        "0.920±0.020",
+        "2/2",
+        "0.920±0.028",
+        "0.920±0.028",
         "3.000±0.000",
         "6.000±0.000",
         "10.000±0.000",
         "2.000±0.000",
         "0.750±0.000",
     ]
-    # Only PWFL's seed 0 reaches 0.9 (round 2); the mean leaves seed 1 out.
-    assert pwfl.split()[:4] == ["pwfl", "0.860±0.040", "0.880±0.040", "2.000±0.000"]
+    # Only PWFL's set 1 of seed 0 reaches 0.9 (round 2): 1 of 4 sets, no std of one value.
+    assert pwfl.split()[:5] == ["pwfl", "1/4", "0.860±0.057", "0.860±0.057", "2.000"]

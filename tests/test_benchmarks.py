@@ -13,7 +13,7 @@ from .conftest import ROOT
 
 def test_bench_smoke_writes_aggregation_and_scale_tables():
     result = subprocess.run(
-        [sys.executable, "benchmarks/bench.py", "--smoke", "--only", "aggregation,scale"],
+        [sys.executable, "benchmarks/bench.py", "--smoke", "--only", "clock,aggregation,scale"],
         cwd=ROOT,
         capture_output=True,
         text=True,

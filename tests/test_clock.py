@@ -1,10 +1,21 @@
-"""Unit tests for pwfl.clock: the server's busy time (union of aggregation intervals)."""
+"""Unit tests for pwfl.clock: shared links, the server's cores, events, and busy time."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from pwfl.clock import busy_time
+from pwfl.clock import (
+    Cores,
+    Link,
+    Simulation,
+    aggregation_bytes,
+    aggregation_seconds,
+    busy_time,
+    compute_seconds,
+    transfer_seconds,
+)
 
 
 @pytest.mark.parametrize(
@@ -30,3 +41,84 @@ def test_busy_time_is_clipped_to_the_window():
     assert busy_time(intervals, 1.0, 7.0) == pytest.approx(1.0 + 2.0 + 1.0)
     assert busy_time(intervals, 2.0, 3.0) == 0.0
     assert busy_time(intervals, 10.0, 12.0) == 0.0
+
+
+# --- the shared link ----------------------------------------------------------------
+
+
+def test_link_shares_are_max_min_fair_with_each_flows_own_cap():
+    link = Link(mbps=10.0)  # 10 Mbit/s
+    link.add("slow", 1e6, cap_bps=2e6)
+    link.add("a", 1e6, cap_bps=10e6)
+    link.add("b", 1e6, cap_bps=10e6)
+    rates = {key: flow.rate for key, flow in link.flows.items()}
+    # The capped flow gets its 2; the other two split the remaining 8.
+    assert rates == pytest.approx({"slow": 2e6, "a": 4e6, "b": 4e6})
+
+
+def test_an_unlimited_link_gives_every_flow_its_cap():
+    link = Link(mbps=math.inf)
+    link.add("a", 1e6, cap_bps=3e6)
+    link.add("b", 1e6, cap_bps=5e6)
+    assert {k: f.rate for k, f in link.flows.items()} == {"a": 3e6, "b": 5e6}
+
+
+def test_transfers_end_when_their_bits_are_moved_and_the_others_speed_up():
+    """A saturated link: 1 Mbit and 2 Mbit over 1 Mbit/s, both capped at 10."""
+    sim = Simulation(up_mbps=1.0, down_mbps=math.inf, cores=1)
+    sim.transfer("up", "small", 125_000, 10.0, "small done")  # 1 Mbit
+    sim.transfer("up", "big", 250_000, 10.0, "big done")  # 2 Mbit
+    # Each gets 0.5 Mbit/s: the small one ends at 2 s, when the big one has 1 Mbit
+    # left; alone at 1 Mbit/s it ends 1 s later.
+    assert sim.pop() == (pytest.approx(2.0), "small done")
+    assert sim.pop() == (pytest.approx(3.0), "big done")
+    assert not sim.busy()
+
+
+def test_a_transfer_started_later_slows_the_first_from_then_on():
+    sim = Simulation(up_mbps=1.0, down_mbps=math.inf, cores=1)
+    sim.transfer("up", "first", 250_000, 10.0, "first done")  # 2 Mbit alone: 2 s
+    sim.at(1.0, "second starts")
+    assert sim.pop() == (1.0, "second starts")
+    sim.transfer("up", "second", 125_000, 10.0, "second done")  # 1 Mbit
+    # From t=1 both move at 0.5 Mbit/s: first has 1 Mbit left, second 1 Mbit: both end
+    # at t=3; the tie goes in key order.
+    assert sim.pop() == (pytest.approx(3.0), "first done")
+    assert sim.pop() == (pytest.approx(3.0), "second done")
+
+
+def test_cancelled_transfers_and_dropped_events_leave_no_trace():
+    sim = Simulation(up_mbps=1.0, down_mbps=1.0, cores=1)
+    sim.transfer("up", "gone", 125_000, 10.0, "never")
+    token = sim.at(5.0, "never either")
+    sim.cancel("up", "gone")
+    sim.drop(token)
+    assert not sim.busy() and sim.peek() is None
+
+
+def test_events_at_one_time_come_in_the_order_they_were_scheduled():
+    sim = Simulation(up_mbps=math.inf, down_mbps=math.inf, cores=1)
+    for name in ("b", "a", "c"):
+        sim.at(1.0, name)
+    assert [sim.pop()[1] for _ in range(3)] == ["b", "a", "c"]
+    with pytest.raises(ValueError, match="before now"):
+        sim.at(0.5, "the past")
+
+
+def test_aggregations_queue_for_the_servers_cores():
+    cores = Cores(2)
+    assert cores.run(0.0, 1.0) == (0.0, 1.0)
+    assert cores.run(0.0, 1.0) == (0.0, 1.0)
+    assert cores.run(0.0, 1.0) == (1.0, 2.0)  # both cores busy: it waits
+    assert cores.run(5.0, 1.0) == (5.0, 6.0)
+
+
+def test_model_formulas_by_hand():
+    # 1000 examples x 25 MFLOP at 10 GFLOP/s on a device of speed 0.5: 5 s.
+    assert compute_seconds(1000, 25e6, 10.0, 0.5) == pytest.approx(5.0)
+    assert transfer_seconds(1_000_000, 8.0) == pytest.approx(1.0)
+    # 3 plain updates of a 4 MB model: read 12 MB, write 4 MB.
+    assert aggregation_bytes([4_000_000] * 3, 4_000_000, compressed=False) == 16_000_000
+    # 3 int8 updates (1 MB each): read 3 MB, write and read back 3 x 4 MB, write 4 MB.
+    assert aggregation_bytes([1_000_000] * 3, 4_000_000, compressed=True) == 31_000_000
+    assert aggregation_seconds(16_000_000, 8.0) == pytest.approx(0.002)

@@ -18,7 +18,6 @@ from pwfl import config as config_module
 from pwfl.config import (
     RANGE,
     SECTIONS,
-    ClientsConfig,
     Config,
     ConfigError,
     StragglerConfig,
@@ -36,6 +35,8 @@ INF_KEYS = {
     "clients.up_mbps",
     "clients.down_mbps",
     "faults.round_timeout_s",
+    "server.up_mbps",
+    "server.down_mbps",
 }
 
 
@@ -237,17 +238,16 @@ def test_config_with_infinities_round_trips_through_toml_and_the_run_config():
 
 
 def test_infinite_bandwidth_moves_bytes_in_no_time():
-    from pwfl.clock import make_profiles, round_trip
+    from pwfl.clock import Simulation, transfer_seconds
 
-    cfg = ClientsConfig(up_mbps=math.inf, down_mbps=math.inf, latency_ms=10.0)
-    profile = make_profiles(cfg, [0], seed=0)[0]
-    timing = round_trip(profile, 1.0, bytes_down=10**9, bytes_up=10**9)
-    assert (timing.download_s, timing.upload_s) == (0.0, 0.0)
-    assert timing.total_s == pytest.approx(1.01)
+    assert transfer_seconds(10**9, math.inf) == 0.0
+    sim = Simulation(math.inf, math.inf, cores=1)
+    sim.transfer("up", "a", 10**9, math.inf, "done")
+    assert sim.pop() == (0.0, "done")
 
 
 def test_trace_rows_follow_the_config_ranges(tmp_path):
-    from pwfl.clock import read_trace
+    from pwfl.devices import read_trace
 
     path = tmp_path / "trace.csv"
     header = "client,speed,up_mbps,down_mbps,latency_ms\n"
@@ -295,20 +295,27 @@ def _answer(to: str, error: bool = False) -> SimpleNamespace:
     )
 
 
-@pytest.mark.parametrize("deadline", [0.0, math.inf])
-def test_an_endless_deadline_is_no_deadline_in_the_ledger(deadline):
-    from pwfl.clock import ClientProfile
-    from pwfl.ledger import Ledger
+@pytest.mark.parametrize("deadline", ["0", "inf"])
+def test_an_endless_deadline_is_no_deadline(deadline):
+    from .scripted import run_scripted
 
-    link = {"up_mbps": 8.0, "down_mbps": 8.0, "latency_ms": 0.0}  # 1 MB: 1 s each way
-    profiles = {c: ClientProfile(speed=1.0, **link) for c in range(3)}
-    ledger = Ledger(profiles, deadline)
-    ledger.remember([_sent("a", 0), _sent("b", 1), _sent("c", 2)])
-    # "a" answers after 3 s, "b" fails, "c" never answers.
-    settled = ledger.settle([_answer("a"), _answer("b", error=True)], "train", 1)
-    status = {r["client"]: r["status"] for r in settled.rows}
-    assert status == {0: "ok", 1: "failed", 2: "timeout"}
-    assert settled.group_s == {0: pytest.approx(3.0)}
+    cfg = load_config(
+        None,
+        [
+            f"stragglers.deadline_s={deadline}",
+            "data.num_clients=3",
+            "strategy.name=fedavg",
+            "strategy.num_rounds=1",
+            "strategy.fraction_evaluate=0",
+            "checkpoint.every=0",
+            "clock.compute=measured",
+        ],
+    )
+    # Client 2 takes 1,000 s: it is waited for, never late.
+    rows, _ = run_scripted(cfg, lambda client, _: 1000.0 if client == 2 else 1.0)
+    _, clients, _ = rows.frames()
+    assert set(clients["status"]) == {"ok"}
+    assert clients["rtt_s"].max() > 1000
 
 
 # ---------------------------------------------------------------- choice lists
@@ -324,7 +331,18 @@ def test_config_imports_neither_torch_nor_flower_nor_ray():
 
 
 def test_choice_lists_are_the_implementing_modules_registries():
-    from pwfl import aggregation, clock, codec, data, models, stragglers, training
+    from pwfl import (
+        aggregation,
+        clock,
+        codec,
+        data,
+        devices,
+        models,
+        partition,
+        stragglers,
+        strategies,
+        training,
+    )
     from pwfl.strategies import server_optimizer
 
     choices = registered_choices()
@@ -335,7 +353,11 @@ def test_choice_lists_are_the_implementing_modules_registries():
     assert choices["strategy.executor"] is aggregation.EXECUTORS
     assert choices["strategy.server_opt"] is server_optimizer.OPTIMIZERS
     assert choices["comm.compression"] is codec.MODES
-    assert choices["clients.profile"] is clock.PROFILES
+    assert choices["clients.profile"] is devices.PROFILES
+    assert choices["clock.compute"] is clock.COMPUTE
+    assert choices["strategy.name"] is strategies.STRATEGIES
+    assert choices["strategy.mode"] is strategies.MODES
+    assert choices["strategy.group_policy"] is partition.GROUP_POLICIES
     assert choices["stragglers.load_balancing"] is stragglers.BALANCING
     for name in ("DATASETS", "PARTITIONERS", "MODELS", "EXECUTORS", "CLIENT_STATES"):
         assert not hasattr(config_module, name), f"config.py lists {name} again"

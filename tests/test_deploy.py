@@ -35,7 +35,7 @@ def test_deploy_two_supernodes_writes_the_records_and_leaves_no_process(tmp_path
     # Two nodes, partition ids 0 and 1, each trains one of the two weight sets.
     assert sorted(train["client"]) == [0, 1]
     assert sorted(train["weight_set"].astype(str)) == ["0", "1"]
-    assert summary["final_accuracy"] > 0.5
+    assert summary["all"]["final_accuracy"] > 0.5
 
 
 @pytest.mark.slow

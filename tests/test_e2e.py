@@ -60,12 +60,12 @@ def test_fedavg_two_rounds_writes_all_four_files(runs):
     # fraction_train = 1: each of the 4 clients trains once per round.
     assert sorted(train.groupby("round")["client"].apply(sorted).tolist()) == [[0, 1, 2, 3]] * 2
     assert (train["status"] == "ok").all()
-    assert (train["train_time_s"] > 0).all()
+    assert (train["train_measured_s"] > 0).all()
     written = tomllib.loads((out / "config.toml").read_text())
     assert written["strategy"]["name"] == "fedavg"
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["rounds"] == 2
-    assert summary["final_accuracy"] == pytest.approx(rounds["accuracy"].iloc[-1])
+    assert summary["all"]["rounds"] == 2
+    assert summary["all"]["final_accuracy"] == pytest.approx(rounds["accuracy"].iloc[-1])
 
 
 def test_pwfl_with_one_weight_set_reproduces_fedavg(runs):
@@ -197,7 +197,9 @@ def test_deadline_drops_late_replies(runs):
     clients = pd.read_csv(out / "clients.csv")
     train = clients[clients["phase"] == "train"]
     late = train[train["status"] == "late"]
-    assert len(late) and (late["rtt_s"] > 0.6).all()
+    # The server gives up on a late client at the deadline: it is free from then on.
+    assert len(late) and np.allclose(late["rtt_s"], 0.6)
+    assert late["compute_s"].isna().any() or (late["bytes_up"] == 0).all()
     assert (train[train["status"] == "ok"]["rtt_s"] <= 0.6).all()
     rounds = pd.read_csv(out / "rounds.csv")
     # Late replies are not aggregated, and the server waited until the deadline.
@@ -223,7 +225,7 @@ def test_async_groups_never_share_a_busy_client(runs):
         # Each weight set keeps its own clock: its rounds follow one another.
         assert ws["sim_time_s"].is_monotonic_increasing
     # Idle time comes from the server's aggregation intervals (no round barrier).
-    idle = json.loads((out / "summary.json").read_text())["idle_fraction"]
+    idle = json.loads((out / "summary.json").read_text())["all"]["idle_fraction"]
     assert 0 < idle < 1
     # No barrier: the first set to finish round 1 starts round 2 before the other
     # set has finished round 1.

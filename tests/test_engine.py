@@ -17,7 +17,13 @@ from pwfl.config import load_config
 from . import plugins
 from .scripted import run_scripted
 
-FAST_LINKS = ["clients.up_mbps=inf", "clients.down_mbps=inf", "clients.latency_ms=0"]
+FAST_LINKS = [
+    "clients.up_mbps=inf",
+    "clients.down_mbps=inf",
+    "clients.latency_ms=0",
+    "server.up_mbps=inf",
+    "server.down_mbps=inf",
+]
 
 
 def config(*overrides: str):
@@ -30,6 +36,7 @@ def config(*overrides: str):
             "strategy.executor=serial",
             "strategy.fraction_evaluate=0",
             "checkpoint.every=0",
+            "clock.compute=measured",  # the scripted clients report their compute time
             *FAST_LINKS,
             *overrides,
         ],
@@ -141,3 +148,31 @@ def test_a_group_is_aggregated_while_another_group_still_trains(monkeypatch):
     rows, _ = run_scripted(cfg, slow_client_five)
     assert len(plugins.STARTS) == 2
     assert min(plugins.STARTS) < replied[5]
+
+
+def test_async_groups_mix_when_every_client_is_sampled():
+    """Full participation and one slow client: each set draws from one pool of free
+    clients (a client is free once its own reply is in), so the slow client does not
+    stay with one set and the groups change from round to round."""
+
+    def slow_zero(client: int, server_round: int) -> float:
+        return 5.0 if client == 0 else 1.0
+
+    rows, _ = run_scripted(
+        config(
+            "data.num_clients=10",
+            "strategy.name=pwfl",
+            "strategy.mode=async",
+            "strategy.num_rounds=6",
+        ),
+        slow_zero,
+    )
+    _, clients, _ = rows.frames()
+    train = clients[clients["phase"] == "train"]
+    for _, mine in train.groupby("weight_set"):
+        groups = {tuple(sorted(g["client"])) for _, g in mine.groupby("round")}
+        assert len(groups) > 2  # not the same five clients every round
+        assert mine["client"].nunique() > 5  # more clients than one group trained it
+    # The slow client is not bound to one set for good.
+    slow_rounds = train[(train["client"] == 0) & (train["weight_set"] == "1")]["round"]
+    assert len(slow_rounds) < 6

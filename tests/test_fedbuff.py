@@ -56,10 +56,12 @@ def test_fedbuff_on_the_scripted_federation_takes_the_hand_computed_steps():
     """Two clients, both always busy (concurrency 2), two updates per step.
 
     Client 0 takes 1 s, client 1 takes 2.5 s; every client adds 1 to what it gets.
-    t=1 and t=2: client 0's two fresh updates fill the buffer: step 1 gives w = 1.
-    t=2.5: client 1's update was sent at version 0, one step ago: weight 2^-0.5 / 2.
-    t=3: client 0's fresh update (sent at t=2, version 1) fills the buffer: step 2
-    gives w = 1 + 2^-0.5 / 2 + 1 / 2.
+    t=1 and t=2: client 0's two fresh updates fill the buffer: step 1 (w = 1)
+    starts at t=2 and ends a moment later, so client 0, sent again at t=2, gets
+    the model of before the step (version 0).
+    t=2.5: client 1's update (sent at version 0) is one step old: weight 2^-0.5 / 2.
+    t=3: client 0's update (sent at t=2, version 0) is one step old too: step 2
+    gives w = 1 + 2 x 2^-0.5 / 2.
     """
     cfg = load_config(
         None,
@@ -72,13 +74,16 @@ def test_fedbuff_on_the_scripted_federation_takes_the_hand_computed_steps():
             "strategy.num_rounds=2",
             "strategy.executor=serial",
             "checkpoint.every=0",
+            "clock.compute=measured",
             "clients.up_mbps=inf",
             "clients.down_mbps=inf",
             "clients.latency_ms=0",
+            "server.up_mbps=inf",
+            "server.down_mbps=inf",
         ],
     )
     rows, result = run_scripted(cfg, lambda client, _: 1.0 if client == 0 else 2.5, size=3)
-    np.testing.assert_allclose(result.weight_sets["0"]["w"], [1 + 2**-0.5 / 2 + 0.5] * 3, rtol=1e-6)
+    np.testing.assert_allclose(result.weight_sets["0"]["w"], [1 + 2**-0.5] * 3, rtol=1e-6)
     rounds, clients, server = rows.frames()
     assert rounds["round"].tolist() == [1, 2]
     assert rounds["status"].tolist() == ["ok", "ok"]

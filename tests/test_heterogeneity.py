@@ -4,36 +4,52 @@ from __future__ import annotations
 
 import pytest
 
-from pwfl.clock import ClientProfile, ClientTiming, make_profiles, read_trace, round_trip
+from pwfl.clock import ClientTiming
 from pwfl.config import ClientsConfig, StragglerConfig, load_config
+from pwfl.devices import ClientProfile, make_profiles, read_trace
 from pwfl.errors import ConfigError
 from pwfl.stragglers import StragglerTracker
 
 
-def test_round_trip_adds_transfer_compute_and_latency():
-    profile = ClientProfile(speed=0.5, up_mbps=8.0, down_mbps=16.0, latency_ms=30.0)
-    timing = round_trip(profile, measured_compute_s=1.0, bytes_down=2_000_000, bytes_up=1_000_000)
-    assert timing.download_s == pytest.approx(1.0)  # 16 Mbit at 16 Mbit/s
-    assert timing.compute_s == pytest.approx(2.0)  # half speed
-    assert timing.upload_s == pytest.approx(1.0)  # 8 Mbit at 8 Mbit/s
-    assert timing.total_s == pytest.approx(4.03)
-
-
 def test_tiers_give_exact_shares_and_are_seeded():
     cfg = ClientsConfig(profile="tiers", tiers="0.9:1,0.1:0.2")
-    profiles = make_profiles(cfg, range(20), seed=3)
+    profiles = make_profiles(cfg, 20, seed=3)
     speeds = sorted(p.speed for p in profiles.values())
     assert speeds == [0.2, 0.2] + [1.0] * 18
-    assert make_profiles(cfg, range(20), seed=3) == profiles
+    assert make_profiles(cfg, 20, seed=3) == profiles
     slow = {c for c, p in profiles.items() if p.speed < 1}
-    other = {c for c, p in make_profiles(cfg, range(20), seed=4).items() if p.speed < 1}
+    other = {c for c, p in make_profiles(cfg, 20, seed=4).items() if p.speed < 1}
     assert slow != other or len(slow) == 0
 
 
+@pytest.mark.parametrize("count", [1, 2, 3, 10, 17, 1000, 4096, 4097])
+def test_permuted_place_is_a_bijection_of_the_population(count):
+    from pwfl.devices import permuted_place
+
+    places = [permuted_place(c, count, key=12345) for c in range(count)]
+    assert sorted(places) == list(range(count))
+    if count >= 10:
+        assert places != list(range(count))  # actually shuffled
+        assert places != [permuted_place(c, count, key=54321) for c in range(count)]
+
+
+def test_a_clients_profile_needs_no_list_of_the_population():
+    """Drawn for one client alone: a billion-client population costs nothing up front,
+    and the tiers still hold their exact shares."""
+    cfg = ClientsConfig(profile="tiers", tiers="0.9:1,0.1:0.2")
+    huge = make_profiles(cfg, 1_000_000_000, seed=0)
+    assert huge[999_999_999].speed in (0.2, 1.0)
+    assert len(huge._known) == 1
+    lognormal = make_profiles(ClientsConfig(profile="lognormal"), 1_000_000_000, seed=0)
+    assert lognormal[5] == make_profiles(ClientsConfig(profile="lognormal"), 10, seed=0)[5]
+    with pytest.raises(KeyError):
+        huge[1_000_000_000]
+
+
 def test_lognormal_spread_zero_is_uniform():
-    profiles = make_profiles(ClientsConfig(profile="lognormal", spread=0.0), range(5), 0)
+    profiles = make_profiles(ClientsConfig(profile="lognormal", spread=0.0), 5, 0)
     assert {p.speed for p in profiles.values()} == {1.0}
-    spread = make_profiles(ClientsConfig(profile="lognormal", spread=1.0), range(50), 0)
+    spread = make_profiles(ClientsConfig(profile="lognormal", spread=1.0), 50, 0)
     assert max(p.speed for p in spread.values()) / min(p.speed for p in spread.values()) > 5
 
 

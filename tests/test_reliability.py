@@ -3,8 +3,6 @@ checkpoint files, client state, and the training state a client keeps."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 import torch
@@ -21,10 +19,8 @@ from pwfl.checkpoint import (
     save_checkpoint,
     save_client_state,
 )
-from pwfl.clock import ClientProfile
 from pwfl.config import Config, FaultsConfig, StragglerConfig, StrategyConfig
 from pwfl.faults import CRASH, HANG, NONE, TRANSIENT, fails_attempt, fault_for
-from pwfl.ledger import Ledger, on_clock
 from pwfl.quorum import QUORUM_MISSED, QuorumLost, QuorumWatch, has_quorum, replies_needed
 from pwfl.stragglers import StragglerTracker
 from pwfl.strategies.server_optimizer import ServerOptimizer
@@ -106,75 +102,6 @@ def test_quorum_watch_counts_each_sets_own_rounds_without_a_barrier():
     assert watch.streaks == {"0": 3, "1": 2}
     with pytest.raises(QuorumLost):
         watch.stop_if_lost(2)
-
-
-# --- retries in the ledger ---------------------------------------------------------
-
-
-class _Bytes:
-    def __init__(self, n: int):
-        self.n = n
-
-    def count_bytes(self) -> int:
-        return self.n
-
-
-def _message(mid: str, client: int, attempt: int) -> SimpleNamespace:
-    config = {"client-id": client, "weight-set": 0, "local-epochs": 1.0, "attempt": attempt}
-    content = {"config": config}
-    content["arrays"] = _Bytes(1_000_000)
-    return SimpleNamespace(
-        metadata=SimpleNamespace(message_id=mid, dst_node_id=100 + client), content=content
-    )
-
-
-def _reply(to: str, error: str | None = None, compute: float = 1.0) -> SimpleNamespace:
-    content = {
-        "metrics": {"num-examples": 10, "loss": 0.5, "train-time-s": compute},
-        "arrays": _Bytes(1_000_000),
-    }
-    return SimpleNamespace(
-        metadata=SimpleNamespace(reply_to_message_id=to),
-        content=content,
-        has_error=lambda: error is not None,
-        error=SimpleNamespace(reason=f"Traceback...\nException occurred. Message: {error}", code=2),
-    )
-
-
-def test_ledger_marks_retried_tries_and_delays_the_retry_on_the_simulated_clock():
-    link = {"up_mbps": 8.0, "down_mbps": 8.0, "latency_ms": 0.0}  # 1 MB takes 1 s each way
-    profiles = {c: ClientProfile(speed=1.0, **link) for c in range(3)}
-    ledger = Ledger(profiles)
-    first = [_message("a", 0, 0), _message("b", 1, 0), _message("c", 2, 0)]
-    retry = [_message("a2", 0, 1), _message("b2", 1, 1)]
-    ledger.remember(first)
-    ledger.remember(retry)
-    replies = [
-        _reply("a", error="injected transient fault"),
-        _reply("a2"),
-        _reply("b", error="injected crash fault"),
-        _reply("b2", error="injected crash fault"),
-        # no reply to "c": a timeout
-    ]
-    settled = ledger.settle(replies, "train", 1)
-    rows = {(r["client"], r["attempt"]): r for r in settled.rows}
-    assert rows[0, 0]["status"] == "retried"
-    assert rows[0, 0]["error"] == "injected transient fault"
-    assert rows[0, 1]["status"] == "ok"
-    assert rows[1, 0]["status"] == "retried" and rows[1, 1]["status"] == "failed"
-    assert rows[2, 0]["status"] == "timeout"
-    assert len(settled.rows) == 5  # one row per message sent
-    assert settled.sent == {0: 3}  # retries do not count as clients sent
-    assert [r.metadata.reply_to_message_id for r in settled.accepted[0]] == ["a2"]
-    # The failed try cost a download (1 s); the retry then took 1 + 1 + 1 s.
-    assert rows[0, 1]["offset_s"] == pytest.approx(1.0)
-    assert rows[0, 1]["rtt_s"] == pytest.approx(3.0)
-    assert settled.group_s[0] == pytest.approx(4.0)
-    placed = {r["client"]: r for r in on_clock(settled.rows, 10.0) if "sim_start_s" in r}
-    assert placed[0]["sim_start_s"] == pytest.approx(11.0)
-    assert placed[0]["sim_end_s"] == pytest.approx(14.0)
-    # Settling forgets the messages: the next exchange starts afresh.
-    assert ledger.settle([], "train", 2).rows == []
 
 
 # --- checkpoints -------------------------------------------------------------------

@@ -53,10 +53,54 @@ def test_training_lowers_the_loss(trained):
 
 def test_training_metrics(trained):
     _, _, metrics = trained
-    assert set(metrics) == {"loss", "first_loss", "num_examples", "steps", "train_time_s"}
-    assert metrics["num_examples"] == 256.0
+    assert set(metrics) == {
+        "loss",
+        "first_loss",
+        "num_examples",
+        "examples_run",
+        "steps",
+        "train_measured_s",
+    }
     assert metrics["steps"] == SETTINGS.local_epochs * 256 / SETTINGS.batch_size
-    assert metrics["train_time_s"] > 0.0
+    assert metrics["examples_run"] == SETTINGS.local_epochs * 256.0
+    assert metrics["num_examples"] == 256.0  # each example counts once in the weight
+    assert metrics["train_measured_s"] > 0.0
+
+
+def test_a_fraction_of_an_epoch_runs_whole_batches_and_weighs_what_it_saw():
+    data = ClientData(torch.randn(100, 1, 28, 28), torch.randint(0, 10, (100,)))
+    settings = TrainSettings(model="small-cnn", batch_size=32, local_epochs=0.2, seed=1)
+    _, metrics = train(initial_state(settings, seed=0), data, settings)
+    # 0.2 of a 4-batch epoch: ceil(0.8) = 1 batch of 32 examples.
+    assert metrics["steps"] == 1 and metrics["examples_run"] == 32
+    assert metrics["num_examples"] == 32
+
+
+def test_flops_per_example_counts_forward_and_backward_of_convolutions_and_products():
+    from pwfl.training import flops_per_example
+
+    mlp = TrainSettings(model="mlp", batch_size=8)
+    # mlp: 784 -> 200 -> 10. Forward: 2 x (784 x 200 + 200 x 10) FLOPs per example;
+    # backward: twice that for the weight and input gradients, less the first
+    # layer's input gradient, which nothing needs.
+    forward = 2 * (784 * 200 + 200 * 10)
+    assert flops_per_example(mlp) == pytest.approx(3 * forward - 2 * 784 * 200)
+    assert flops_per_example(TrainSettings(model="cnn")) > 10 * flops_per_example(mlp)
+
+
+def test_on_a_cuda_device_training_time_is_wall_time_between_synchronisations(monkeypatch):
+    """thread_time() cannot see work a GPU does asynchronously: the timer must
+    synchronise the device and read the wall clock (a stand-in for the device here)."""
+    import pwfl.training as training_module
+
+    synced: list[str] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    ticks = iter([10.0, 12.5])
+    monkeypatch.setattr(training_module.time, "perf_counter", lambda: next(ticks))
+    timer = training_module.device_timer("cuda:0")
+    assert timer() == 10.0 and timer() == 12.5
+    assert synced == ["cuda:0", "cuda:0"]
+    assert training_module.device_timer("cpu") is training_module.time.thread_time
 
 
 def test_training_improves_accuracy(trained, mnist5k):

@@ -46,7 +46,10 @@ from pwfl.analysis.loading import (
 )
 from pwfl.analysis.structure import plot_round_structure
 from pwfl.analysis.summaries import (
+    ALL,
+    SET_MEANS,
     SUMMARY_METRICS,
+    TO_TARGET,
     client_summary,
     communication_per_round,
     finish_spread,
@@ -81,7 +84,10 @@ __all__ = [
     "load_results",
     "repo_root",
     # summaries
+    "ALL",
+    "SET_MEANS",
     "SUMMARY_METRICS",
+    "TO_TARGET",
     "summarize_run",
     "summarize_runs",
     "summarize_comparison",

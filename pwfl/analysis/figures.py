@@ -14,14 +14,14 @@ from pwfl.analysis.summaries import communication_per_round
 
 AXIS_LABELS = {
     "round": "round",
-    "wall_time_s": "host wall time (s)",
+    "elapsed_wall_s": "host wall time (s)",
     "sim_time_s": "simulated time (s)",
 }
 
 
 def plot_convergence(
     rounds: pd.DataFrame,
-    x: Sequence[str] = ("round", "wall_time_s", "sim_time_s"),
+    x: Sequence[str] = ("round", "elapsed_wall_s", "sim_time_s"),
     weight_sets: str = "each",
 ) -> Figure:
     """Accuracy against round, host wall time and simulated time.
@@ -31,7 +31,7 @@ def plot_convergence(
     rounds
         ``rounds.csv`` / ``comparison.csv`` rows.
     x
-        One panel per column: ``round``, ``wall_time_s``, ``sim_time_s``.
+        One panel per column: ``round``, ``elapsed_wall_s``, ``sim_time_s``.
     weight_sets
         ``"each"``: one line per strategy and weight set (a strategy with one
         set is named alone, others ``strategy / set k``). ``"mean"``: one line

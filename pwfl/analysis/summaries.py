@@ -9,19 +9,64 @@ import pandas as pd
 
 from pwfl.analysis._shared import MERGED, weight_set_rows
 
+ALL = "all"
+"""The ``weight_set`` of a summary row that covers every weight set of a run."""
 
-def _first_reaching(rounds: pd.DataFrame, target: float, column: str) -> float:
-    hit = rounds[rounds["accuracy"] >= target]
+
+def _first_reaching(rows: pd.DataFrame, target: float, column: str) -> float:
+    hit = rows[rows["accuracy"] >= target]
     return float(hit[column].min()) if len(hit) else float("nan")
 
 
-def summarize_run(rounds: pd.DataFrame, target: float) -> dict[str, Any]:
-    """Headline numbers of one run.
+def _set_numbers(rows: pd.DataFrame, target: float) -> dict[str, Any]:
+    """Headline numbers of one weight set from its ``rounds.csv`` rows."""
+    rows = rows.sort_values("round")
+    reached = bool((rows["accuracy"] >= target).any())
+    numbers: dict[str, Any] = {
+        "rounds": int(rows["round"].max()),
+        "final_accuracy": float(rows["accuracy"].iloc[-1]),
+        "best_accuracy": float(rows["accuracy"].max()),
+        "reached": int(reached),
+        "sets": 1,
+        "rounds_to_target": _first_reaching(rows, target, "round"),
+        "sim_time_to_target_s": _first_reaching(rows, target, "sim_time_s"),
+        "wall_time_to_target_s": _first_reaching(rows, target, "elapsed_wall_s"),
+        "mean_round_sim_s": float(rows["round_sim_s"].mean()),
+        "mean_round_wall_s": float(rows["round_wall_s"].mean()),
+        "total_sim_time_s": float(rows["sim_time_s"].max()),
+        "total_wall_time_s": float(rows["elapsed_wall_s"].max()),
+    }
+    for column in ("bytes_up", "bytes_down"):
+        if column in rows:
+            numbers[f"total_{column}"] = int(rows[column].fillna(0).sum())
+    return numbers
 
-    ``final_accuracy`` is the mean over the run's weight sets of their last
-    accuracy (one set for FedAvg); ``best_set_final_accuracy`` the best of them.
-    ``rounds_to_target`` / ``sim_time_to_target_s`` count until the first
-    weight set reaches ``target`` (NaN when none does).
+
+SET_MEANS = [
+    "final_accuracy",
+    "best_accuracy",
+    "mean_round_sim_s",
+    "mean_round_wall_s",
+]
+"""Numbers the ``all`` row of a run averages over its weight sets."""
+TO_TARGET = ["rounds_to_target", "sim_time_to_target_s", "wall_time_to_target_s"]
+"""Numbers the ``all`` row averages over the weight sets that reached the target."""
+
+
+def summarize_run(
+    rounds: pd.DataFrame, target: float, server: pd.DataFrame | None = None
+) -> dict[str, Any]:
+    """Headline numbers of one run: each weight set's, and ``all`` of them.
+
+    Every number is first taken per weight set (its last and best accuracy, the
+    round and simulated time at which it first reached ``target``, its mean
+    round), so a strategy with K sets is compared on the same quantity as one
+    with a single set. The ``all`` entry holds the mean over the sets of
+    ``SET_MEANS``; the mean of ``TO_TARGET`` over the sets that reached the
+    target, with ``reached`` of ``sets`` saying how many did (a set that never
+    reaches it counts as not reached, not as missing); the run's totals (bytes,
+    simulated and host time); the share of the simulated time the server was
+    idle; and, labelled as such, ``best_of_k_final_accuracy``, the best set's.
 
     Parameters
     ----------
@@ -29,61 +74,70 @@ def summarize_run(rounds: pd.DataFrame, target: float) -> dict[str, Any]:
         The ``rounds.csv`` rows of one run.
     target
         Accuracy whose first crossing is reported.
+    server
+        The run's ``server.csv`` rows: the idle share of a run without a round
+        barrier (async, whose rounds cover one set each) comes from its
+        aggregation intervals (:func:`idle_fraction`).
 
     Returns
     -------
     dict
-        The numbers ``summary.json`` holds.
+        ``{"0": {...}, "1": {...}, ..., "all": {...}}``; ``summary.json`` holds it.
     """
     sets = weight_set_rows(rounds)
-    last_round = int(sets["round"].max())
-    final = sets[sets["round"] == last_round]
-    per_round = sets.groupby("round").agg(
-        round_wall_s=("round_wall_s", "first"),
-        round_sim_s=("round_sim_s", "first"),
-        idle_s=("idle_s", "first"),
-    )
-    summary: dict[str, Any] = {
-        "rounds": last_round,
-        "final_accuracy": float(final["accuracy"].mean()),
-        "best_set_final_accuracy": float(final["accuracy"].max()),
-        "best_accuracy": float(sets["accuracy"].max()),
-        "final_accuracy_per_set": {
-            str(ws): float(acc)
-            for ws, acc in zip(final["weight_set"], final["accuracy"], strict=True)
-        },
-        "rounds_to_target": _first_reaching(sets, target, "round"),
-        "sim_time_to_target_s": _first_reaching(sets, target, "sim_time_s"),
-        "wall_time_to_target_s": _first_reaching(sets, target, "wall_time_s"),
-        "total_wall_time_s": float(sets["wall_time_s"].max()),
-        "mean_round_wall_s": float(per_round["round_wall_s"].mean()),
-        "total_sim_time_s": float(sets["sim_time_s"].max()),
-        "mean_round_sim_s": float(per_round["round_sim_s"].mean()),
-        "idle_fraction": float(per_round["idle_s"].sum() / per_round["round_sim_s"].sum())
-        if per_round["idle_s"].notna().any() and per_round["round_sim_s"].sum() > 0
-        else float("nan"),
-        "target_accuracy": target,
+    per_set = {
+        str(ws): _set_numbers(rows, target) for ws, rows in sets.groupby("weight_set", sort=True)
     }
-    for column in ("bytes_up", "bytes_down"):
-        if column in sets:
-            summary[f"total_{column}"] = int(sets[column].fillna(0).sum())
+    every = pd.DataFrame(per_set.values())
+    reached = every[every["reached"] == 1]
+    summary = {
+        "rounds": int(sets["round"].max()),
+        **{name: float(every[name].mean()) for name in SET_MEANS},
+        "reached": int(every["reached"].sum()),
+        "sets": len(every),
+        **{
+            name: float(reached[name].mean()) if len(reached) else float("nan")
+            for name in TO_TARGET
+        },
+        "total_sim_time_s": float(sets["sim_time_s"].max()),
+        "total_wall_time_s": float(sets["elapsed_wall_s"].max()),
+        "idle_fraction": _idle_share(sets, server),
+        "best_of_k_final_accuracy": float(every["final_accuracy"].max()),
+    }
+    for column in ("total_bytes_up", "total_bytes_down"):
+        if column in every:
+            summary[column] = int(every[column].sum())
     merged = rounds[rounds["weight_set"].astype(str) == MERGED]
     if len(merged):
         summary["merged_final_accuracy"] = float(merged.sort_values("round")["accuracy"].iloc[-1])
-    return summary
+    return {**per_set, ALL: summary}
+
+
+def _idle_share(sets: pd.DataFrame, server: pd.DataFrame | None) -> float:
+    barrier = sets.groupby("round").agg(
+        round_sim_s=("round_sim_s", "first"), idle_s=("idle_s", "first")
+    )
+    if barrier["idle_s"].notna().all() and barrier["round_sim_s"].sum() > 0:
+        return float(barrier["idle_s"].sum() / barrier["round_sim_s"].sum())
+    if server is not None and len(sets):
+        return idle_fraction(server, float(sets["sim_time_s"].max()))
+    return float("nan")
 
 
 SUMMARY_METRICS = [
     "final_accuracy",
-    "total_bytes_up",
     "best_accuracy",
     "rounds_to_target",
     "sim_time_to_target_s",
-    "total_wall_time_s",
-    "mean_round_wall_s",
     "mean_round_sim_s",
+    "mean_round_wall_s",
+    "total_sim_time_s",
+    "total_wall_time_s",
     "idle_fraction",
+    "total_bytes_up",
+    "best_of_k_final_accuracy",
 ]
+"""The numbers ``summary.csv`` gives a mean and a standard deviation over seeds."""
 
 
 def finish_spread(clients: pd.DataFrame) -> pd.DataFrame:
@@ -112,7 +166,7 @@ def summarize_runs(
     clients: pd.DataFrame | None = None,
     server: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per run (strategy and seed) with its headline numbers.
+    """One row per run (strategy and seed) and weight set, and one ``all`` row per run.
 
     Parameters
     ----------
@@ -121,29 +175,29 @@ def summarize_runs(
     target
         Accuracy whose first crossing is reported.
     clients
-        Optional ``clients.csv`` rows: adds ``finish_spread`` (mean over rounds).
+        Optional ``clients.csv`` rows: adds ``finish_spread`` (mean over rounds)
+        to the ``all`` rows.
     server
-        Optional ``server.csv`` rows: the idle fraction of runs without a round
-        barrier (async), which have no per-round ``idle_s``, comes from the
-        server's aggregation intervals (:func:`idle_fraction`).
+        Optional ``server.csv`` rows, for the idle share of async runs.
 
     Returns
     -------
     pandas.DataFrame
-        ``strategy``, ``seed`` and the scalar numbers of :func:`summarize_run`.
+        ``strategy``, ``seed``, ``weight_set`` and the numbers of
+        :func:`summarize_run`.
     """
     per_run = []
     for (strategy, seed), run in rounds.groupby(["strategy", "seed"], sort=False):
-        row = summarize_run(run, target)
-        del row["final_accuracy_per_set"]
-        if np.isnan(row["idle_fraction"]) and server is not None:
+        mine = None
+        if server is not None:
             mine = server[(server["strategy"] == strategy) & (server["seed"] == seed)]
-            row["idle_fraction"] = idle_fraction(mine, float(run["sim_time_s"].max()))
-        per_run.append({"strategy": strategy, "seed": seed, **row})
+        for ws, numbers in summarize_run(run, target, mine).items():
+            per_run.append({"strategy": strategy, "seed": seed, "weight_set": ws, **numbers})
     runs = pd.DataFrame(per_run)
     if clients is not None and "rtt_s" in clients:
         spread = finish_spread(clients).groupby(["strategy", "seed"])["finish_spread"].mean()
         runs = runs.join(spread, on=["strategy", "seed"])
+        runs.loc[runs["weight_set"] != ALL, "finish_spread"] = np.nan
     return runs
 
 
@@ -153,7 +207,7 @@ def summarize_comparison(
     clients: pd.DataFrame | None = None,
     server: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Per strategy: mean and std over seeds of each run's summary numbers.
+    """Per strategy and weight set (and ``all``): mean and std over seeds of the numbers.
 
     Parameters
     ----------
@@ -163,20 +217,40 @@ def summarize_comparison(
     Returns
     -------
     pandas.DataFrame
-        One row per strategy in order of first appearance: ``strategy``,
-        ``seeds``, then ``<metric>_mean`` and ``<metric>_std`` (population std)
-        for every metric of ``SUMMARY_METRICS`` (and ``finish_spread``). This is
-        ``summary.csv``.
+        One row per strategy and weight set in order of first appearance, its
+        ``all`` row last: ``strategy``, ``weight_set``, ``target``, ``seeds``, ``reached``
+        (weight sets, over all seeds, that reached the target) of ``sets``, then
+        ``<metric>_mean`` and ``<metric>_std`` (sample standard deviation, as
+        the figures' bands; empty with one seed) of every metric of
+        ``SUMMARY_METRICS`` and ``finish_spread``. A mean of a time to the
+        target is over the runs and sets that reached it. This is ``summary.csv``.
     """
     runs = summarize_runs(rounds, target, clients, server)
-    metrics = [*SUMMARY_METRICS, *(["finish_spread"] if "finish_spread" in runs else [])]
-    order = list(dict.fromkeys(runs["strategy"]))
-    grouped = runs.groupby("strategy", sort=False)[metrics]
-    table = grouped.mean().add_suffix("_mean").join(grouped.std(ddof=0).add_suffix("_std"))
-    table["seeds"] = grouped.size()
-    table = table.reindex(order)
+    metrics = [m for m in [*SUMMARY_METRICS, "finish_spread"] if m in runs]
+    keys = ["strategy", "weight_set"]
+    grouped = runs.groupby(keys, sort=False)
+    table = grouped[metrics].mean().add_suffix("_mean")
+    table = table.join(grouped[metrics].std(ddof=1).add_suffix("_std"))
+    # The ``all`` rows' times to target: over every (seed, set) that reached it.
+    per_set = runs[(runs["weight_set"] != ALL) & (runs["reached"] == 1)]
+    for strategy, hit in per_set.groupby("strategy", sort=False):
+        for name in TO_TARGET:
+            table.loc[(strategy, ALL), f"{name}_mean"] = hit[name].mean()
+            table.loc[(strategy, ALL), f"{name}_std"] = hit[name].std(ddof=1)
+    table["target"] = target
+    table["seeds"] = grouped["seed"].nunique()
+    table["reached"] = grouped["reached"].sum()
+    table["sets"] = grouped["sets"].sum()
     columns = [f"{m}_{s}" for m in metrics for s in ("mean", "std")]
-    return table[["seeds", *columns]].reset_index()
+    table = table[["target", "seeds", "reached", "sets", *columns]].reset_index()
+    order = {name: i for i, name in enumerate(dict.fromkeys(runs["strategy"]))}
+    table["_order"] = table["strategy"].map(order)
+    table["_all"] = table["weight_set"] == ALL
+    return (
+        table.sort_values(["_order", "_all", "weight_set"], kind="stable")
+        .drop(columns=["_order", "_all"])
+        .reset_index(drop=True)
+    )
 
 
 def idle_per_round(rounds: pd.DataFrame) -> pd.DataFrame:

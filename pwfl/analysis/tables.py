@@ -4,57 +4,89 @@ from __future__ import annotations
 
 import pandas as pd
 
+from pwfl.analysis import summaries
+
 SUMMARY_COLUMNS = {
     "final_accuracy_mean": ("final acc.", "{:.3f}"),
     "best_accuracy_mean": ("best acc.", "{:.3f}"),
-    "rounds_to_target_mean": ("rounds to 0.90", "{:.0f}"),
-    "sim_time_to_target_s_mean": ("sim. s to 0.90", "{:.2f}"),
+    "reached": ("reached {target}", "{}"),
+    "rounds_to_target_mean": ("rounds to {target}", "{:.1f}"),
+    "sim_time_to_target_s_mean": ("sim. s to {target}", "{:.2f}"),
     "mean_round_sim_s_mean": ("sim. s / round", "{:.3f}"),
     "mean_round_wall_s_mean": ("host s / round", "{:.2f}"),
     "idle_fraction_mean": ("server idle", "{:.1%}"),
     "finish_spread_mean": ("finish spread", "{:.2f}"),
     "total_bytes_up_mean": ("MB up", "{:.1f}"),
 }
-"""``summary.csv`` columns shown in the README's tables: (label, format)."""
+"""``summary.csv`` columns shown in the README's tables: (label, format); ``{target}``
+in a label is the summary's target accuracy."""
 
 
-def summary_view(summary: pd.DataFrame) -> pd.DataFrame:
+def _labels(summary: pd.DataFrame) -> dict[str, tuple[str, str]]:
+    target = (
+        f"{summary['target'].iloc[0]:.2f}" if "target" in summary and len(summary) else "target"
+    )
+    return {
+        column: (label.format(target=target), fmt)
+        for column, (label, fmt) in SUMMARY_COLUMNS.items()
+    }
+
+
+def summary_view(summary: pd.DataFrame, each_set: bool = False) -> pd.DataFrame:
     """The README's view of a comparison summary: means over seeds, readable names.
 
     Parameters
     ----------
     summary
-        A ``summary.csv`` table (:func:`summarize_comparison`).
+        A ``summary.csv`` table (:func:`pwfl.analysis.summarize_comparison`).
+    each_set
+        Also a row per weight set (``strategy / set k``) before each strategy's
+        row over all its sets.
 
     Returns
     -------
     pandas.DataFrame
         Indexed by strategy, one column per entry of ``SUMMARY_COLUMNS`` that
-        the summary has, labelled as in the README; bytes in megabytes.
+        the summary has, labelled as in the README; bytes in megabytes;
+        ``reached`` as "sets that reached the target / sets" over all seeds.
     """
-    shown = [c for c in SUMMARY_COLUMNS if c in summary]
-    view = summary.set_index("strategy")[shown].astype("float64")
+    rows = summary if each_set else summary[summary["weight_set"] == summaries.ALL]
+    shown = [c for c in SUMMARY_COLUMNS if c in rows]
+    names = [
+        s if ws == summaries.ALL else f"{s} / set {ws}"
+        for s, ws in zip(rows["strategy"], rows["weight_set"], strict=True)
+    ]
+    view = rows[shown].copy()
+    view.index = pd.Index(names, name="strategy")
+    if "reached" in view:
+        view["reached"] = [f"{r}/{n}" for r, n in zip(rows["reached"], rows["sets"], strict=True)]
+    numeric = [c for c in shown if c != "reached"]
+    view[numeric] = view[numeric].astype("float64")
     if "total_bytes_up_mean" in view:
         view["total_bytes_up_mean"] = view["total_bytes_up_mean"] / 1e6
-    return view.rename(columns={c: SUMMARY_COLUMNS[c][0] for c in shown})
+    labels = _labels(summary)
+    return view.rename(columns={c: labels[c][0] for c in shown})
 
 
-def summary_markdown(summary: pd.DataFrame) -> str:
+def summary_markdown(summary: pd.DataFrame, each_set: bool = False) -> str:
     """A comparison summary as the Markdown table the README shows (means over seeds).
 
     Parameters
     ----------
     summary
         A ``summary.csv`` table.
+    each_set
+        Also a row per weight set (see :func:`summary_view`).
 
     Returns
     -------
     str
-        One row per strategy, the columns of :func:`summary_view` formatted by
-        ``SUMMARY_COLUMNS``; a dash where a value is missing (target never reached).
+        One row per strategy (and weight set), the columns of
+        :func:`summary_view` formatted by ``SUMMARY_COLUMNS``; a dash where a
+        value is missing (a target no set reached, the idle share of one set).
     """
-    view = summary_view(summary)
-    formats = dict(SUMMARY_COLUMNS.values())
+    view = summary_view(summary, each_set)
+    formats = dict(_labels(summary).values())
     lines = [
         "| strategy | " + " | ".join(view.columns) + " |",
         "|---" * (len(view.columns) + 1) + "|",
@@ -66,7 +98,7 @@ def summary_markdown(summary: pd.DataFrame) -> str:
 
 
 def format_summary(table: pd.DataFrame) -> str:
-    """A compact text table of a comparison summary (mean ± std over seeds).
+    """A compact text table of a comparison summary (mean ± std over seeds, all sets).
 
     Parameters
     ----------
@@ -76,7 +108,8 @@ def format_summary(table: pd.DataFrame) -> str:
     Returns
     -------
     str
-        One line per strategy, as ``pwfl compare`` prints it.
+        One line per strategy, as ``pwfl compare`` prints it; with one seed
+        there is no standard deviation to show.
     """
     shown = {
         "final_accuracy": "final acc",
@@ -88,10 +121,20 @@ def format_summary(table: pd.DataFrame) -> str:
         "idle_fraction": "idle",
         "finish_spread": "spread",
     }
-    shown = {k: v for k, v in shown.items() if f"{k}_mean" in table}
-    width = max(8, *(len(str(s)) for s in table["strategy"]))
-    lines = [f"{'strategy':<{width}}  " + "  ".join(f"{h:>13}" for h in shown.values())]
-    for _, row in table.iterrows():
-        cells = [f"{row[m + '_mean']:.3f}±{row[m + '_std']:.3f}" for m in shown]
-        lines.append(f"{row['strategy']:<{width}}  " + "  ".join(f"{c:>13}" for c in cells))
+    rows = table[table["weight_set"] == summaries.ALL]
+    shown = {k: v for k, v in shown.items() if f"{k}_mean" in rows}
+    width = max(8, *(len(str(s)) for s in rows["strategy"]))
+    header = f"{'strategy':<{width}}  {'reached':>8}  " + "  ".join(
+        f"{h:>13}" for h in shown.values()
+    )
+    lines = [header]
+    for _, row in rows.iterrows():
+        cells = []
+        for m in shown:
+            mean, std = row[m + "_mean"], row[m + "_std"]
+            cells.append(f"{mean:.3f}" if pd.isna(std) else f"{mean:.3f}±{std:.3f}")
+        reached = f"{row['reached']}/{row['sets']}"
+        lines.append(
+            f"{row['strategy']:<{width}}  {reached:>8}  " + "  ".join(f"{c:>13}" for c in cells)
+        )
     return "\n".join(lines)

@@ -31,12 +31,13 @@ from pwfl.checkpoint import (
     Checkpointer,
     drop_client_state_after,
 )
-from pwfl.clock import make_profiles
 from pwfl.config import Config
 from pwfl.data import server_test_data
+from pwfl.devices import make_profiles
 from pwfl.engine import Engine, discover_clients
 from pwfl.errors import PwflError
 from pwfl.records import RunRecorder, atomic_savez, atomic_write_text
+from pwfl.schema import ROUNDS, SERVER
 from pwfl.strategies import build_policy
 
 DISCOVERY_TIMEOUT_S = 600.0  # deployment nodes may take a while to connect
@@ -91,7 +92,7 @@ def run_server(
 
     directory = discover_clients(grid, cfg.data.num_clients, DISCOVERY_TIMEOUT_S)
     executor = make_executor(cfg.strategy.executor, workers=policy.num_weight_sets)
-    profiles = make_profiles(cfg.clients, directory.clients, cfg.seed)
+    profiles = make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed)
     engine = Engine(
         cfg,
         label,
@@ -102,6 +103,7 @@ def run_server(
         executor,
         profiles,
         statistics=training.statistics_of(settings),
+        flops_per_example=training.flops_per_example(settings),
     )
     recorder = RunRecorder(out)
     watchers: list[Callback] = [recorder]
@@ -129,15 +131,16 @@ def run_server(
 
 
 def run_summary(recorder: RunRecorder, cfg: Config, label: str, stopped: str) -> dict[str, Any]:
-    """The headline numbers of a run (``summary.json``), from its records."""
-    from pwfl.analysis import idle_fraction, summarize_run
+    """The headline numbers of a run (``summary.json``), from its records: each weight
+    set's and ``all`` of them (:func:`pwfl.analysis.summarize_run`)."""
+    from pwfl.analysis import summarize_run
 
-    rounds = pd.DataFrame(recorder.rounds)
-    summary = summarize_run(rounds, cfg.strategy.target_accuracy)
-    if np.isnan(summary["idle_fraction"]) and recorder.server:  # async: no round barrier
-        span = float(rounds["sim_time_s"].max())
-        summary["idle_fraction"] = idle_fraction(pd.DataFrame(recorder.server), span)
-    summary.update(strategy=label, seed=cfg.seed)
+    rounds = pd.DataFrame(recorder.rounds, columns=ROUNDS.names)
+    server = pd.DataFrame(recorder.server, columns=SERVER.names)
+    summary: dict[str, Any] = {"strategy": label, "seed": cfg.seed}
+    summary["target_accuracy"] = cfg.strategy.target_accuracy
+    if len(rounds):
+        summary.update(summarize_run(rounds, cfg.strategy.target_accuracy, server))
     if stopped:
         summary["stopped"] = stopped
     return summary

@@ -2,13 +2,10 @@
 
 There is no round barrier over the K groups. When weight set k's group has
 replied and been aggregated, weight set k's next round is sent to a fresh group
-drawn from the clients that are free at that moment on the simulated clock,
-while the other groups are still training. No client is ever in two groups at
-once: the engine knows which clients are in a job in flight and when each
-finished its last one.
-
-Client times are measured CPU times, so the interleaving of the weight sets can
-differ between two runs of the same seed; the synchronous modes repeat exactly.
+drawn, through ``strategy.group_policy``, from the one pool of clients free at
+that moment on the simulated clock: a client is free again as soon as its own
+reply is in (not when its group's slowest client is), so groups mix from round
+to round. No client is ever in two groups at once, retries included.
 Clients do not run federated evaluation in this mode (``client_accuracy`` is
 empty); every weight set is evaluated on the server's test set after each of
 its rounds. Runs in this mode cannot be checkpointed: some group is always in
@@ -22,6 +19,7 @@ from typing import Any
 
 from pwfl.aggregation import AggregateFn, Arrays
 from pwfl.config import Config, num_sampled
+from pwfl.partition import draw_group
 from pwfl.seeding import rng_for
 from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, weighted_train_loss
 
@@ -62,12 +60,19 @@ class AsyncPWFL:
         for ws, server_round, at in due:
             online = [c for c in server.online(server_round) if c not in taken]
             free = server.free_clients(at, online)
-            if not free:
+            rng = rng_for(self.cfg.seed, "async-sample", ws, server_round)
+            clients = draw_group(
+                self.cfg.strategy.group_policy,
+                free,
+                ws,
+                self.num_weight_sets,
+                self._group_size(server),
+                rng,
+                server.sizes(),
+            )
+            if not clients:
                 self._waiting.append((ws, server_round))
                 continue
-            rng = rng_for(self.cfg.seed, "async-sample", ws, server_round)
-            take = min(self._group_size(server), len(free))
-            clients = sorted(int(c) for c in rng.choice(free, size=take, replace=False))
             taken.update(clients)
             plans.append(Plan(ws, server_round, tuple(clients), at))
         return plans
@@ -79,11 +84,15 @@ class AsyncPWFL:
         if server_round < self.cfg.strategy.num_rounds:
             self._due.append((ws, server_round + 1, job.ready_s))
         # The sets that found nobody free try again now that this group's clients are.
-        self._due += [(other, r, job.end_s) for other, r in self._waiting]
+        self._due += [(other, r, server.now) for other, r in self._waiting]
         self._waiting = []
         return RoundEnd(server_round, (ws,), job.plan.start_s, job.ready_s, evaluate_clients=False)
 
     def collect(self, job: Finished, server: Server) -> Aggregation | None:
+        return None
+
+    def stepped(self, weight_set: int, ready_s: float, server: Server) -> RoundEnd | None:
+        """Not asked: every group is aggregated on its own."""
         return None
 
     def merge(self, end: RoundEnd, server: Server) -> Arrays | None:

@@ -11,7 +11,8 @@ records and calls the callbacks. A policy answers its questions:
 * :meth:`Policy.finished`: a job is done (its update applied); does a round of
   the records end with it?
 * :meth:`Policy.collect`: for policies that do not aggregate each group on its
-  own (FedBuff), how updates become an aggregation;
+  own (FedBuff), how updates become an aggregation, and :meth:`Policy.stepped`:
+  such an aggregation is applied; does a round of the records end with it?
 * :meth:`Policy.merge`: whether the weight sets are merged after a round.
 
 Policies see the engine through :class:`Server` and never import the
@@ -76,18 +77,23 @@ class Aggregation:
     """An aggregation a collecting policy asks the engine to run on its executor."""
 
     weight_set: int
-    fn: Callable[[list[Update]], Arrays]
+    fn: Callable[..., Arrays]
+    """``fn(updates, base=weights)``: the set's new weights from the updates and its
+    weights when the aggregation ends (so two steps in a row build on each other)."""
     updates: list[Update]
     start_s: float
-    """When the server starts it on the simulated clock."""
-    replaces_weights: bool = True
-    """True: ``fn`` returns the set's new weights (no server optimiser step after)."""
+    """When the server asks for it on the simulated clock."""
 
 
 class Server(Protocol):
     """What a policy may read of the engine."""
 
     cfg: Config
+
+    @property
+    def now(self) -> float:
+        """The simulated time of the event being handled: jobs planned now start then."""
+        ...
 
     @property
     def num_clients(self) -> int:
@@ -149,11 +155,16 @@ class Policy(Protocol):
         ...
 
     def finished(self, job: Finished, server: Server) -> RoundEnd | None:
-        """Note a finished job; return the round it closes, if any."""
+        """Note a finished job (its update applied, or for collecting policies, its
+        replies in); return the round it closes, if any."""
         ...
 
     def collect(self, job: Finished, server: Server) -> Aggregation | None:
         """For policies that do not aggregate each group: absorb a job's updates."""
+        ...
+
+    def stepped(self, weight_set: int, ready_s: float, server: Server) -> RoundEnd | None:
+        """A collected aggregation is applied at ``ready_s``; return the round it closes."""
         ...
 
     def merge(self, end: RoundEnd, server: Server) -> Arrays | None:

@@ -65,7 +65,6 @@ class FedBuff:
         self._due: list[float] = [0.0] * concurrency
         """Simulated times at which a free slot sends the model to a new client."""
         self._sent = 0
-        self._stepped = False
         self._last_step_s = 0.0
         self._failures_in_a_row = 0
 
@@ -110,25 +109,22 @@ class FedBuff:
         if len(self._buffer) < self.buffer_size:
             return None
         buffered, self._buffer = self._buffer, []
-        self._stepped = True
         step = functools.partial(
-            buffered_step,
-            base=server.weights(0),
-            server_lr=self.server_lr,
-            statistics=server.statistics,
+            buffered_step, server_lr=self.server_lr, statistics=server.statistics
         )
         return Aggregation(0, step, buffered, start_s=job.end_s)
 
     def finished(self, job: Finished, server: Server) -> RoundEnd | None:
-        """The client's slot goes to a new client now; a server step ends a round."""
+        """The client's update is in: its slot goes to a new client now."""
         self._due.append(job.end_s)
         self._count_failure(job.status == OK and bool(job.updates))
-        if not self._stepped:
-            return None
-        self._stepped = False
+        return None
+
+    def stepped(self, weight_set: int, ready_s: float, server: Server) -> RoundEnd:
+        """A server step is applied: it ends a round of the records."""
         self.steps += 1
-        end = RoundEnd(self.steps, (0,), self._last_step_s, job.ready_s, evaluate_clients=False)
-        self._last_step_s = job.ready_s
+        end = RoundEnd(self.steps, (0,), self._last_step_s, ready_s, evaluate_clients=False)
+        self._last_step_s = ready_s
         return end
 
     def _count_failure(self, delivered: bool) -> None:

@@ -107,6 +107,10 @@ class PWFL:
         """Not asked: every group is aggregated on its own."""
         return None
 
+    def stepped(self, weight_set: int, ready_s: float, server: Server) -> RoundEnd | None:
+        """Not asked: every group is aggregated on its own."""
+        return None
+
     def merge(self, end: RoundEnd, server: Server) -> Arrays | None:
         """Average the weight sets when the merge policy says so (every:N sets them all to it)."""
         due = (self.merge_kind == "every" and end.round % self.merge_every == 0) or (
