@@ -181,7 +181,9 @@ class StrategyConfig:
     min_train_nodes: int = _ranged(2, ge=1)
     """Lower bound on the number of sampled training clients."""
     fraction_evaluate: float = _ranged(0.5, ge=0, le=1)
-    """Share of clients that evaluate the global model(s) on local data, in [0, 1]."""
+    """Share of each round's cohort (the clients sent training messages) that then
+    evaluates the round's weight set(s) on its own data, in [0, 1]; at least one
+    client when above 0. Synchronous rounds only."""
     mode: str = "sync"
     """pwfl only: sync (a round barrier over the K groups) or async (each weight set
     moves on as soon as its own group is aggregated, with clients that are free)."""

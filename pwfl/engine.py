@@ -695,8 +695,9 @@ class Engine:
     def _close_round(self, end: RoundEnd) -> None:
         """Evaluate the round's weight sets, write its records, checkpoint, check quorum."""
         tallies = {ws: self._tallies.pop(ws, Tally()) for ws in end.weight_sets}
+        cohort = sorted({row["client"] for t in tallies.values() for row in t.clients})
         client_metrics, eval_rows = (
-            self._evaluate_on_clients(end) if end.evaluate_clients else ({}, [])
+            self._evaluate_on_clients(end, cohort) if end.evaluate_clients else ({}, [])
         )
         everyone = len(end.weight_sets) == self.policy.num_weight_sets
         busy = [span for t in tallies.values() for span in t.busy]
@@ -800,21 +801,22 @@ class Engine:
         return CLIENTS.row(strategy=self.label, seed=self.cfg.seed, **row)
 
     def _evaluate_on_clients(
-        self, end: RoundEnd
+        self, end: RoundEnd, cohort: list[int]
     ) -> tuple[dict[int, dict[str, float]], list[dict[str, Any]]]:
-        """A seeded sample of clients evaluates the round's weight sets on their own data.
+        """A seeded share of the round's cohort evaluates its weight sets on their own data.
 
-        The sample is split into as many groups as the round has weight sets,
-        one set per group; the metrics are Flower's weighted means per set.
+        ``strategy.fraction_evaluate`` of the clients sent training messages this
+        round (at least one) is split into as many groups as the round has weight
+        sets, one set per group; the metrics are Flower's weighted means per set.
         Evaluation is a measurement, not part of the protocol: it takes no
         simulated time.
         """
         s = self.cfg.strategy
         sets = list(end.weight_sets)
-        if s.fraction_evaluate == 0:
+        if s.fraction_evaluate == 0 or not cohort:
             return {}, []
         rng = rng_for(self.cfg.seed, "sample-evaluate", end.round)
-        clients = sample_clients(self.directory.clients, s.fraction_evaluate, 1, rng)
+        clients = sample_clients(cohort, s.fraction_evaluate, 1, rng)
         if len(clients) < len(sets):
             return {}, []
         groups = split_complementary(
