@@ -59,7 +59,7 @@ def run(smoke: bool = False) -> pd.DataFrame:
         data = client_data(mcfg.data, mcfg.seed, 0)
         settings = train_settings(mcfg, 1, 0)
         state = training.initial_state(settings, mcfg.seed)
-        training.warm_up(settings, data)
+        training.warm_up(settings)
         measured = []
         for _ in range(1 if smoke else 5):
             _, metrics = training.train(state, data, settings)

@@ -75,8 +75,8 @@ def timed_run(cfg: Config, out: Path) -> dict[str, float]:
     """Run ``cfg``; return start-up time, steady-state round time and totals (host seconds).
 
     Start-up is from the call to the start of round 1 (Ray, client actors,
-    discovery); the first round from then to its end; steady state is the
-    mean host time of rounds 2 onwards.
+    discovery); the first round from then to its end; the mean round over all
+    rounds; steady state is the mean host time of rounds 2 onwards.
     """
     clock = RoundClock()
     start = time.perf_counter()
@@ -88,6 +88,7 @@ def timed_run(cfg: Config, out: Path) -> dict[str, float]:
     return {
         "startup_s": clock.started - start,
         "first_round_s": first_round,
+        "mean_round_s": (clock.ends[-1] - clock.started) / len(clock.ends),
         "steady_round_s": float(steady.mean()) if len(steady) else float("nan"),
         "steady_round_sim_s": float(rounds["round_sim_s"].iloc[1:].mean())
         if len(steady)

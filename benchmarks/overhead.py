@@ -45,8 +45,7 @@ def _train_client(state: dict, server_round: int, pid: int):
 
 def _warm(_: int) -> int:
     assert _CFG is not None
-    data = client_data(_CFG.data, _CFG.seed, 0)
-    training.warm_up(train_settings(_CFG), data)
+    training.warm_up(train_settings(_CFG))
     return os.getpid()
 
 
@@ -80,31 +79,43 @@ def raw_pytorch(cfg: Config) -> dict[str, float]:
     }
 
 
+SETTINGS = {
+    "quick": ("quick.toml", ["strategy.num_rounds=6"]),
+    # The cohort of the scale benchmark: 100 clients of 40 images each per round.
+    "100 clients": ("quick.toml", ["data.num_clients=100", "strategy.num_rounds=4"]),
+}
+
+
 def run(smoke: bool = False) -> pd.DataFrame:
-    """Both ways, side by side; one row each plus the ratio row."""
-    name = "tiny.toml" if smoke else "quick.toml"
-    cfg = load_config(
-        CONFIGS / name,
-        [
-            "strategy.name=fedavg",
-            f"strategy.num_rounds={2 if smoke else 6}",
-            "strategy.fraction_evaluate=0.0",
-            "checkpoint.every=0",
-        ],
-    )
-    raw = raw_pytorch(cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        flower = timed_run(cfg, Path(tmp) / "run")
-    rows = [
-        {"setup": "raw PyTorch (process pool)", **raw},
-        {"setup": "pwfl run (fedavg)", **{k: flower[k] for k in raw}},
-        {
-            "setup": "ratio pwfl / raw",
-            **{k: flower[k] / raw[k] if raw[k] else float("nan") for k in raw},
-        },
-    ]
-    frame = pd.DataFrame(rows)
-    frame.insert(1, "clients", cfg.data.num_clients)
-    frame.insert(2, "rounds", cfg.strategy.num_rounds)
-    frame.insert(3, "model", cfg.model.name)
-    return frame
+    """Both ways, side by side, per setting; one row each plus the ratio row."""
+    settings = {"tiny": ("tiny.toml", ["strategy.num_rounds=2"])} if smoke else SETTINGS
+    frames = []
+    for label, (name, overrides) in settings.items():
+        cfg = load_config(
+            CONFIGS / name,
+            [
+                *overrides,
+                "strategy.name=fedavg",
+                "strategy.fraction_train=1.0",
+                "strategy.fraction_evaluate=0.0",
+                "checkpoint.every=0",
+            ],
+        )
+        raw = raw_pytorch(cfg)
+        with tempfile.TemporaryDirectory() as tmp:
+            flower = timed_run(cfg, Path(tmp) / "run")
+        rows = [
+            {"setup": "raw PyTorch (process pool)", **raw},
+            {"setup": "pwfl run (fedavg)", **{k: flower[k] for k in raw}},
+            {
+                "setup": "ratio pwfl / raw",
+                **{k: flower[k] / raw[k] if raw[k] else float("nan") for k in raw},
+            },
+        ]
+        frame = pd.DataFrame(rows)
+        frame.insert(0, "setting", label)
+        frame.insert(2, "clients", cfg.data.num_clients)
+        frame.insert(3, "rounds", cfg.strategy.num_rounds)
+        frame.insert(4, "model", cfg.model.name)
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

@@ -115,7 +115,9 @@ class DataConfig:
     """Where client data comes from and how it is split between clients."""
 
     name: str = "mnist-5k"
-    """Data set: mnist-5k (embedded, no download), mnist, fashion-mnist, cifar10."""
+    """Data set: mnist-5k (embedded, no download), mnist, fashion-mnist, cifar10, or
+    synthetic and synthetic-iid (Li et al.'s Synthetic(alpha, beta) and Synthetic-IID,
+    drawn per client: any population)."""
     root: str = "data"
     """Folder holding torchvision data sets (ignored by mnist-5k)."""
     download: bool = False
@@ -133,9 +135,14 @@ class DataConfig:
     classes_per_client: int = _ranged(2, ge=1)
     """Labels per client for the pathological split."""
     examples_per_client: int = _ranged(40, ge=1)
-    """resample only: each client draws this many training examples of its own
-    (clients may share examples), so thousands of clients fit a small data set
-    (scale tests)."""
+    """resample only: each client draws this many training examples of its own from
+    (seed, client) (clients may share examples), so any population fits a small
+    data set without a list of it."""
+    synthetic_alpha: float = _ranged(0.5, ge=0)
+    """synthetic only: alpha of Li et al.'s Synthetic(alpha, beta), the spread of the
+    clients' model means (the paper runs (0, 0), (0.5, 0.5) and (1, 1))."""
+    synthetic_beta: float = _ranged(0.5, ge=0)
+    """synthetic only: beta, the spread of the clients' input means."""
 
 
 @dataclass(frozen=True)
@@ -372,6 +379,13 @@ class SimulationConfig:
     """ray (Flower's simulation engine: each client in a Ray actor) or inline (each
     client in a thread of this process, no Ray: starts in a fraction of a second,
     for tests and debugging; the numbers are the same)."""
+    client_binding: str = "pool"
+    """pool: a few Flower nodes run whichever clients the server names (each message
+    says which), so a population is a number and costs what its cohort costs; node:
+    one node per client, which holds its own data (pwfl deploy, real devices)."""
+    pool_size: int = _ranged(0, ge=0)
+    """pool binding: Flower nodes in the pool; 0 means as many as clients train at once
+    (the clients sampled per round, or fedbuff's concurrency)."""
     client_cpus: float = _ranged(1.0, gt=0)
     """CPUs reserved per client actor (Flower's default of 2 runs one client at a
     time on a 2-core machine)."""
@@ -621,6 +635,7 @@ def registered_choices() -> dict[str, Collection[str]]:
         stragglers,
         strategies,
         training,
+        transport,
     )
     from pwfl.strategies import server_optimizer
 
@@ -629,6 +644,7 @@ def registered_choices() -> dict[str, Collection[str]]:
         "data.partitioner": data.PARTITIONERS,
         "model.name": models.MODELS,
         "train.client_state": training.CLIENT_STATES,
+        "simulation.client_binding": transport.BINDINGS,
         "strategy.name": strategies.STRATEGIES,
         "strategy.mode": strategies.MODES,
         "strategy.group_policy": partition.GROUP_POLICIES,
@@ -676,6 +692,7 @@ def validate(cfg: Config) -> None:
     for key, names in registered_choices().items():
         section, name = key.split(".")
         _choice(key, getattr(getattr(cfg, section), name), names)
+    _validate_inputs(cfg)
     d, s = cfg.data, cfg.strategy
     _check(
         s.min_train_nodes <= d.num_clients,
@@ -728,6 +745,30 @@ def validate(cfg: Config) -> None:
         "simulation.ray_address",
         cfg.simulation.ray_address,
         "a Ray cluster runs the clients only with simulation.backend = ray",
+    )
+
+
+def _validate_inputs(cfg: Config) -> None:
+    """The model must take the data set's examples; only images are augmented."""
+    import torch
+
+    from pwfl.data import INFO
+    from pwfl.models import build_model
+
+    info = INFO[cfg.data.name]
+    try:
+        with torch.random.fork_rng(devices=[]):  # building draws initial weights
+            build_model(cfg.model.name, info.input_shape, info.num_classes)
+    except ValueError as err:
+        raise ConfigError(
+            f"config key 'model.name' = {cfg.model.name!r} does not fit data.name = "
+            f"{cfg.data.name!r}: {err}"
+        ) from None
+    _check(
+        info.images or not cfg.train.augment,
+        "train.augment",
+        cfg.train.augment,
+        f"augmentation rotates images; data.name = {cfg.data.name!r} has none",
     )
 
 

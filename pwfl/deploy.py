@@ -295,14 +295,16 @@ def deploy(
 ) -> dict:
     """Run ``cfg`` on a local SuperLink with ``clients`` SuperNodes; return the summary.
 
-    ``cfg.data.num_clients`` is set to ``clients``. ``on_poll`` is called with the
+    ``cfg.data.num_clients`` is set to ``clients``, and clients bind to nodes (each
+    SuperNode is one client and holds its own data: ``simulation.client_binding =
+    "node"``). ``on_poll`` is called with the
     deployment about once a second while the run goes on (tests use it to kill a
     node). Every process is stopped before this returns or raises.
     """
     from pwfl.apps.server_app import clear_stale_files
     from pwfl.runner import prepare_data
 
-    cfg = cfg.with_overrides([f"data.num_clients={clients}"])
+    cfg = cfg.with_overrides([f"data.num_clients={clients}", "simulation.client_binding=node"])
     out = Path(out)
     prepare_data(cfg)  # a data problem is reported now; the nodes read the cached split
     out.mkdir(parents=True, exist_ok=True)

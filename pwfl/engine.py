@@ -26,12 +26,13 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from flwr.app import Message, MessageType, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
@@ -48,8 +49,10 @@ from pwfl.clock import (
 )
 from pwfl.config import Config
 from pwfl.devices import ClientProfile
+from pwfl.errors import PwflError
 from pwfl.ledger import FAILED, LATE, OK, RETRIED, TIMEOUT, Try, bytes_moved, error_reason
 from pwfl.partition import sample_clients, split_complementary
+from pwfl.population import Population
 from pwfl.quorum import QUORUM_MISSED, QuorumLost, QuorumWatch, has_quorum
 from pwfl.schema import CLIENTS, MERGED, ROUNDS, SERVER
 from pwfl.seeding import rng_for
@@ -60,10 +63,12 @@ from pwfl.transport import (
     CLIENT,
     CONFIG,
     METRICS,
+    STATE,
     WEIGHT_KEY,
-    ClientDirectory,
-    group_messages,
-    retry_for,
+    NodeBinding,
+    client_message,
+    retry_config,
+    to_numpy,
     to_record,
     train_update,
 )
@@ -73,34 +78,79 @@ POLL_S = 0.005  # host seconds between two pulls while an event waits for a repl
 EvaluateFn = Callable[[Arrays], dict[str, float]]
 
 
-def discover_clients(grid: Grid, expected: int, timeout: float) -> ClientDirectory:
-    """Ask every connected node for its partition id and example count (a ``query`` round).
+CONNECT_TIMEOUT_S = 60.0
+"""How long the server waits for the nodes it needs before saying which are missing."""
+POOL_LIMIT = 10_000
+"""Populations up to this size are listed in full when a policy draws a group from
+the free clients (async, FedBuff); a larger one offers a uniform sample this big."""
 
-    Done once before the first round, so sampling can be seeded over partition
-    ids and the ``balanced`` policy knows the clients' sizes.
+
+def connect(grid: Grid, cfg: Config, pool_size: int = 0) -> NodeBinding:
+    """Find the nodes that will run the clients (before the first round).
+
+    Node binding: every node is asked for its partition id and example count,
+    and there must be one node per client (``data.num_clients``). Pool binding:
+    the nodes are a pool, asked only to get ready (each loads its libraries and
+    warms PyTorch up, so that this one-off work is start-up, not the first
+    round's compute); ``pool_size`` nodes are waited for when known, else the
+    number connected once it stops growing.
+
+    Raises
+    ------
+    PwflError
+        When the nodes needed have not connected within ``CONNECT_TIMEOUT_S``:
+        one line naming how many did, instead of a silent wait.
     """
-    deadline = time.time() + timeout
-    while len(node_ids := list(grid.get_node_ids())) < expected:
-        if time.time() > deadline:
-            raise RuntimeError(
-                f"only {len(node_ids)} of {expected} clients connected within {timeout:.0f} s"
-            )
-        time.sleep(0.5)
+    pool = cfg.simulation.client_binding == "pool"
+    expected = pool_size if pool else cfg.data.num_clients
+    deadline = time.monotonic() + CONNECT_TIMEOUT_S
+    seen, stable_since = -1, time.monotonic()
+    while True:
+        node_ids = sorted(grid.get_node_ids())
+        if len(node_ids) != seen:
+            seen, stable_since = len(node_ids), time.monotonic()
+        if expected and len(node_ids) >= expected:
+            break
+        if not expected and node_ids and time.monotonic() - stable_since > 2.0:
+            break
+        if time.monotonic() > deadline:
+            raise PwflError(_missing_nodes(cfg, pool, len(node_ids), expected))
+        time.sleep(0.2)
+    query = {"binding": "pool" if pool else "node"}
     messages = [
-        Message(content=RecordDict(), message_type=MessageType.QUERY, dst_node_id=node)
+        Message(
+            content=RecordDict({CONFIG: ConfigRecord(query)}),
+            message_type=MessageType.QUERY,
+            dst_node_id=node,
+        )
         for node in node_ids
     ]
-    directory = ClientDirectory()
-    for reply in grid.send_and_receive(messages, timeout=timeout):
-        if reply.has_error():
-            continue
+    answered = [r for r in grid.send_and_receive(messages, timeout=600) if not r.has_error()]
+    if not answered:
+        raise PwflError("no node answered the server's first query; rerun with --verbose")
+    if pool:
+        return NodeBinding(pool=True, nodes=sorted(r.metadata.src_node_id for r in answered))
+    binding = NodeBinding(pool=False)
+    for reply in answered:
         info = reply.content[CLIENT]
-        directory.add(
-            int(info["partition-id"]), reply.metadata.src_node_id, int(info["num-examples"])
+        client = int(info["partition-id"])
+        binding.node_of[client] = reply.metadata.src_node_id
+        binding.sizes[client] = int(info["num-examples"])
+    return binding
+
+
+def _missing_nodes(cfg: Config, pool: bool, connected: int, expected: int) -> str:
+    if pool:
+        return (
+            f"{connected} of the {expected or 'at least 1'} nodes of the client pool connected "
+            f"within {CONNECT_TIMEOUT_S:.0f} s; check the SuperNodes' logs"
         )
-    if not directory.node_of:
-        raise RuntimeError("no client answered the discovery query; see the client logs")
-    return directory
+    return (
+        f"{connected} SuperNodes connected within {CONNECT_TIMEOUT_S:.0f} s, but node binding "
+        f"needs one per client (data.num_clients = {cfg.data.num_clients}): start more "
+        "SuperNodes, or let a few nodes run every client with "
+        "simulation.client_binding = pool"
+    )
 
 
 @dataclass
@@ -224,8 +274,8 @@ class Engine:
         The experiment.
     label, policy
         The run's name in the records, and the strategy that plans its jobs.
-    grid, directory
-        Where messages go, and the connected clients.
+    grid, population, nodes
+        Where messages go, the clients, and the nodes that run them.
     evaluate
         Server-side evaluation of one weight set on the held-out test set.
     executor
@@ -247,7 +297,8 @@ class Engine:
         label: str,
         policy: Policy,
         grid: Grid,
-        directory: ClientDirectory,
+        population: Population,
+        nodes: NodeBinding,
         evaluate: EvaluateFn,
         executor: Executor,
         profiles: dict[int, ClientProfile],
@@ -259,7 +310,8 @@ class Engine:
         self.label = label
         self.policy = policy
         self.grid = grid
-        self.directory = directory
+        self.population = population
+        self.nodes = nodes
         self.evaluate = evaluate
         self.executor = executor
         self.profiles = profiles
@@ -286,6 +338,10 @@ class Engine:
         self._jobs: list[Job] = []
         self._next_job = 0
         self._try_of: dict[str, Try] = {}
+        self._outbox: deque[Try] = deque()
+        """Tries waiting for a free pool node."""
+        self._states: dict[tuple[int, int], dict[str, Any]] = {}
+        """Pool binding: what each (client, weight set) kept from its last counted round."""
         self._free_at: dict[int, float] = {}
         self._busy: set[int] = set()
         self._tallies: dict[int, Tally] = {}
@@ -302,32 +358,20 @@ class Engine:
 
     @property
     def num_clients(self) -> int:
-        return len(self.directory.clients)
+        return self.population.num_clients
 
-    def online(self, server_round: int) -> list[int]:
-        """The clients online this round: each is offline with ``clients.offline_prob``.
+    def sample(self, server_round: int, count: int, rng: np.random.Generator) -> list[int]:
+        """``count`` online clients for ``server_round``, uniformly at random (seeded by
+        ``rng``); a run whose online clients are too few gets back the likeliest ones."""
+        return self.population.sample(server_round, count, rng)
 
-        Drawn from ``(seed, "offline", round)``, so every strategy of one seed sees
-        the same clients go missing. At least ``min_train_nodes`` stay online.
-        """
-        clients = self.directory.clients
-        p = self.cfg.clients.offline_prob
-        if p == 0:
-            return list(clients)
-        draws = rng_for(self.cfg.seed, "offline", server_round).random(len(clients))
-        online = [c for c, u in zip(clients, draws, strict=True) if u >= p]
-        needed = max(self.cfg.strategy.min_train_nodes, self.policy.num_weight_sets)
-        if len(online) < needed:  # keep the round possible: bring back the likeliest
-            order = np.argsort(-draws)
-            online = sorted(clients[i] for i in order[:needed])
-        return online
+    def free_pool(self, server_round: int, rng: np.random.Generator) -> list[int]:
+        """The online clients in no job in flight: all of them in a population of at
+        most ``POOL_LIMIT``, else a uniform random ``POOL_LIMIT`` of them."""
+        return self.population.eligible(server_round, sorted(self._busy), POOL_LIMIT, rng)
 
-    def sizes(self) -> dict[int, int]:
-        return self.directory.sizes
-
-    def free_clients(self, at_s: float, candidates: Sequence[int]) -> list[int]:
-        """Those of ``candidates`` not training (a job of theirs is in flight) at ``at_s``."""
-        return [c for c in candidates if c not in self._busy and self._free_at.get(c, 0.0) <= at_s]
+    def sizes(self, clients: Sequence[int]) -> dict[int, int]:
+        return self.population.sizes(clients)
 
     def weights(self, weight_set: int) -> Arrays:
         return self.sets[weight_set].arrays
@@ -366,35 +410,32 @@ class Engine:
         return RunResult({str(ws.id): ws.arrays for ws in self.sets}, stopped)
 
     def _launch(self, plans: list[Plan]) -> None:
-        """Push every planned job's messages now (the host starts the clients at once) and
-        place its clients' tries on the simulated clock."""
+        """Send every planned job's messages now (the host starts the clients at once, as
+        far as nodes are free) and place its clients' tries on the simulated clock."""
         for plan in plans:
             if plan.start_s < self.now - 1e-9:
                 raise ValueError(f"a job planned at {plan.start_s} s, before now ({self.now} s)")
             ws = self.sets[plan.weight_set]
             job = Job(self._next_job, plan, ws.arrays, ws.rounds_trained)
             self._next_job += 1
-            config = {
-                **self._train_config(),
-                "server-round": plan.round,
-                "weight-set": plan.weight_set,
-                "checkpoint-round": self.checkpoint_round,
-            }
-            epochs = {c: self.tracker.epochs_for(c) for c in plan.clients}
-            messages = group_messages(
-                self.directory,
-                list(plan.clients),
-                to_record(ws.arrays),
-                config,
-                MessageType.TRAIN,
-                epochs=epochs.__getitem__,
-            )
-            self._push(job, messages, [(c, 0, epochs[c]) for c in plan.clients])
+            record = to_record(ws.arrays)
+            for client in plan.clients:
+                epochs = self.tracker.epochs_for(client)
+                config = {
+                    **self._train_config(),
+                    "server-round": plan.round,
+                    "weight-set": plan.weight_set,
+                    "checkpoint-round": self.checkpoint_round,
+                    "client-id": client,
+                    "local-epochs": epochs,
+                }
+                attempt = Try(job.id, client, job.weight_set, plan.round, 0, epochs, record, config)
+                job.tries.append(attempt)
+                self._send(attempt)
+                begin = max(plan.start_s, self._free_at.get(client, 0.0))
+                self._schedule(attempt, begin, _Start(attempt))
             job.waiting = set(plan.clients)
             self._busy.update(plan.clients)
-            for attempt in job.tries:
-                begin = max(plan.start_s, self._free_at.get(attempt.client, 0.0))
-                self._schedule(attempt, begin, _Start(attempt))
             deadline = self.cfg.stragglers.deadline_s
             if deadline and math.isfinite(deadline):
                 job.events.append(self.sim.at(plan.start_s + deadline, _GiveUp(job, LATE)))
@@ -408,43 +449,54 @@ class Engine:
     def _schedule(self, attempt: Try, at: float, event: Any) -> None:
         attempt.events.append(self.sim.at(at, event))
 
-    def _push(self, job: Job, messages: list[Message], who: list[tuple[int, int, float]]) -> None:
-        ids = list(self.grid.push_messages(messages))
-        pushed = time.monotonic()
-        for mid, message, (client, attempt, epochs) in zip(ids, messages, who, strict=True):
-            record = Try(
-                job.id,
-                client,
-                job.weight_set,
-                job.plan.round,
-                attempt,
-                epochs,
-                message,
-                mid,
-                pushed,
-            )
-            job.tries.append(record)
-            self._try_of[mid] = record
+    def _send(self, attempt: Try) -> None:
+        """Push a try's message to its node, or queue it until a pool node is free."""
+        node = self.nodes.take(attempt.client)
+        if node is None:
+            self._outbox.append(attempt)
+            return
+        state = self._states.get((attempt.client, attempt.weight_set))
+        message = client_message(
+            node,
+            attempt.arrays,
+            attempt.config,
+            MessageType.TRAIN,
+            to_record(state) if state is not None else None,
+        )
+        (mid,) = self.grid.push_messages([message])
+        attempt.message, attempt.message_id, attempt.node = message, mid, node
+        attempt.pushed_at = time.monotonic()
+        self._try_of[mid] = attempt
 
     def _poll(self) -> None:
-        """Take the replies that are in; note the tries the host gave up on; start the
-        aggregation of every group whose replies are all in and all count."""
+        """Take the replies that are in, note the tries the host gave up on, send what
+        waits for a node, and start the aggregation of every group whose replies are
+        all in and all count."""
         waiting = list(self._try_of)
         if waiting:
             for reply in self.grid.pull_messages(waiting):
                 record = self._try_of.pop(reply.metadata.reply_to_message_id, None)
                 if record is not None:
                     record.reply = reply
+                    self._release(record)
         limit = self.cfg.faults.round_timeout_s
         now = time.monotonic()
         for mid, record in list(self._try_of.items()):
             if now - record.pushed_at > limit:
                 record.hung = True
                 del self._try_of[mid]
+                self._release(record)
+        while self._outbox and self.nodes.has_free():
+            self._send(self._outbox.popleft())
         if self.policy.aggregates_each_group and not self.cfg.stragglers.deadline_s:
             for job in self._jobs:
                 if job.handle is None and job.end_s is None and self._all_answered(job):
                     job.handle = self._submit(job, job.tries)
+
+    def _release(self, attempt: Try) -> None:
+        if attempt.node is not None:
+            self.nodes.release(attempt.node)
+            attempt.node = None
 
     def _all_answered(self, job: Job) -> bool:
         # Without a deadline every first try that answers counts; with no error among
@@ -513,22 +565,34 @@ class Engine:
                 - attempt.compute_s
                 - attempt.upload_s,
             )
-            size = self.directory.sizes.get(attempt.client, 0)
+            size = self.population.size(attempt.client)
             run = attempt.metric("examples-run", float(size))
             self.tracker.observe(attempt.client, timing, run / size if size else 1.0)
             self._check_complete(attempt)
         elif isinstance(event, _Failed):
             assert attempt.reply is not None
             attempt.error = error_reason(attempt.reply)
-            retry = retry_for(attempt.message, attempt.reply, self.cfg.faults.max_retries)
+            assert attempt.message is not None
+            config = retry_config(attempt.message, attempt.reply, self.cfg.faults.max_retries)
             job = self._job(attempt.job)
-            if retry is None or job.end_s is not None:
+            if config is None or job.end_s is not None:
                 self._resolve(attempt, FAILED)
                 self._check_complete(attempt)
                 return
             self._resolve(attempt, RETRIED, release=False)
-            self._push(job, [retry], [(attempt.client, attempt.attempt + 1, attempt.epochs)])
-            self._schedule(job.tries[-1], now, _Start(job.tries[-1]))
+            retry = Try(
+                job.id,
+                attempt.client,
+                attempt.weight_set,
+                attempt.round,
+                attempt.attempt + 1,
+                attempt.epochs,
+                attempt.arrays,
+                config,
+            )
+            job.tries.append(retry)
+            self._send(retry)
+            self._schedule(retry, now, _Start(retry))
 
     def _compute_seconds(self, attempt: Try, profile: ClientProfile) -> float:
         if self.cfg.clock.compute == "measured":
@@ -539,8 +603,17 @@ class Engine:
         )
 
     def _resolve(self, attempt: Try, status: str, release: bool = True) -> None:
-        """A try's outcome is known now: its client is free again unless it is retried."""
+        """A try's outcome is known now: its client is free again unless it is retried.
+
+        In pool binding the server keeps what the client keeps between its rounds
+        (momentum, a personal layer), from its counted replies: a try given up on
+        leaves the client's state as it was.
+        """
         attempt.status = status
+        if status == OK and self.nodes.pool and attempt.reply is not None:
+            if STATE in attempt.reply.content:
+                kept = to_numpy(attempt.reply.content[STATE])
+                self._states[attempt.client, attempt.weight_set] = kept
         attempt.end_s = self.now
         if math.isnan(attempt.start_s):  # given up on before it could start
             attempt.start_s = self.now
@@ -548,7 +621,10 @@ class Engine:
         self.sim.cancel("down", attempt.key)
         for token in attempt.events:
             self.sim.drop(token)
-        self._try_of.pop(attempt.message_id, None)
+        if self._try_of.pop(attempt.message_id, None) is not None:
+            self._release(attempt)
+        if attempt in self._outbox:
+            self._outbox.remove(attempt)
         if release:
             self._free_at[attempt.client] = self.now
             self._busy.discard(attempt.client)
@@ -822,26 +898,21 @@ class Engine:
         groups = split_complementary(
             clients, len(sets), rng_for(self.cfg.seed, "split-evaluate", end.round)
         )
-        messages: list[Message] = []
-        for ws, group in zip(sets, groups, strict=True):
-            config = {"server-round": end.round, "weight-set": ws}
-            record = to_record(self.sets[ws].arrays)
-            messages += group_messages(self.directory, group, record, config, MessageType.EVALUATE)
-        ids = list(self.grid.push_messages(messages))
-        replies = self._wait(ids, self.cfg.faults.round_timeout_s)
-        by_id = {r.metadata.reply_to_message_id: r for r in replies}
+        asked = [
+            (ws, client, to_record(self.sets[ws].arrays))
+            for ws, group in zip(sets, groups, strict=True)
+            for client in group
+        ]
+        replies = self._ask(asked, end.round, self.cfg.faults.round_timeout_s)
         rows, accepted = [], {}
-        for mid, message in sorted(
-            zip(ids, messages, strict=True),
-            key=lambda pair: int(pair[1].content[CONFIG]["client-id"]),
+        for (ws, client, _), reply in sorted(
+            zip(asked, replies, strict=True), key=lambda p: p[0][1]
         ):
-            config = message.content[CONFIG]
-            reply = by_id.get(mid)
             row: dict[str, Any] = {
                 "round": end.round,
                 "phase": "evaluate",
-                "client": int(config["client-id"]),
-                "weight_set": str(config["weight-set"]),
+                "client": client,
+                "weight_set": str(ws),
                 "attempt": 0,
             }
             if reply is None:
@@ -856,7 +927,7 @@ class Engine:
                     loss=float(metrics["loss"]),
                     accuracy=float(metrics["accuracy"]),
                 )
-                accepted.setdefault(int(config["weight-set"]), []).append(reply.content)
+                accepted.setdefault(ws, []).append(reply.content)
             rows.append(row)
         metrics = {
             ws: dict(aggregate_metricrecords(contents, WEIGHT_KEY))
@@ -864,15 +935,34 @@ class Engine:
         }
         return metrics, rows
 
-    def _wait(self, ids: list[str], timeout: float) -> list[Message]:
+    def _ask(
+        self, asked: list[tuple[int, int, ArrayRecord]], server_round: int, timeout: float
+    ) -> list[Message | None]:
+        """Evaluation messages, sent as pool nodes are free; their replies in the same
+        order (None where none came within ``timeout`` host seconds)."""
         deadline = time.monotonic() + timeout
-        pending, replies = set(ids), []
-        while pending and time.monotonic() < deadline:
-            got = list(self.grid.pull_messages(pending))
-            replies += got
-            pending -= {r.metadata.reply_to_message_id for r in got}
-            if pending:
+        replies: list[Message | None] = [None] * len(asked)
+        waiting: dict[str, tuple[int, int | None]] = {}
+        queue = list(range(len(asked)))
+        while (queue or waiting) and time.monotonic() < deadline:
+            while queue and self.nodes.has_free():
+                index = queue.pop(0)
+                ws, client, record = asked[index]
+                node = self.nodes.take(client)
+                config = {"server-round": server_round, "weight-set": ws, "client-id": client}
+                message = client_message(node, record, config, MessageType.EVALUATE)
+                (mid,) = self.grid.push_messages([message])
+                waiting[mid] = (index, node if self.nodes.pool else None)
+            for reply in self.grid.pull_messages(list(waiting)):
+                index, node = waiting.pop(reply.metadata.reply_to_message_id)
+                replies[index] = reply
+                if node is not None:
+                    self.nodes.release(node)
+            if queue or waiting:
                 time.sleep(POLL_S)
+        for _, node in waiting.values():
+            if node is not None:
+                self.nodes.release(node)
         return replies
 
     def _train_config(self) -> dict[str, Any]:
@@ -900,6 +990,7 @@ class Engine:
             "quorum_streaks": self.watch.streaks,
             "tracker": self.tracker.state(),
             "free_at": {str(c): t for c, t in self._free_at.items()},
+            "client_states": [[c, ws] for c, ws in sorted(self._states)],
             "policy": self.policy.state(),
             "weight_sets": [
                 {"rounds_trained": ws.rounds_trained, "history": ws.history} for ws in self.sets
@@ -912,6 +1003,8 @@ class Engine:
         }
         for i, optimizer in enumerate(self.optimizers):
             arrays.update({f"optimizer/{i}/{k}": v for k, v in optimizer.state().items()})
+        for (client, ws), kept in self._states.items():
+            arrays.update({f"client/{client}/{ws}/{k}": v for k, v in kept.items()})
         return state, arrays
 
     def restore(self, ckpt: Checkpoint) -> None:
@@ -925,6 +1018,11 @@ class Engine:
         self.watch.streaks = {k: int(v) for k, v in state["quorum_streaks"].items()}
         self.tracker.load_state(state["tracker"])
         self._free_at = {int(c): float(t) for c, t in state.get("free_at", {}).items()}
+        for client, ws in state.get("client_states", []):
+            prefix = f"client/{client}/{ws}/"
+            self._states[int(client), int(ws)] = {
+                k[len(prefix) :]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)
+            }
         self.policy.load_state(state["policy"])
         self.checkpoint_round = ckpt.round
         for ws in self.sets:

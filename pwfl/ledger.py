@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from flwr.app import Message
+from flwr.app import ArrayRecord, Message
 
 from pwfl.transport import ARRAYS, METRICS, WEIGHT_KEY
 
@@ -31,9 +31,15 @@ class Try:
     """0 for a job's first message to the client, 1 for its first retry, ..."""
     epochs: float
     """Local epochs the client was asked to run."""
-    message: Message
-    message_id: str
-    pushed_at: float
+    arrays: ArrayRecord
+    """The weights it is sent (shared by its job's tries)."""
+    config: dict[str, Any]
+    """Its message's config: the client, weight set, round, attempt, training values."""
+    message: Message | None = None
+    """The message once pushed (a pool node may not be free at once)."""
+    message_id: str = ""
+    node: int | None = None
+    pushed_at: float = math.nan
     """Host ``time.monotonic()`` of the push (the host's timeout runs from it)."""
     reply: Message | None = None
     hung: bool = False
@@ -58,7 +64,7 @@ class Try:
 
     @property
     def bytes_down(self) -> int:
-        return self.message.content[ARRAYS].count_bytes()
+        return self.arrays.count_bytes()
 
     @property
     def bytes_up(self) -> int:

@@ -1,7 +1,14 @@
-"""Model registry: the networks clients train, by name, for MNIST- and CIFAR-sized input."""
+"""Model registry: the networks clients train, by name, for a data set's input shape.
+
+Every model is built from ``input_shape`` (an example's shape without the batch
+dimension: ``(1, 28, 28)`` for MNIST, ``(3, 32, 32)`` for CIFAR-10, ``(60,)`` for
+the synthetic data set) and ``num_classes``. The convolutional networks need an
+image, ``(channels, side, side)``; ``mlp`` and ``logreg`` take any shape.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -9,15 +16,29 @@ from torch import nn
 
 from pwfl.seeding import seed_for
 
+Shape = tuple[int, ...]
+
+
+def _image(name: str, input_shape: Shape) -> tuple[int, int]:
+    if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
+        raise ValueError(
+            f"model '{name}' needs square images (channels, side, side), got {input_shape}; "
+            "use model.name = mlp or logreg"
+        )
+    return input_shape[0], input_shape[1]
+
 
 class CNN(nn.Module):
     """Two conv blocks (conv, batch norm, ReLU, 2x2 max-pool), a 128-unit FC layer
-    with dropout, and 10 outputs: the "improved CNN" of the MNIST experiments."""
+    with dropout, and one output per class: the "improved CNN" of the MNIST experiments."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, dropout: float = 0.5):
+    def __init__(
+        self, input_shape: Shape = (1, 28, 28), num_classes: int = 10, dropout: float = 0.5
+    ):
         super().__init__()
+        channels, side = _image("cnn", input_shape)
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 3, padding=1),
+            nn.Conv2d(channels, 32, 3, padding=1),
             nn.BatchNorm2d(32),
             nn.ReLU(),
             nn.MaxPool2d(2),
@@ -26,13 +47,13 @@ class CNN(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),
         )
-        side = image_size // 4  # two 2x2 pools: 28 -> 7, 32 -> 8
+        reduced = side // 4  # two 2x2 pools: 28 -> 7, 32 -> 8
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(64 * side * side, 128),
+            nn.Linear(64 * reduced * reduced, 128),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(128, 10),
+            nn.Linear(128, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W)
@@ -42,18 +63,19 @@ class CNN(nn.Module):
 class SmallCNN(nn.Module):
     """A lighter CNN (two conv+pool layers, no batch norm) for quick runs."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28):
+    def __init__(self, input_shape: Shape = (1, 28, 28), num_classes: int = 10):
         super().__init__()
-        side = image_size // 4
+        channels, side = _image("small-cnn", input_shape)
+        reduced = side // 4
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, 8, 5, padding=2),
+            nn.Conv2d(channels, 8, 5, padding=2),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Conv2d(8, 16, 5, padding=2),
             nn.ReLU(),
             nn.MaxPool2d(2),
             nn.Flatten(),
-            nn.Linear(16 * side * side, 10),
+            nn.Linear(16 * reduced * reduced, num_classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -61,16 +83,29 @@ class SmallCNN(nn.Module):
 
 
 class MLP(nn.Module):
-    """One hidden layer of 200 units on the flattened image: cheap, for scale runs."""
+    """One hidden layer of 200 units on the flattened input: cheap, for scale runs."""
 
-    def __init__(self, in_channels: int = 1, image_size: int = 28, hidden: int = 200):
+    def __init__(self, input_shape: Shape = (1, 28, 28), num_classes: int = 10, hidden: int = 200):
         super().__init__()
         self.net = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(in_channels * image_size * image_size, hidden),
+            nn.Linear(math.prod(input_shape), hidden),
             nn.ReLU(),
-            nn.Linear(hidden, 10),
+            nn.Linear(hidden, num_classes),
         )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, *input_shape)
+        return self.net(x)
+
+
+class LogisticRegression(nn.Module):
+    """Multinomial logistic regression on the flattened input: the model Li et al.
+    ("Federated Optimization in Heterogeneous Networks", MLSys 2020) train on their
+    synthetic data."""
+
+    def __init__(self, input_shape: Shape = (60,), num_classes: int = 10):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -80,18 +115,22 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "cnn": CNN,
     "small-cnn": SmallCNN,
     "mlp": MLP,
+    "logreg": LogisticRegression,
 }
-"""Networks by name (``model.name``); each is built as ``cls(in_channels, image_size)``."""
+"""Models by name (``model.name``): ``(input_shape, num_classes) -> nn.Module``."""
 
 
 def build_model(
-    name: str, in_channels: int = 1, image_size: int = 28, seed: int | None = None
+    name: str,
+    input_shape: Shape = (1, 28, 28),
+    num_classes: int = 10,
+    seed: int | None = None,
 ) -> nn.Module:
     """Build a registered model; with ``seed`` its initial weights are reproducible."""
     if name not in MODELS:
         raise ValueError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}")
     if seed is None:
-        return MODELS[name](in_channels=in_channels, image_size=image_size)
+        return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_for(seed, "model-init"))
-        return MODELS[name](in_channels=in_channels, image_size=image_size)
+        return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pwfl.callbacks import Callback
 from pwfl.checkpoint import CLIENT_STATE_DIR, Checkpoint
-from pwfl.config import Config
+from pwfl.config import Config, num_sampled
 
 
 def start_ray(cfg: Config, verbose: bool = False) -> None:
@@ -66,6 +66,20 @@ def quiet_libraries(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=UserWarning, module="ray")
 
 
+def simulation_nodes(cfg: Config) -> int:
+    """Flower nodes a simulation starts. Node binding: one per client. Pool binding:
+    ``simulation.pool_size``, else as many as clients train at once (the clients
+    sampled per round, or FedBuff's concurrency)."""
+    s = cfg.strategy
+    if cfg.simulation.client_binding == "node":
+        return cfg.data.num_clients
+    if cfg.simulation.pool_size:
+        return cfg.simulation.pool_size
+    if s.name == "fedbuff" and s.concurrency:
+        return s.concurrency
+    return num_sampled(cfg.data.num_clients, s.fraction_train, s.min_train_nodes)
+
+
 def prepare_data(cfg: Config) -> None:
     """Check what can fail before any process starts, and cache the client split.
 
@@ -73,12 +87,11 @@ def prepare_data(cfg: Config) -> None:
     split instead of redoing it), the device profiles drawn (a bad trace file
     fails here) and the aggregator resolved (an unknown dotted path fails here).
     """
-    from pwfl.data import partition_indices, server_test_data
+    from pwfl import data
     from pwfl.devices import make_profiles
     from pwfl.strategies import aggregator_from_config
 
-    server_test_data(cfg.data, cfg.seed)
-    partition_indices(cfg.data, cfg.seed)
+    data.prepare(cfg.data, cfg.seed)
     make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed)
     if cfg.strategy.name != "fedavg":
         aggregator_from_config(cfg)
@@ -121,12 +134,13 @@ def run_experiment(
     if not quiet:
         watchers.append(Progress(f"{label or cfg.strategy.name} seed {cfg.seed}"))
     client_app = make_client_app(cfg, out / CLIENT_STATE_DIR)
+    nodes = simulation_nodes(cfg)
     if cfg.simulation.backend == "inline":
         from pwfl.inline import InlineGrid
 
-        grid = InlineGrid(client_app, cfg.data.num_clients, workers=max(4, os.cpu_count() or 1))
+        grid = InlineGrid(client_app, nodes, workers=max(4, os.cpu_count() or 1))
         try:
-            outcome = run_server(grid, cfg, out, watchers, label, resume)
+            outcome = run_server(grid, cfg, out, watchers, label, resume, nodes)
         finally:
             grid.shutdown()
     else:
@@ -135,9 +149,9 @@ def run_experiment(
         start_ray(cfg, verbose)
         outcome = Outcome()
         run_simulation(
-            server_app=make_server_app(cfg, out, watchers, label, resume, outcome),
+            server_app=make_server_app(cfg, out, watchers, label, resume, outcome, nodes),
             client_app=client_app,
-            num_supernodes=cfg.data.num_clients,
+            num_supernodes=nodes,
             backend_config={
                 "client_resources": {
                     "num_cpus": cfg.simulation.client_cpus,

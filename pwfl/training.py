@@ -47,7 +47,7 @@ CLIENT_STATES = ("none", "momentum", "personal")
 
 @dataclass(frozen=True)
 class ClientData:
-    """Images ``x`` of shape (N, C, H, W), normalised floats, and labels ``y`` (N,)."""
+    """Examples ``x`` of shape (N, *input_shape), normalised floats, and labels ``y`` (N,)."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -61,8 +61,9 @@ class TrainSettings:
     """What one client needs to know to train or evaluate a model."""
 
     model: str = "cnn"
-    in_channels: int = 1
-    image_size: int = 28
+    input_shape: tuple[int, ...] = (1, 28, 28)
+    """One example's shape, without the batch dimension."""
+    num_classes: int = 10
     local_epochs: float = 1
     """Passes over the data; a fraction runs that share of an epoch's batches
     (load balancing gives slow clients less work)."""
@@ -238,18 +239,21 @@ def evaluate(
     return {"loss": total_loss / n, "accuracy": correct / n, "num_examples": float(n)}
 
 
-def warm_up(settings: TrainSettings, data: ClientData) -> None:
-    """Run one training step on a copy of a fresh model and throw it away.
+def warm_up(settings: TrainSettings) -> None:
+    """Run one training step of a fresh model on made-up examples and throw it away.
 
     A process's first forward and backward pass pays one-off costs (allocator,
     autograd and kernel set-up) that would otherwise be counted as the first
-    round's compute time on the simulated clock.
+    round's compute time on the measured clock.
     """
-    if len(data) == 0:
-        return
-    one_batch = ClientData(data.x[: settings.batch_size], data.y[: settings.batch_size])
+    batch = settings.batch_size
+    generator = torch.Generator().manual_seed(0)
+    one_batch = ClientData(
+        torch.randn(batch, *settings.input_shape, generator=generator),
+        torch.randint(0, settings.num_classes, (batch,), generator=generator),
+    )
     state = initial_state(settings, seed=0)
-    train(state, one_batch, replace(settings, local_epochs=1))
+    train(state, one_batch, replace(settings, local_epochs=1, augment=False))
 
 
 @functools.lru_cache(maxsize=16)
@@ -266,9 +270,9 @@ def flops_per_example(settings: TrainSettings) -> float:
 
     batch = settings.batch_size
     with _TORCH_RNG, torch.random.fork_rng(devices=[]):
-        model = build_model(settings.model, settings.in_channels, settings.image_size)
+        model = build_model(settings.model, settings.input_shape, settings.num_classes)
         model.train()
-        x = torch.zeros(batch, settings.in_channels, settings.image_size, settings.image_size)
+        x = torch.zeros(batch, *settings.input_shape)
         y = torch.zeros(batch, dtype=torch.long)
         with FlopCounterMode(display=False) as counter:
             nn.functional.cross_entropy(model(x), y).backward()
@@ -278,14 +282,14 @@ def flops_per_example(settings: TrainSettings) -> float:
 def statistics_of(settings: TrainSettings) -> frozenset[str]:
     """State-dict names of the model's buffers: running statistics, not parameters."""
     with _TORCH_RNG, torch.random.fork_rng(devices=[]):
-        model = build_model(settings.model, settings.in_channels, settings.image_size)
+        model = build_model(settings.model, settings.input_shape, settings.num_classes)
     return frozenset(name for name, _ in model.named_buffers())
 
 
 @_holding_rng
 def initial_state(settings: TrainSettings, seed: int) -> StateDict:
     """The seeded initial weights every strategy of an experiment starts from."""
-    model = build_model(settings.model, settings.in_channels, settings.image_size, seed=seed)
+    model = build_model(settings.model, settings.input_shape, settings.num_classes, seed=seed)
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
@@ -293,7 +297,7 @@ def _model_from_state(state: StateDict, settings: TrainSettings) -> nn.Module:
     # The throw-away initial weights are drawn from a forked generator, so that
     # loading a state leaves the caller's global torch RNG untouched.
     with torch.random.fork_rng(devices=[]):
-        model = build_model(settings.model, settings.in_channels, settings.image_size)
+        model = build_model(settings.model, settings.input_shape, settings.num_classes)
     model.load_state_dict(state)
     return model.to(settings.device)
 
@@ -312,6 +316,6 @@ def _augmentation(settings: TrainSettings):
     # Small rotations keep digits legible; horizontal flips only make sense for
     # natural images (a flipped 2 is not a 2), so they are used on 3-channel data.
     steps = [v2.RandomRotation(10)]
-    if settings.in_channels == 3:
+    if settings.input_shape[0] == 3:
         steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps)

@@ -1,15 +1,15 @@
 """What travels between server and clients: Flower records and messages, built and read.
 
 The round engine and the Flower apps use this module; the strategies (policies)
-never do. Flower identifies clients by random node ids; pwfl identifies them by
-their partition id, which is stable across runs (:class:`ClientDirectory` maps
-one to the other). Every message names its client (``client-id``) and weight
-set in its config, so a reply or an error can always be traced back to them.
+never do. Flower identifies its nodes by random ids; pwfl identifies clients by
+their id in the population, and every message names its client (``client-id``)
+and weight set in its config, so a reply or an error can always be traced back
+to them whichever node ran it (:class:`NodeBinding`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,11 @@ ARRAYS = "arrays"
 CONFIG = "config"
 METRICS = "metrics"
 CLIENT = "client"
+STATE = "client-state"
 WEIGHT_KEY = "num-examples"
+
+BINDINGS = ("pool", "node")
+"""How clients bind to Flower nodes (``simulation.client_binding``): see :class:`NodeBinding`."""
 
 
 def to_numpy(record: ArrayRecord) -> Arrays:
@@ -39,21 +43,41 @@ def to_record(arrays: Arrays) -> ArrayRecord:
 
 
 @dataclass
-class ClientDirectory:
-    """The connected clients: partition id -> node id, and their example counts."""
+class NodeBinding:
+    """Which Flower node runs a message for a client.
 
+    ``node`` binding (``pwfl deploy``, real devices): each client is a node that
+    holds its own data, found by the discovery query (``node_of``). ``pool``
+    binding (simulation): a few nodes run whichever clients the server names;
+    every message says which client it is for, and a message goes to a node
+    that runs no other message of this server at the moment.
+    """
+
+    pool: bool
     node_of: dict[int, int] = field(default_factory=dict)
+    """Node binding: client -> its node."""
     sizes: dict[int, int] = field(default_factory=dict)
+    """Node binding: client -> its example count, as its node reported it."""
+    nodes: list[int] = field(default_factory=list)
+    """Pool binding: the pool's node ids."""
 
-    @property
-    def clients(self) -> list[int]:
-        """Partition ids of all known clients, sorted."""
-        return sorted(self.node_of)
+    def __post_init__(self) -> None:
+        self._free = deque(self.nodes)
 
-    def add(self, partition_id: int, node_id: int, size: int) -> None:
-        """Register one client."""
-        self.node_of[partition_id] = node_id
-        self.sizes[partition_id] = size
+    def take(self, client: int) -> int | None:
+        """The node for a message to ``client`` now, or None when every pool node is busy."""
+        if not self.pool:
+            return self.node_of[client]
+        return self._free.popleft() if self._free else None
+
+    def has_free(self) -> bool:
+        """Whether a message can be sent now (always, in node binding)."""
+        return not self.pool or bool(self._free)
+
+    def release(self, node: int) -> None:
+        """A pool node's message is answered (or given up on): it can run another."""
+        if self.pool:
+            self._free.append(node)
 
 
 def train_update(reply: Message, reference: Arrays | None = None, mode: str = "none") -> Update:
@@ -74,42 +98,30 @@ def encode_reply_arrays(state: dict[str, Any], received: ArrayRecord, mode: str)
     return to_record(encode_update(arrays, reference, mode))
 
 
-def group_messages(
-    directory: ClientDirectory,
-    clients: list[int],
+def client_message(
+    node: int,
     arrays: ArrayRecord,
     config: dict[str, Any],
     message_type: str,
-    epochs: Callable[[int], float] | None = None,
-) -> list[Message]:
-    """One message per client, all sharing the same weights record.
+    state: ArrayRecord | None = None,
+) -> Message:
+    """A message for one client (named in ``config["client-id"]``) to run on ``node``.
 
-    Each carries ``client-id``; ``epochs`` gives each client its own
-    ``local-epochs`` (load balancing).
+    ``state`` is what the client kept from its last round with this weight set,
+    carried by the message in pool binding (the node running it may not be the
+    one that ran the client last); it is not counted as communication.
     """
-    messages = []
-    for c in clients:
-        cfg = {**config, "client-id": c}
-        if epochs is not None:
-            cfg["local-epochs"] = epochs(c)
-        content = RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(cfg)})
-        messages.append(
-            Message(content=content, message_type=message_type, dst_node_id=directory.node_of[c])
-        )
-    return messages
+    content = RecordDict({ARRAYS: arrays, CONFIG: ConfigRecord(config)})
+    if state is not None:
+        content[STATE] = state
+    return Message(content=content, message_type=message_type, dst_node_id=node)
 
 
-def retry_for(message: Message, reply: Message, max_retries: int) -> Message | None:
-    """A new try of ``message`` when ``reply`` is an error and tries are left, else None."""
+def retry_config(message: Message, reply: Message, max_retries: int) -> dict[str, Any] | None:
+    """The config of a new try of ``message`` when ``reply`` is an error and tries are left."""
     if not reply.has_error():
         return None
     attempt = int(message.content[CONFIG].get("attempt", 0)) + 1
     if attempt > max_retries:
         return None
-    config = ConfigRecord({**dict(message.content[CONFIG]), "attempt": attempt})
-    content = RecordDict({**dict(message.content), CONFIG: config})
-    return Message(
-        content=content,
-        message_type=message.metadata.message_type,
-        dst_node_id=message.metadata.dst_node_id,
-    )
+    return {**dict(message.content[CONFIG]), "attempt": attempt}

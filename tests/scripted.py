@@ -21,8 +21,10 @@ from pwfl.aggregation import make_executor
 from pwfl.callbacks import RoundRecord
 from pwfl.config import Config
 from pwfl.devices import make_profiles
-from pwfl.engine import Engine, RunResult, discover_clients
+from pwfl.engine import Engine, RunResult, connect
 from pwfl.inline import InlineGrid
+from pwfl.population import Population
+from pwfl.runner import simulation_nodes
 from pwfl.strategies import build_policy
 from pwfl.transport import ARRAYS, CLIENT, CONFIG, METRICS, WEIGHT_KEY, to_record
 
@@ -102,18 +104,19 @@ def run_scripted(
     """Run ``cfg``'s strategy on the scripted federation; the model is one ``size``-vector
     of float32. On the modelled clock a client's compute is ``examples x
     flops_per_example / (reference_gflops x speed)``."""
-    grid = InlineGrid(scripted_app(compute_s, examples), cfg.data.num_clients)
+    grid = InlineGrid(scripted_app(compute_s, examples), simulation_nodes(cfg))
     policy = build_policy(cfg)
     executor = make_executor(cfg.strategy.executor, workers=policy.num_weight_sets)
     rows = Rows()
     try:
-        directory = discover_clients(grid, cfg.data.num_clients, timeout=30)
+        nodes = connect(grid, cfg, simulation_nodes(cfg))
         engine = Engine(
             cfg,
             cfg.strategy.name,
             policy,
             grid,
-            directory,
+            Population(cfg, lambda client: EXAMPLES),
+            nodes,
             # "Accuracy" grows with the weights, so learning is visible in the rows.
             lambda arrays: {"accuracy": float(arrays["w"].mean()), "loss": 0.0},
             executor,

@@ -89,6 +89,31 @@ CASES = {
     "k above sampled clients": (run("strategy.k=5"), "strategy.k", _finished_run),
     "unknown data set": (run("data.name=imagenet"), "data.name", _finished_run),
     "unknown model": (run("model.name=resnet"), "model.name", _finished_run),
+    "image model on features": (
+        run("data.name=synthetic"),
+        "'model.name' = 'small-cnn' does not fit data.name = 'synthetic'",
+        _finished_run,
+    ),
+    "augment features": (
+        run("data.name=synthetic", "model.name=mlp", "train.augment=true"),
+        "train.augment",
+        _finished_run,
+    ),
+    "negative synthetic alpha": (
+        run("data.name=synthetic", "model.name=mlp", "data.synthetic_alpha=-1"),
+        "data.synthetic_alpha",
+        _finished_run,
+    ),
+    "unknown client binding": (
+        run("simulation.client_binding=actor"),
+        "simulation.client_binding",
+        _finished_run,
+    ),
+    "resample more than the data set": (
+        run("data.partitioner=resample", "data.examples_per_client=4001"),
+        "data.examples_per_client",
+        _finished_run,
+    ),
     "bad merge policy": (run("strategy.merge=every:0"), "strategy.merge", _finished_run),
     "unknown executor": (run("strategy.executor=gpu"), "strategy.executor", _finished_run),
     "quorum zero": (run("faults.quorum=0"), "faults.quorum", _finished_run),

@@ -27,10 +27,14 @@ def test_bench_smoke_writes_aggregation_and_scale_tables():
     ratio = (agg["serial_s"] / agg["threads_s"]).tolist()
     assert agg["threads_speedup"].tolist() == pytest.approx(ratio)
     scale = pd.read_csv(ROOT / "results" / "bench" / "smoke-scale.csv")
-    assert scale["clients"].tolist() == [200]
-    assert scale["sampled_per_round"].tolist() == [10]
+    pool = scale[scale["binding"] == "pool"]
+    assert pool["clients"].tolist() == [200, 2_000, 200, 2_000]
+    assert (scale["sampled_per_round"] == 10).all()
+    node = scale[scale["binding"] == "node"]
+    assert node["clients"].tolist() == [200, 200]  # only where one node per client runs
     assert (scale["peak_rss_gib"] > 0.1).all()  # this process alone holds more
-    assert (scale["startup_s"] > 0).all() and (scale["steady_round_s"] > 0).all()
+    assert (scale["startup_s"] > 0).all() and (scale["mean_round_s"] > 0).all()
+    assert (pool.groupby("strategy")["startup_ratio"].first() == 1.0).all()
 
 
 def test_bench_rejects_an_unknown_case():

@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from pwfl import config as config_module
+from pwfl import data as data_module
 from pwfl.config import (
     RANGE,
     SECTIONS,
@@ -342,6 +343,7 @@ def test_choice_lists_are_the_implementing_modules_registries():
         stragglers,
         strategies,
         training,
+        transport,
     )
     from pwfl.strategies import server_optimizer
 
@@ -359,6 +361,7 @@ def test_choice_lists_are_the_implementing_modules_registries():
     assert choices["strategy.mode"] is strategies.MODES
     assert choices["strategy.group_policy"] is partition.GROUP_POLICIES
     assert choices["stragglers.load_balancing"] is stragglers.BALANCING
+    assert choices["simulation.client_binding"] is transport.BINDINGS
     for name in ("DATASETS", "PARTITIONERS", "MODELS", "EXECUTORS", "CLIENT_STATES"):
         assert not hasattr(config_module, name), f"config.py lists {name} again"
 
@@ -370,6 +373,8 @@ def test_every_registered_name_is_accepted_and_no_other(tmp_path):
         section, _, name = key.partition(".")
         for value in names:
             extra = [f"clients.trace='{trace}'"] if value == "trace" else []
+            if key == "data.name" and not data_module.INFO[value].images:
+                extra.append("model.name=mlp")  # the default CNN needs images
             cfg = load_config(None, [f"{key}={value}", *extra])
             assert getattr(getattr(cfg, section), name) == value
         message = _error([f"{key}=no-such-name"])

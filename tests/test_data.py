@@ -14,6 +14,7 @@ from pwfl.config import DataConfig
 from pwfl.data import (
     DataError,
     client_data,
+    client_size,
     dataset_info,
     load_dataset,
     partition_indices,
@@ -83,11 +84,12 @@ def test_server_test_data_is_the_test_split(mnist5k):
 
 
 def test_dataset_info():
-    assert dataset_info("mnist-5k").in_channels == 1
-    assert dataset_info("mnist").image_size == 28
-    assert dataset_info("cifar10").in_channels == 3
-    assert dataset_info("cifar10").image_size == 32
+    assert dataset_info("mnist-5k").input_shape == (1, 28, 28)
+    assert dataset_info("mnist").images
+    assert dataset_info("cifar10").input_shape == (3, 32, 32)
     assert dataset_info("fashion-mnist").num_classes == 10
+    assert dataset_info("synthetic").input_shape == (60,)
+    assert not dataset_info("synthetic").images
     with pytest.raises(DataError, match="unknown data set 'svhn'"):
         dataset_info("svhn")
 
@@ -218,15 +220,17 @@ def test_client_data_selects_the_partition(mnist5k):
     train, _ = mnist5k
     part = partition_indices(cfg, 0)[3]
     data = client_data(cfg, 0, 3)
-    assert len(data) == 400
+    assert len(data) == 400 == client_size(cfg, 0, 3)
     assert torch.equal(data.x, train.x[torch.from_numpy(part)])
     assert torch.equal(data.y, train.y[torch.from_numpy(part)])
 
 
-@pytest.mark.parametrize("partition_id", [-1, 10])
-def test_client_data_rejects_bad_partition_id(partition_id):
-    with pytest.raises(DataError, match="partition-id"):
-        client_data(DataConfig(num_clients=10), 0, partition_id)
+@pytest.mark.parametrize("client", [-1, 10])
+def test_client_data_rejects_a_client_outside_the_population(client):
+    with pytest.raises(DataError, match=f"client {client} is outside 0..9"):
+        client_data(DataConfig(num_clients=10), 0, client)
+    with pytest.raises(DataError, match=f"client {client} is outside 0..9"):
+        client_size(DataConfig(num_clients=10), 0, client)
 
 
 # ---------------------------------------------------------------- torchvision IDX files
@@ -318,20 +322,25 @@ def test_missing_cifar_raises_data_error(tmp_path):
     assert "data.download" in str(info.value)
 
 
-def test_resample_gives_thousands_of_clients_their_own_examples(mnist5k):
-    cfg = DataConfig(num_clients=5000, partitioner="resample", examples_per_client=20)
-    parts = partition_indices(cfg, seed=0)
-    assert len(parts) == 5000
-    assert all(len(p) == 20 and len(np.unique(p)) == 20 for p in parts)
-    assert max(int(p.max()) for p in parts) < 4000  # indices into the 4,000 training images
-    assert not np.array_equal(parts[0], parts[1])
-    again = partition_indices(
-        DataConfig(num_clients=5000, partitioner="resample", examples_per_client=20), seed=0
-    )
-    assert all(np.array_equal(a, b) for a, b in zip(parts, again, strict=True))
+def test_resample_gives_any_population_examples_of_its_own_without_a_list(mnist5k):
+    train, _ = mnist5k
+    cfg = DataConfig(num_clients=10**9, partitioner="resample", examples_per_client=20)
+    last = client_data(cfg, 0, 10**9 - 1)
+    first = client_data(cfg, 0, 0)
+    assert len(first) == len(last) == 20 == client_size(cfg, 0, 123_456_789)
+    assert not torch.equal(first.y, last.y) or not torch.equal(first.x, last.x)
+    # Distinct images of the 4,000-image training split, the same for the same (seed, client).
+    hits = [int(torch.nonzero((train.x == img).flatten(1).all(1))[0]) for img in first.x]
+    assert len(set(hits)) == 20 and max(hits) < NUM_TRAIN
+    client_data.cache_clear()
+    assert torch.equal(client_data(cfg, 0, 0).x, first.x)
+    other = DataConfig(num_clients=10, partitioner="resample", examples_per_client=20)
+    assert torch.equal(client_data(other, 0, 0).x, first.x)  # a client's draw ignores N
+    with pytest.raises(DataError, match="no list of partitions"):
+        partition_indices(cfg, seed=0)
 
 
 def test_resample_more_examples_than_the_data_set_is_one_clear_error(mnist5k):
     cfg = DataConfig(num_clients=2, partitioner="resample", examples_per_client=5000)
     with pytest.raises(DataError, match="examples_per_client"):
-        partition_indices(cfg, seed=0)
+        client_data(cfg, seed=0, client=1)

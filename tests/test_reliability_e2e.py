@@ -189,7 +189,14 @@ def test_killed_run_resumes_to_the_rounds_of_an_uninterrupted_run(tmp_path):
     assert pd.read_csv(killed / "rounds.csv")["round"].tolist() == [1, 1, 2, 2, 3, 3, 4, 4]
     train = pd.read_csv(full / "clients.csv").query("phase == 'train'")
     assert (train["local_epochs"] < 1).any()  # the load was balanced
-    assert (killed / "client_state").is_dir()
+    # Pool binding: the server kept each client's momentum, in the checkpoint, for
+    # the (client, weight set) pairs that trained and no other.
+    kept = {
+        tuple(pair) for pair in load_checkpoint(killed / CHECKPOINT_FILE).strategy["client_states"]
+    }
+    trained = set(train[["client", "weight_set"]].itertuples(index=False, name=None))
+    assert kept == {(int(c), int(ws)) for c, ws in trained}
+    assert not (killed / "client_state").exists()
 
 
 @pytest.mark.parametrize(
@@ -260,17 +267,34 @@ def test_client_state_is_kept_per_weight_set_and_a_personal_layer_is_never_avera
     from pwfl.apps.server_app import load_weights
     from pwfl.apps.settings import train_settings
 
-    momentum = tiny("strategy.num_rounds=3", "train.client_state=momentum")
-    run_experiment(momentum, tmp_path / "momentum", quiet=True)
-    clients = pd.read_csv(tmp_path / "momentum" / "clients.csv").query("phase == 'train'")
-    both = clients.groupby("client")["weight_set"].nunique()
-    switched = both[both == 2].index
-    assert len(switched)  # the complementary split moved some client between sets
-    for client in switched:
-        folders = sorted(
-            p.name for p in (tmp_path / "momentum" / "client_state" / str(client)).iterdir()
+    for binding in ("pool", "node"):
+        out = tmp_path / binding
+        momentum = tiny(
+            "strategy.num_rounds=3",
+            "train.client_state=momentum",
+            f"simulation.client_binding={binding}",
         )
-        assert folders == ["set-0", "set-1"]
+        run_experiment(momentum, out, quiet=True)
+        clients = pd.read_csv(out / "clients.csv").query("phase == 'train'")
+        both = clients.groupby("client")["weight_set"].nunique()
+        switched = both[both == 2].index
+        assert len(switched)  # the complementary split moved some client between sets
+        ckpt = load_checkpoint(out / CHECKPOINT_FILE)
+        for client in switched:
+            if binding == "node":  # each node keeps its own, in files
+                folders = sorted(p.name for p in (out / "client_state" / str(client)).iterdir())
+                assert folders == ["set-0", "set-1"]
+            else:  # the server keeps it, one entry per (client, set)
+                for ws in (0, 1):
+                    assert [client, ws] in ckpt.strategy["client_states"]
+                    names = [k for k in ckpt.arrays if k.startswith(f"client/{client}/{ws}/")]
+                    assert names
+        if binding == "pool":
+            client = switched[0]
+            name = next(k for k in ckpt.arrays if k.startswith(f"client/{client}/0/"))
+            other = name.replace(f"client/{client}/0/", f"client/{client}/1/")
+            # set 1's momentum is not set 0's
+            assert not np.array_equal(ckpt.arrays[name], ckpt.arrays[other])
 
     personal = tiny("train.client_state=personal", "strategy.num_rounds=2")
     run_experiment(personal, tmp_path / "personal", quiet=True)

@@ -217,24 +217,43 @@ def test_evaluate_empty_data():
 # ---------------------------------------------------------------- models and initial state
 
 
-@pytest.mark.parametrize("name", ["cnn", "small-cnn", "mlp"])
-@pytest.mark.parametrize(("channels", "side"), [(1, 28), (3, 32)])
-def test_models_forward_shape(name, channels, side):
-    model = build_model(name, in_channels=channels, image_size=side, seed=0)
+@pytest.mark.parametrize("name", ["cnn", "small-cnn", "mlp", "logreg"])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_models_forward_shape(name, shape):
+    model = build_model(name, input_shape=shape, seed=0)
     model.eval()
     with torch.no_grad():
-        out = model(torch.randn(5, channels, side, side))
+        out = model(torch.randn(5, *shape))
     assert tuple(out.shape) == (5, 10)
     assert torch.isfinite(out).all()
 
 
+@pytest.mark.parametrize("name", ["mlp", "logreg"])
+def test_flat_models_take_any_input_shape_and_class_count(name):
+    model = build_model(name, input_shape=(60,), num_classes=7, seed=0)
+    assert tuple(model(torch.randn(4, 60)).shape) == (4, 7)
+    first = next(iter(model.state_dict().values()))
+    assert first.shape[-1] == 60
+
+
+def test_logreg_is_one_linear_layer():
+    params = dict(build_model("logreg", input_shape=(60,), seed=0).named_parameters())
+    assert {tuple(p.shape) for p in params.values()} == {(10, 60), (10,)}
+
+
+@pytest.mark.parametrize("name", ["cnn", "small-cnn"])
+def test_convolutional_models_reject_flat_input(name):
+    with pytest.raises(ValueError, match="needs square images"):
+        build_model(name, input_shape=(60,))
+
+
 def test_registry_names():
-    assert set(MODELS) == {"cnn", "small-cnn", "mlp"}
+    assert set(MODELS) == {"cnn", "small-cnn", "mlp", "logreg"}
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         build_model("resnet")
 
 
-@pytest.mark.parametrize("name", ["cnn", "small-cnn", "mlp"])
+@pytest.mark.parametrize("name", ["cnn", "small-cnn", "mlp", "logreg"])
 def test_build_model_is_seeded(name):
     a = build_model(name, seed=4).state_dict()
     b = build_model(name, seed=4).state_dict()
@@ -253,7 +272,7 @@ def test_seeded_build_leaves_global_rng_untouched():
 
 @pytest.mark.parametrize("name", ["cnn", "small-cnn", "mlp"])
 def test_initial_state_is_seeded(name):
-    settings = TrainSettings(model=name, in_channels=3, image_size=32)
+    settings = TrainSettings(model=name, input_shape=(3, 32, 32))
     a = initial_state(settings, seed=0)
     b = initial_state(settings, seed=0)
     c = initial_state(settings, seed=1)

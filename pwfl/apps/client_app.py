@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,7 +21,7 @@ from pwfl import training
 from pwfl.apps.settings import config_from_run_config, train_settings
 from pwfl.checkpoint import load_client_state, prune_client_state, save_client_state
 from pwfl.config import Config
-from pwfl.data import client_data, partition_indices
+from pwfl.data import client_data, client_size
 from pwfl.faults import HANG, HANG_MARGIN_S, InjectedFault, fails_attempt, fault_for
 from pwfl.training import PERSONAL
 from pwfl.transport import (
@@ -30,6 +29,7 @@ from pwfl.transport import (
     CLIENT,
     CONFIG,
     METRICS,
+    STATE,
     WEIGHT_KEY,
     encode_reply_arrays,
 )
@@ -53,61 +53,75 @@ def one_client_at_a_time() -> threading.Lock:
 def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = None) -> ClientApp:
     """A ClientApp for ``cfg``, or for the run config when ``cfg`` is None.
 
-    ``state_dir`` is where clients save what they keep between rounds (one
-    folder per client); without it (and without a ``state-dir`` node config)
-    that state lives only in memory.
+    The same app serves both bindings (``simulation.client_binding``). In pool
+    binding a node runs whichever client a message names (``client-id``): it
+    finds that client's data from its id, and what the client keeps between
+    rounds comes with the message and goes back with the reply. In node
+    binding the node is one client, its ``partition-id``, which keeps its state
+    in Flower's ``Context.state`` and, given a state folder (``state_dir`` or a
+    ``state-dir`` node config), in files there, so a resumed run can give it back.
     """
     app = ClientApp()
 
-    def setup(context: Context) -> tuple[Config, int]:
+    def setup(msg: Message, context: Context) -> tuple[Config, int]:
         config = cfg if cfg is not None else config_from_run_config(context.run_config)
+        sent = msg.content[CONFIG] if CONFIG in msg.content else {}
+        if "client-id" in sent:
+            return config, int(sent["client-id"])
         return config, int(context.node_config["partition-id"])
 
     @app.query()
     def describe(msg: Message, context: Context) -> Message:
-        """Tell the server which partition this node holds and how many examples.
-
-        Every node answers it once and a simulation may have thousands, so it
-        reads the split's indices only; but the first query a process sees also
-        loads the data and warms the process up, so that this one-off work is
-        start-up, not the first round's compute time.
-        """
-        config, pid = setup(context)
+        """Get ready: load the libraries and warm PyTorch up, so that this one-off work is
+        start-up, not the first round's compute time. In node binding, also tell the
+        server which partition this node holds and how many examples."""
+        config = cfg if cfg is not None else config_from_run_config(context.run_config)
+        pooled = CONFIG in msg.content and msg.content[CONFIG].get("binding") == "pool"
         with one_client_at_a_time():
-            size = len(partition_indices(config.data, config.seed)[pid])
-            if size:
-                settings = train_settings(config)
-                warm_up_once(settings, lambda: client_data(config.data, config.seed, pid))
+            settings = train_settings(config)
+            warm_up_once(settings)
+            if pooled:
+                return Message(RecordDict({CLIENT: ConfigRecord({"ready": 1})}), reply_to=msg)
+            pid = int(context.node_config["partition-id"])
+            size = client_size(config.data, config.seed, pid)
             info = ConfigRecord({"partition-id": pid, "num-examples": size})
             return Message(RecordDict({CLIENT: info}), reply_to=msg)
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        """Train the received weights on the local partition."""
-        config, pid = setup(context)
+        """Train the received weights on the named client's data."""
+        config, client = setup(msg, context)
         sent = msg.content[CONFIG]
         server_round = int(sent["server-round"])
-        inject_fault(config, server_round, pid, int(sent.get("attempt", 0)))
+        inject_fault(config, server_round, client, int(sent.get("attempt", 0)))
         with one_client_at_a_time():
-            settings = train_settings(config, server_round, pid, dict(sent))
-            data = client_data(config.data, config.seed, pid)
-            warm_up_once(settings, lambda: data)
+            settings = train_settings(config, server_round, client, dict(sent))
+            data = client_data(config.data, config.seed, client)
             received = msg.content[ARRAYS]
             keep = config.train.client_state
             weight_set = int(sent["weight-set"])
-            folder = state_dir or context.node_config.get("state-dir")
-            local = kept_state(context, folder, pid, weight_set) if keep != "none" else {}
+            pooled = config.simulation.client_binding == "pool"
+            folder = None if pooled else state_dir or context.node_config.get("state-dir")
+            local = {}
+            if keep != "none":
+                local = (
+                    carried_state(msg)
+                    if pooled
+                    else kept_state(context, folder, client, weight_set)
+                )
             state, metrics, local = training.train_keeping(
                 received.to_torch_state_dict(), data, settings, keep, local
             )
-            if keep != "none":
+            content = {}
+            if keep != "none" and pooled:
+                content[STATE] = ArrayRecord(local)
+            elif keep != "none":
                 context.state[state_key(weight_set)] = ArrayRecord(local)
                 if folder:
                     arrays = {k: v.numpy() for k, v in local.items()}
-                    save_client_state(folder, pid, server_round, arrays, weight_set)
-                    prune_client_state(
-                        folder, pid, int(sent.get("checkpoint-round", 0)), weight_set
-                    )
+                    save_client_state(folder, client, server_round, arrays, weight_set)
+                    checkpoint_round = int(sent.get("checkpoint-round", 0))
+                    prune_client_state(folder, client, checkpoint_round, weight_set)
             if keep == "personal":
                 # FedPer: the personal layer stays on the client; the server keeps its own.
                 state = {k: v for k, v in state.items() if PERSONAL + k not in local}
@@ -122,19 +136,20 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
                             "train-measured-s": metrics["train_measured_s"],
                         }
                     ),
-                    CLIENT: ConfigRecord({"partition-id": pid, "weight-set": weight_set}),
+                    CLIENT: ConfigRecord({"partition-id": client, "weight-set": weight_set}),
+                    **content,
                 }
             )
             return Message(reply, reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        """Evaluate the received weights on the local partition."""
-        config, pid = setup(context)
+        """Evaluate the received weights on the named client's data."""
+        config, client = setup(msg, context)
         with one_client_at_a_time():
             sent = msg.content[CONFIG]
-            settings = train_settings(config, int(sent["server-round"]), pid)
-            data = client_data(config.data, config.seed, pid)
+            settings = train_settings(config, int(sent["server-round"]), client)
+            data = client_data(config.data, config.seed, client)
             metrics = training.evaluate(msg.content[ARRAYS].to_torch_state_dict(), data, settings)
             reply = RecordDict(
                 {
@@ -145,7 +160,9 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
                             "accuracy": metrics["accuracy"],
                         }
                     ),
-                    CLIENT: ConfigRecord({"partition-id": pid, "weight-set": sent["weight-set"]}),
+                    CLIENT: ConfigRecord(
+                        {"partition-id": client, "weight-set": sent["weight-set"]}
+                    ),
                 }
             )
             return Message(reply, reply_to=msg)
@@ -153,22 +170,20 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
     return app
 
 
-_WARMED: set[str] = set()
+_WARMED: set[tuple[str, tuple[int, ...]]] = set()
 
 
-def warm_up_once(settings: training.TrainSettings, data: Callable[[], training.ClientData]) -> None:
-    """Pay this process's one-off training costs before the first measured training.
+def warm_up_once(settings: training.TrainSettings) -> None:
+    """Pay this process's one-off training costs before any client trains in it.
 
     A process's first forward and backward pass (allocator, autograd and kernel
-    set-up) would otherwise count as its first client's compute time on the
-    simulated clock. Simulation reuses a few worker processes for every client,
-    so this runs once per process and model, not once per client; ``data`` is
-    only called then (discovery asks thousands of nodes, and gathering a
-    partition is not free).
+    set-up) is slow; it runs once per process and model, on made-up examples of
+    the model's input shape, so it needs no client's data.
     """
-    if settings.model not in _WARMED:
-        training.warm_up(settings, data())
-        _WARMED.add(settings.model)
+    key = (settings.model, settings.input_shape)
+    if key not in _WARMED:
+        training.warm_up(settings)
+        _WARMED.add(key)
 
 
 def inject_fault(cfg: Config, server_round: int, client: int, attempt: int) -> None:
@@ -184,6 +199,13 @@ def inject_fault(cfg: Config, server_round: int, client: int, attempt: int) -> N
 def state_key(weight_set: int) -> str:
     """The ``Context.state`` key of what a client keeps for one weight set."""
     return f"{LOCAL}/{weight_set}"
+
+
+def carried_state(msg: Message) -> training.StateDict:
+    """What the client kept, as the message carries it in pool binding (empty at first)."""
+    if STATE not in msg.content:
+        return {}
+    return dict(msg.content[STATE].to_torch_state_dict())
 
 
 def kept_state(

@@ -32,15 +32,15 @@ from pwfl.checkpoint import (
     drop_client_state_after,
 )
 from pwfl.config import Config
-from pwfl.data import server_test_data
+from pwfl.data import client_size, server_test_data
 from pwfl.devices import make_profiles
-from pwfl.engine import Engine, discover_clients
+from pwfl.engine import Engine, connect
 from pwfl.errors import PwflError
+from pwfl.population import Population
 from pwfl.records import RunRecorder, atomic_savez, atomic_write_text
 from pwfl.schema import ROUNDS, SERVER
 from pwfl.strategies import build_policy
 
-DISCOVERY_TIMEOUT_S = 600.0  # deployment nodes may take a while to connect
 # What a fresh run removes from its folder, so that no stale checkpoint, client
 # state or summary of an earlier run can be mistaken for this one's.
 STALE = ("summary.json", CHECKPOINT_FILE, CLIENT_STATE_DIR)
@@ -62,12 +62,14 @@ def run_server(
     callbacks: Sequence[Callback] = (),
     label: str | None = None,
     resume: Checkpoint | None = None,
+    pool_size: int = 0,
 ) -> Outcome:
     """Run one experiment on a Flower grid and write its records to ``out_dir``.
 
     ``label`` names the run in the tables (default: the strategy's name);
-    ``resume`` continues the run saved in that checkpoint. A run whose every
-    weight set keeps missing quorum stops early; its outcome (and
+    ``resume`` continues the run saved in that checkpoint; ``pool_size`` is the
+    number of nodes a pool-bound run waits for (0: those connected). A run
+    whose every weight set keeps missing quorum stops early; its outcome (and
     ``summary.json``) says why.
     """
     out = Path(out_dir)
@@ -90,7 +92,11 @@ def run_server(
         state = {name: torch.tensor(value) for name, value in arrays.items()}
         return training.evaluate(state, test, settings)
 
-    directory = discover_clients(grid, cfg.data.num_clients, DISCOVERY_TIMEOUT_S)
+    nodes = connect(grid, cfg, pool_size)
+    if nodes.pool:
+        population = Population(cfg, lambda c: client_size(cfg.data, cfg.seed, c))
+    else:
+        population = Population(cfg, nodes.sizes.__getitem__)
     executor = make_executor(cfg.strategy.executor, workers=policy.num_weight_sets)
     profiles = make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed)
     engine = Engine(
@@ -98,7 +104,8 @@ def run_server(
         label,
         policy,
         grid,
-        directory,
+        population,
+        nodes,
         evaluate_weights,
         executor,
         profiles,
@@ -183,6 +190,7 @@ def make_server_app(
     label: str | None = None,
     resume: Checkpoint | None = None,
     outcome: Outcome | None = None,
+    pool_size: int = 0,
 ) -> ServerApp:
     """A ServerApp for ``cfg``, or for the run config when ``cfg`` is None.
 
@@ -201,7 +209,7 @@ def make_server_app(
                 if out_dir is not None
                 else context.run_config.get("out-dir", "results/flwr-run")
             )
-            done = run_server(grid, config, str(out), callbacks, label, resume)
+            done = run_server(grid, config, str(out), callbacks, label, resume, pool_size)
         except PwflError as err:
             if outcome is None:
                 raise

@@ -51,8 +51,8 @@ def train_settings(
     use_gpu = cfg.simulation.client_gpus > 0 and torch.cuda.is_available()
     return TrainSettings(
         model=cfg.model.name,
-        in_channels=info.in_channels,
-        image_size=info.image_size,
+        input_shape=info.input_shape,
+        num_classes=info.num_classes,
         local_epochs=float(overrides.get("local-epochs", cfg.train.local_epochs)),
         batch_size=int(overrides.get("batch-size", cfg.train.batch_size)),
         lr=float(overrides.get("lr", cfg.train.lr)),

@@ -58,9 +58,8 @@ class AsyncPWFL:
         taken: set[int] = set()
         due, self._due = self._due, []
         for ws, server_round, at in due:
-            online = [c for c in server.online(server_round) if c not in taken]
-            free = server.free_clients(at, online)
             rng = rng_for(self.cfg.seed, "async-sample", ws, server_round)
+            free = [c for c in server.free_pool(server_round, rng) if c not in taken]
             clients = draw_group(
                 self.cfg.strategy.group_policy,
                 free,
@@ -68,7 +67,7 @@ class AsyncPWFL:
                 self.num_weight_sets,
                 self._group_size(server),
                 rng,
-                server.sizes(),
+                server.sizes(free) if self.cfg.strategy.group_policy == "balanced" else {},
             )
             if not clients:
                 self._waiting.append((ws, server_round))

@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numpy as np
+
 from pwfl.aggregation import AggregateFn, Arrays, Update
 from pwfl.config import Config
 
@@ -100,16 +102,17 @@ class Server(Protocol):
         """The population's size."""
         ...
 
-    def online(self, server_round: int) -> list[int]:
-        """Clients available for sampling in ``server_round``, sorted."""
+    def sample(self, server_round: int, count: int, rng: np.random.Generator) -> list[int]:
+        """``count`` clients online in ``server_round``, uniformly at random, in O(count)."""
         ...
 
-    def sizes(self) -> dict[int, int]:
-        """Examples per client (the ``balanced`` group policy)."""
+    def free_pool(self, server_round: int, rng: np.random.Generator) -> list[int]:
+        """Online clients in no job in flight, sorted: all of them in a small population,
+        a uniform random sample of them in a large one."""
         ...
 
-    def free_clients(self, at_s: float, candidates: Sequence[int]) -> list[int]:
-        """Those of ``candidates`` in no job in flight and free at simulated time ``at_s``."""
+    def sizes(self, clients: Sequence[int]) -> dict[int, int]:
+        """Examples each of ``clients`` holds (the ``balanced`` group policy)."""
         ...
 
     def weights(self, weight_set: int) -> Arrays:

@@ -83,12 +83,12 @@ class FedBuff:
         taken: set[int] = set()
         due, self._due = self._due, []
         for at in due:
-            online = server.online(self.steps + 1)
-            free = [c for c in server.free_clients(at, online) if c not in taken]
+            rng = rng_for(self.cfg.seed, "fedbuff-sample", self._sent)
+            free = [c for c in server.free_pool(self.steps + 1, rng) if c not in taken]
             if not free:  # try again when the next update frees a client
                 self._due.append(at)
                 continue
-            client = int(rng_for(self.cfg.seed, "fedbuff-sample", self._sent).choice(free))
+            client = int(rng.choice(free))
             self._sent += 1
             taken.add(client)
             plans.append(Plan(0, self.steps + 1, (client,), at))

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Any
 
 from pwfl.aggregation import AggregateFn, Arrays, mean_of_weight_sets
-from pwfl.config import Config, parse_merge
-from pwfl.partition import sample_clients, split_clients
+from pwfl.config import Config, num_sampled, parse_merge
+from pwfl.partition import split_clients
 from pwfl.seeding import rng_for
 from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, weighted_train_loss
 
@@ -71,18 +71,14 @@ class PWFL:
     def plan_groups(self, server: Server, server_round: int) -> list[list[int]]:
         """Sample this round's online clients and split them into K disjoint groups."""
         s = self.cfg.strategy
-        sampled = sample_clients(
-            server.online(server_round),
-            s.fraction_train,
-            s.min_train_nodes,
-            rng_for(self.cfg.seed, "sample", server_round),
-        )
+        count = num_sampled(server.num_clients, s.fraction_train, s.min_train_nodes)
+        sampled = server.sample(server_round, count, rng_for(self.cfg.seed, "sample", server_round))
         return split_clients(
             s.group_policy,
             sampled,
             self.num_weight_sets,
             rng_for(self.cfg.seed, "split", server_round),
-            server.sizes(),
+            server.sizes(sampled),
         )
 
     def finished(self, job: Finished, server: Server) -> RoundEnd | None:

@@ -1,0 +1,115 @@
+"""The simulated population: a number of clients, each known only once it is asked for.
+
+A population of ``data.num_clients`` clients is never listed. A client's example
+count, its device (:mod:`pwfl.devices`), whether it is online in a round and its
+data all derive from ``(seed, client)`` when first needed, so sampling ``m`` of
+``N`` clients costs ``O(m)`` in time and memory whatever ``N`` is: a round
+costs what its cohort costs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from pwfl.config import Config
+from pwfl.seeding import rng_for
+
+ClientSize = Callable[[int], int]
+
+
+class Population:
+    """The clients of one experiment, by id ``0 .. num_clients - 1``.
+
+    Parameters
+    ----------
+    cfg
+        The experiment (``data.num_clients``, ``clients.offline_prob``, the seed).
+    size
+        A client's example count, found from its id (:func:`pwfl.data.client_size`);
+        each is asked for once and kept.
+    """
+
+    def __init__(self, cfg: Config, size: ClientSize):
+        self.cfg = cfg
+        self.num_clients = cfg.data.num_clients
+        self._size = size
+        self._sizes: dict[int, int] = {}
+
+    def size(self, client: int) -> int:
+        """Examples client ``client`` holds."""
+        if client not in self._sizes:
+            self._sizes[client] = self._size(client)
+        return self._sizes[client]
+
+    def sizes(self, clients: Sequence[int]) -> dict[int, int]:
+        """Example counts of some clients."""
+        return {c: self.size(c) for c in clients}
+
+    def online(self, client: int, server_round: int) -> bool:
+        """Whether ``client`` can be sampled in ``server_round``: it is offline with
+        probability ``clients.offline_prob``, drawn from ``(seed, round, client)``."""
+        p = self.cfg.clients.offline_prob
+        return p == 0 or self._draw(client, server_round) >= p
+
+    def _draw(self, client: int, server_round: int) -> float:
+        return float(rng_for(self.cfg.seed, "offline", server_round, client).random())
+
+    def eligible(self, server_round: int, exclude: Sequence[int], limit: int, rng) -> list[int]:
+        """The online clients not in ``exclude``: all of them (sorted) when the population
+        is at most ``limit`` clients, else a uniform random ``limit`` of them.
+
+        The pool from which a policy without a round barrier draws a group: exact
+        for the populations one can list, a fair sample of any other.
+        """
+        if self.num_clients <= limit:
+            barred = set(exclude)
+            return [
+                c
+                for c in range(self.num_clients)
+                if c not in barred and self.online(c, server_round)
+            ]
+        return sorted(self.sample(server_round, limit, rng, exclude, keep_possible=False))
+
+    def sample(
+        self,
+        server_round: int,
+        count: int,
+        rng: np.random.Generator,
+        exclude: Sequence[int] = (),
+        keep_possible: bool = True,
+    ) -> list[int]:
+        """``count`` distinct online clients, uniformly at random (not in ``exclude``).
+
+        The candidates are a uniform random subset of the population in a random
+        order (``Generator.choice`` without replacement, which costs ``O(m)`` for
+        a sample much smaller than the population); the first ``count`` of them
+        that are online and not excluded are the sample. So it costs ``O(count)``
+        when few clients are offline. If the whole population holds fewer
+        eligible clients and ``keep_possible``, the offline clients most likely
+        to be online are brought back, so the round can go on.
+        """
+        barred = set(exclude)
+        p = self.cfg.clients.offline_prob
+        count = min(count, self.num_clients - len(barred))
+        if p == 0 and not barred:
+            return [int(c) for c in rng.choice(self.num_clients, size=count, replace=False)]
+        # Enough candidates that ``count`` of them are likely eligible; a shortfall
+        # draws four times as many, up to the whole population.
+        need = math.ceil((count + len(barred)) / (1 - p)) + 16
+        while True:
+            draw = min(self.num_clients, need)
+            order = rng.choice(self.num_clients, size=draw, replace=False)
+            picked = [
+                int(c) for c in order if int(c) not in barred and self.online(int(c), server_round)
+            ][:count]
+            if len(picked) == count or draw == self.num_clients:
+                break
+            need *= 4
+        if len(picked) < count and keep_possible:
+            spare = [int(c) for c in order if int(c) not in barred and int(c) not in picked]
+            spare.sort(key=lambda c: -self._draw(c, server_round))
+            picked += spare[: count - len(picked)]
+        return picked
