@@ -129,7 +129,7 @@ def train_keeping(
         order = torch.Generator().manual_seed(settings.seed)
         model.train()
         steps_per_epoch = math.ceil(len(data) / settings.batch_size)
-        budget = max(1, math.ceil(settings.local_epochs * steps_per_epoch))
+        budget = step_budget(settings.local_epochs, steps_per_epoch)
         steps_done = examples_run = 0
         while budget > 0:  # one pass per loop, cut short when the step budget ends
             total, seen = 0.0, 0
@@ -300,6 +300,16 @@ def _model_from_state(state: StateDict, settings: TrainSettings) -> nn.Module:
         model = build_model(settings.model, settings.input_shape, settings.num_classes)
     model.load_state_dict(state)
     return model.to(settings.device)
+
+
+def step_budget(local_epochs: float, steps_per_epoch: int) -> int:
+    """Batches a client runs for ``local_epochs`` (whole batches, at least one).
+
+    Load balancing computes epochs as ratios of times, so a client meant to run
+    exactly one epoch can be asked for 1.0000000000000002; rounding the product to
+    nine decimals first keeps that float noise from buying a whole extra batch.
+    """
+    return max(1, math.ceil(round(local_epochs * steps_per_epoch, 9)))
 
 
 def _batches(data: ClientData, batch_size: int, generator: torch.Generator):

@@ -76,6 +76,16 @@ def test_a_fraction_of_an_epoch_runs_whole_batches_and_weighs_what_it_saw():
     assert metrics["num_examples"] == 32
 
 
+def test_float_noise_in_the_epochs_buys_no_extra_batch():
+    from pwfl.training import step_budget
+
+    # Load balancing's ratios give 1 + 2.2e-16 for a client at the median; 13 batches.
+    assert step_budget(1.0000000000000002, 13) == 13
+    assert step_budget(1.0000000000000009, 13) == 13
+    assert step_budget(1.01, 13) == 14
+    assert step_budget(0.2, 13) == 3 and step_budget(1e-6, 13) == 1
+
+
 def test_flops_per_example_counts_forward_and_backward_of_convolutions_and_products():
     from pwfl.training import flops_per_example
 
