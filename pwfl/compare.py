@@ -176,6 +176,10 @@ def draw_figures(
 def redraw(path: str | Path) -> list[Path]:
     """Redraw the figures of a run or comparison folder from its CSV files.
 
+    A comparison whose run folders are there also gets its ``summary.csv``
+    summarised again, so a change to a summary's definition reaches it without
+    running the comparison again.
+
     Parameters
     ----------
     path
@@ -188,4 +192,6 @@ def redraw(path: str | Path) -> list[Path]:
     """
     path = Path(path)
     results = analysis.load_results(path)
+    if (path / "summary.csv").is_file() and results.clients is not None and len(results.clients):
+        atomic_write_text(path / "summary.csv", results.summary().to_csv(index=False))
     return draw_figures(path, results.rounds, results.clients, results.server)

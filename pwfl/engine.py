@@ -238,6 +238,8 @@ class _Aggregated:
     start_s: float
     arrays: Arrays | None = None
     wall_s: float = 0.0
+    consumed: tuple[Job, ...] = ()
+    """A server step's jobs (FedBuff): recorded in the round the step ends."""
 
 
 @dataclass
@@ -345,6 +347,8 @@ class Engine:
         self._free_at: dict[int, float] = {}
         self._busy: set[int] = set()
         self._tallies: dict[int, Tally] = {}
+        self._buffered: list[Job] = []
+        """Finished jobs whose updates wait in a server step's buffer (FedBuff)."""
         self._wall_before = 0.0  # host seconds spent before a resume
         self._run_started = 0.0
         self._last_wall: dict[int, float] = {}
@@ -650,8 +654,8 @@ class Engine:
         for attempt in job.tries:
             attempt.straggler = self.tracker.is_straggler(attempt.client)
         self.tracker.end_round(sorted({t.client for t in job.tries if t.status == OK}))
-        self._tally(job)
         if self.policy.aggregates_each_group:
+            self._tally(job)
             if job.status == OK:
                 if job.handle is None:
                     job.handle = self._submit(job, counted)
@@ -659,15 +663,19 @@ class Engine:
             else:
                 self._finish(job, now)
             return
+        # A job is recorded with the server step that consumes its update: replies
+        # that arrive at one moment can fill two buffers, each step its own round.
+        self._buffered.append(job)
         updates = self._decode(job, counted) if job.status == OK else []
         finished = Finished(job.plan, job.status, now, now, updates, job.sent, job.version)
         aggregation = self.policy.collect(finished, self)
         self._forget(job)
         self.policy.finished(finished, self)
         if aggregation is not None:
+            consumed, self._buffered = tuple(self._buffered), []
             model = sum(v.nbytes for v in self.sets[aggregation.weight_set].arrays.values())
             payloads = [model] * len(aggregation.updates)
-            self._aggregate_on_server(None, aggregation, payloads)
+            self._aggregate_on_server(None, aggregation, payloads, consumed)
 
     def _submit(self, job: Job, tries: list[Try]) -> Handle:
         counted = [t for t in tries if t.reply is not None and not t.reply.has_error()]
@@ -679,7 +687,11 @@ class Engine:
         return [train_update(t.reply, job.sent, mode) for t in tries if t.reply is not None]
 
     def _aggregate_on_server(
-        self, job: Job | None, aggregation: Aggregation | None, payloads: list[int]
+        self,
+        job: Job | None,
+        aggregation: Aggregation | None,
+        payloads: list[int],
+        consumed: tuple[Job, ...] = (),
     ) -> None:
         """Run the aggregation on a server core; it ends at an event on the simulated clock."""
         ws = job.weight_set if job is not None else aggregation.weight_set  # type: ignore[union-attr]
@@ -695,7 +707,7 @@ class Engine:
             num_bytes = aggregation_bytes(payloads, model, compressed)
             duration = aggregation_seconds(num_bytes, self.cfg.server.memory_gbps)
         start, end = self.sim.cores.run(self.now, duration)
-        self.sim.at(end, _Aggregated(job, aggregation, start, arrays, wall))
+        self.sim.at(end, _Aggregated(job, aggregation, start, arrays, wall, consumed))
 
     def _aggregated(self, event: _Aggregated) -> None:
         now = self.now
@@ -714,6 +726,8 @@ class Engine:
         step = functools.partial(aggregation.fn, base=self.sets[aggregation.weight_set].arrays)
         arrays, wall = self.executor.submit(Timed(step), aggregation.updates).result()
         self._apply(aggregation.weight_set, arrays, replaced=True)
+        for job in event.consumed:
+            self._tally(job)
         tally = self._tallies.setdefault(aggregation.weight_set, Tally())
         tally.busy.append((event.start_s, now))
         tally.aggregate_s += now - event.start_s

@@ -97,6 +97,35 @@ def test_finish_spread_is_added_from_the_clients_table():
     assert table.loc["all", "finish_spread_mean"] == pytest.approx(4.0 / 1.15)
 
 
+def test_finish_spread_counts_a_retried_clients_failed_tries_and_no_failed_try_as_a_finish():
+    def row(client, attempt, status, rtt, offset):
+        return {
+            "strategy": "pwfl",
+            "seed": 0,
+            "round": 1,
+            "phase": "train",
+            "client": client,
+            "attempt": attempt,
+            "status": status,
+            "rtt_s": rtt,
+            "offset_s": offset,
+        }
+
+    clients = pd.DataFrame(
+        [
+            row(0, 0, "ok", 1.0, 0.0),
+            row(1, 0, "ok", 1.0, 0.0),
+            row(2, 0, "retried", 0.3, 0.0),  # failed fast, then retried
+            row(2, 1, "ok", 1.0, 0.3),
+            row(3, 0, "retried", 0.3, 0.0),
+            row(3, 1, "failed", 0.3, 0.3),  # delivered nothing
+        ]
+    )
+    spread = analysis.finish_spread(clients)
+    # Finishes 1.0, 1.0 and 1.3: the failed tries' 0.3 s are neither median nor max.
+    assert spread["finish_spread"].tolist() == pytest.approx([1.3])
+
+
 def test_idle_and_communication_per_round():
     idle = analysis.idle_per_round(rounds_table())
     assert len(idle) == 4 * 3  # four runs, three rounds

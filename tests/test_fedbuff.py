@@ -95,6 +95,36 @@ def test_fedbuff_on_the_scripted_federation_takes_the_hand_computed_steps():
     assert train["sim_start_s"].tolist() == pytest.approx([0.0, 0.0, 1.0, 2.0])
 
 
+def test_replies_that_fill_two_buffers_at_once_are_recorded_with_their_own_steps():
+    """Four clients answer at t=1 together with a buffer of two: two steps, two replies each."""
+    cfg = load_config(
+        None,
+        [
+            "strategy.name=fedbuff",
+            "data.num_clients=4",
+            "strategy.min_train_nodes=1",
+            "strategy.concurrency=4",
+            "strategy.buffer_size=2",
+            "strategy.num_rounds=2",
+            "strategy.executor=serial",
+            "checkpoint.every=0",
+            "clock.compute=measured",
+            "clients.up_mbps=inf",
+            "clients.down_mbps=inf",
+            "clients.latency_ms=0",
+            "server.up_mbps=inf",
+            "server.down_mbps=inf",
+        ],
+    )
+    rows, _ = run_scripted(cfg, lambda client, _: 1.0, size=3)
+    rounds, clients, _ = rows.frames()
+    assert rounds["round"].tolist() == [1, 2]
+    assert rounds["num_clients"].tolist() == [2, 2]
+    assert rounds["num_sent"].tolist() == [2, 2]
+    train = clients[clients["phase"] == "train"]
+    assert sorted(train["client"]) == [0, 1, 2, 3]
+
+
 def test_fedbuff_learns_end_to_end_and_no_client_trains_twice_at_once(tmp_path):
     cfg = load_config(
         CONFIGS / "tiny.toml",

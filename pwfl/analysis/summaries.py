@@ -141,7 +141,12 @@ SUMMARY_METRICS = [
 
 
 def finish_spread(clients: pd.DataFrame) -> pd.DataFrame:
-    """Per run and round: slowest over median client round trip (1 = all finish together).
+    """Per run and round: slowest over median client finish time (1 = all finish together).
+
+    A client's finish time is from its round's first try to the reply that
+    delivered its update (``offset_s + rtt_s`` of an ``ok`` or ``late`` try), so
+    a client that needed a retry counts the time its failed tries cost, and a try
+    that failed (a short round trip that delivered nothing) is no finish at all.
 
     Parameters
     ----------
@@ -153,9 +158,15 @@ def finish_spread(clients: pd.DataFrame) -> pd.DataFrame:
     pandas.DataFrame
         Columns ``strategy``, ``seed``, ``round``, ``finish_spread``.
     """
-    train = clients[(clients["phase"] == "train") & clients["rtt_s"].notna()]
-    spread = train.groupby(["strategy", "seed", "round"])["rtt_s"].agg(
-        lambda rtt: rtt.max() / rtt.median()
+    train = clients[
+        (clients["phase"] == "train")
+        & clients["rtt_s"].notna()
+        & clients["status"].isin(["ok", "late"])
+    ]
+    offset = train["offset_s"].fillna(0.0) if "offset_s" in train else 0.0
+    finish = offset + train["rtt_s"]
+    spread = finish.groupby([train["strategy"], train["seed"], train["round"]]).agg(
+        lambda t: t.max() / t.median()
     )
     return spread.rename("finish_spread").reset_index()
 
