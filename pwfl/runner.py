@@ -17,6 +17,7 @@ from pathlib import Path
 from pwfl.callbacks import Callback
 from pwfl.checkpoint import CLIENT_STATE_DIR, Checkpoint
 from pwfl.config import Config, num_sampled
+from pwfl.errors import PwflError
 
 
 def start_ray(cfg: Config, verbose: bool = False) -> None:
@@ -66,12 +67,24 @@ def quiet_libraries(verbose: bool) -> None:
         warnings.filterwarnings("ignore", category=UserWarning, module="ray")
 
 
+NODE_BOUND_LIMIT = 5_000
+"""Most clients a simulation binds one Flower node each: Flower 1.41's simulation
+loop scans every stored message for every node every 0.1 s, so 10,000 nodes did not
+get past their first query in five minutes here."""
+
+
 def simulation_nodes(cfg: Config) -> int:
     """Flower nodes a simulation starts. Node binding: one per client. Pool binding:
     ``simulation.pool_size``, else as many as clients train at once (the clients
     sampled per round, or FedBuff's concurrency)."""
     s = cfg.strategy
     if cfg.simulation.client_binding == "node":
+        if cfg.data.num_clients > NODE_BOUND_LIMIT:
+            raise PwflError(
+                f"simulation.client_binding = node starts one Flower node per client, and "
+                f"{cfg.data.num_clients:,} clients is more than Flower's simulation handles "
+                f"(at most {NODE_BOUND_LIMIT:,}); use simulation.client_binding = pool"
+            )
         return cfg.data.num_clients
     if cfg.simulation.pool_size:
         return cfg.simulation.pool_size
@@ -127,6 +140,7 @@ def run_experiment(
     from pwfl.callbacks import Progress
 
     quiet_libraries(verbose)
+    nodes = simulation_nodes(cfg)
     prepare_data(cfg)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +148,6 @@ def run_experiment(
     if not quiet:
         watchers.append(Progress(f"{label or cfg.strategy.name} seed {cfg.seed}"))
     client_app = make_client_app(cfg, out / CLIENT_STATE_DIR)
-    nodes = simulation_nodes(cfg)
     if cfg.simulation.backend == "inline":
         from pwfl.inline import InlineGrid
 

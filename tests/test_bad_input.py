@@ -156,6 +156,11 @@ CASES = {
         "strategy.k",
         _finished_run,
     ),
+    "a node per client past what flower simulates": (
+        run("data.num_clients=6000", "data.partitioner=resample", "simulation.client_binding=node"),
+        "simulation.client_binding = pool",
+        _finished_run,
+    ),
     "bad seeds": (
         ["compare", "--config", TINY, "--seeds", "a,b", "--out", "{out}"],
         "--seeds",
