@@ -57,9 +57,7 @@ def reference(alpha: float, beta: float, iid: bool, seed: int, epochs: int) -> d
             loss_fn(model(x[batch]), y[batch]).backward()
             optimiser.step()
     seen = synthetic.test_set(alpha, beta, seed, CLIENTS, iid)
-    others = [
-        synthetic.client_examples(alpha, beta, seed, c, count=50, iid=iid) for c in OTHERS
-    ]
+    others = [synthetic.client_examples(alpha, beta, seed, c, count=50, iid=iid) for c in OTHERS]
     unseen = (np.concatenate([o[0] for o in others]), np.concatenate([o[1] for o in others]))
     return {
         "examples": len(y),
