@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import tomllib
 from collections.abc import Collection
@@ -200,7 +201,10 @@ class StrategyConfig:
     group_policy: str = "complementary"
     """How sampled clients are split into groups: complementary (random split),
     balanced (near-equal examples per group), fixed (a client always trains the
-    same weight set)."""
+    same weight set), round-robin (MFA-RR: in round r client c trains set
+    (c + r) mod k) or loss-aware (a client goes to set k with probability
+    L_k / sum L, the sets' latest server test losses). In async mode each set
+    draws its group from the free clients by the same rule."""
     merge: str = "none"
     """Merge policy between weight sets: none, every:N (average and redistribute
     every N rounds) or final (one merged model, evaluated at the end)."""
@@ -398,6 +402,45 @@ class SimulationConfig:
     printed by ``ray start --head``); empty starts a Ray session on this machine."""
 
 
+PER_SET_KEYS = (
+    "train.lr",
+    "train.momentum",
+    "train.local_epochs",
+    "train.batch_size",
+    "train.augment",
+    "model.name",
+    "strategy.server_opt",
+    "strategy.server_lr",
+    "strategy.server_momentum",
+)
+"""The keys a ``[[weight_set]]`` table may give its weight set; all else is shared."""
+
+
+@dataclass(frozen=True)
+class WeightSetConfig:
+    """One weight set's own settings: a ``[[weight_set]]`` table of the config.
+
+    ```toml
+    [[weight_set]]
+    name = "lr 0.05"
+    train.lr = 0.05
+    ```
+    """
+
+    name: str = ""
+    """The set's name in the records and figures (default: its number)."""
+    overrides: tuple[tuple[str, Any], ...] = ()
+    """(dotted key of ``PER_SET_KEYS``, value) pairs, in the order given."""
+
+    def to_table(self) -> dict[str, Any]:
+        """The TOML table this set was read from."""
+        table: dict[str, Any] = {"name": self.name} if self.name else {}
+        for key, value in self.overrides:
+            section, leaf = key.split(".")
+            table.setdefault(section, {})[leaf] = value
+        return table
+
+
 @dataclass(frozen=True)
 class Config:
     """A whole experiment."""
@@ -416,6 +459,22 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    weight_set: tuple[WeightSetConfig, ...] = ()
+    """Per-set settings, one table per weight set (``strategy.k`` of them), or none:
+    every set then trains with the shared settings."""
+
+    def for_set(self, weight_set: int) -> Config:
+        """The config weight set ``weight_set`` trains with: the shared one with the
+        set's own ``[[weight_set]]`` keys applied (itself when there are none)."""
+        if not self.weight_set:
+            return self
+        return _set_config(self, weight_set)
+
+    def set_name(self, weight_set: int) -> str:
+        """The name of weight set ``weight_set`` in the records."""
+        if self.weight_set and self.weight_set[weight_set].name:
+            return self.weight_set[weight_set].name
+        return str(weight_set)
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with top-level fields replaced (validated again)."""
@@ -431,15 +490,24 @@ class Config:
         return config_from_dict(raw)
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the configuration as nested plain dictionaries."""
-        return dataclasses.asdict(self)
+        """Return the configuration as nested plain dictionaries (``weight_set`` as the
+        list of its TOML tables, left out when there are none)."""
+        raw = {f.name: dataclasses.asdict(getattr(self, f.name)) for f in _section_fields()}
+        raw = {"seed": self.seed, **raw}
+        if self.weight_set:
+            raw["weight_set"] = [ws.to_table() for ws in self.weight_set]
+        return raw
 
     def to_flat(self) -> dict[str, Any]:
         """The configuration as dotted keys (``"strategy.k": 2``), as Flower's run config
         carries it (``pwfl.apps.settings.config_from_run_config`` reads it back)."""
         flat: dict[str, Any] = {}
         for section, values in self.to_dict().items():
-            if isinstance(values, dict):
+            if section == "weight_set":
+                for index, table in enumerate(values):
+                    for key, value in _flatten(table):
+                        flat[f"weight_set.{index}.{key}"] = value
+            elif isinstance(values, dict):
                 flat.update({f"{section}.{key}": value for key, value in values.items()})
             else:
                 flat[section] = values
@@ -502,14 +570,16 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build a validated :class:`Config` from nested dictionaries."""
     top: dict[str, Any] = {}
     for key, value in raw.items():
-        if key in SECTIONS:
+        if key == "weight_set":
+            top[key] = _weight_sets(value)
+        elif key in SECTIONS:
             if not isinstance(value, dict):
                 raise ConfigError(f"config key '{key}' must be a table ([{key}])")
             top[key] = _build_section(key, SECTIONS[key], value)
         elif key == "seed":
             top[key] = _coerce("seed", int, value)
         else:
-            known = ["seed", *SECTIONS]
+            known = ["seed", *SECTIONS, "weight_set"]
             raise ConfigError(f"unknown config key '{key}'{_suggest(key, known)}")
     cfg = Config(**top)
     validate(cfg)
@@ -536,11 +606,87 @@ def _apply_override(raw: dict[str, Any], item: str) -> None:
         value = text.strip()
     *sections, leaf = key.split(".")
     node = raw
+    if sections[:1] == ["weight_set"]:
+        node, sections = _weight_set_table(raw, sections, item), sections[2:]
     for name in sections:
         node = node.setdefault(name, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override '{item}': '{name}' is not a section")
     node[leaf] = value
+
+
+def _section_fields() -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(Config) if f.name in SECTIONS]
+
+
+def _flatten(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            items += _flatten(value, f"{prefix}{key}.")
+        else:
+            items.append((f"{prefix}{key}", value))
+    return items
+
+
+def _weight_set_table(raw: dict[str, Any], sections: list[str], item: str) -> dict[str, Any]:
+    """The ``[[weight_set]]`` table ``weight_set.<i>`` of an override names."""
+    tables = raw.get("weight_set", [])
+    count = len(tables) if isinstance(tables, list) else 0
+    index = sections[1] if len(sections) > 1 else ""
+    if not index.isdigit() or int(index) >= count:
+        raise ConfigError(
+            f"override '{item}' edits [[weight_set]] table {index or '?'}, but the config has "
+            f"{count} (numbered from 0); add the tables to the config file"
+        )
+    return tables[int(index)]
+
+
+def _weight_sets(value: Any) -> tuple[WeightSetConfig, ...]:
+    """``[[weight_set]]`` tables (a list, or Flower's run config: ``{"0": {...}}``)."""
+    if isinstance(value, dict) and all(str(k).isdigit() for k in value):
+        value = [value[k] for k in sorted(value, key=int)]
+    if not isinstance(value, list) or not all(isinstance(t, dict) for t in value):
+        raise ConfigError("config key 'weight_set' must be an array of tables ([[weight_set]])")
+    fields = {
+        f"{section}.{f.name}": f
+        for section, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+    }
+    sets = []
+    for index, table in enumerate(value):
+        name = table.get("name", "")
+        if not isinstance(name, str):
+            raise ConfigError(f"config key 'weight_set.{index}.name' must be a string")
+        overrides = []
+        for key, item in _flatten({k: v for k, v in table.items() if k != "name"}):
+            full = f"weight_set.{index}.{key}"
+            if key not in fields:
+                raise ConfigError(
+                    f"unknown config key '{full}'"
+                    f"{_suggest(key, list(PER_SET_KEYS), prefix=f'weight_set.{index}.')}"
+                )
+            if key not in PER_SET_KEYS:
+                raise ConfigError(
+                    f"config key '{full}' cannot differ between weight sets; a "
+                    f"[[weight_set]] table may set {', '.join(PER_SET_KEYS)}"
+                )
+            overrides.append((key, _coerce(full, fields[key].type, item)))
+        sets.append(WeightSetConfig(name, tuple(overrides)))
+    return tuple(sets)
+
+
+@functools.lru_cache(maxsize=256)
+def _set_config(cfg: Config, weight_set: int) -> Config:
+    sections: dict[str, dict[str, Any]] = {}
+    for key, value in cfg.weight_set[weight_set].overrides:
+        section, leaf = key.split(".")
+        sections.setdefault(section, {})[leaf] = value
+    changes = {
+        section: dataclasses.replace(getattr(cfg, section), **values)
+        for section, values in sections.items()
+    }
+    return dataclasses.replace(cfg, weight_set=(), **changes)
 
 
 def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
@@ -693,6 +839,8 @@ def validate(cfg: Config) -> None:
         section, name = key.split(".")
         _choice(key, getattr(getattr(cfg, section), name), names)
     _validate_inputs(cfg)
+    if cfg.weight_set:
+        _validate_weight_sets(cfg)
     d, s = cfg.data, cfg.strategy
     _check(
         s.min_train_nodes <= d.num_clients,
@@ -745,6 +893,39 @@ def validate(cfg: Config) -> None:
         "simulation.ray_address",
         cfg.simulation.ray_address,
         "a Ray cluster runs the clients only with simulation.backend = ray",
+    )
+
+
+def _validate_weight_sets(cfg: Config) -> None:
+    """One table per weight set, each set's settings valid, merges only of one model."""
+    s = cfg.strategy
+    _check(
+        s.name in ("pwfl", "pwfl-sequential"),
+        "strategy.name",
+        s.name,
+        "has one weight set; [[weight_set]] tables need pwfl or pwfl-sequential",
+    )
+    _check(
+        len(cfg.weight_set) == s.k,
+        "strategy.k",
+        s.k,
+        f"does not match the {len(cfg.weight_set)} [[weight_set]] tables; give one table per "
+        "weight set",
+    )
+    names = [cfg.set_name(ws) for ws in range(s.k)]
+    _check(len(set(names)) == len(names), "weight_set.name", names, "must differ between sets")
+    for ws in range(s.k):
+        try:
+            validate(cfg.for_set(ws))
+        except ConfigError as err:
+            raise ConfigError(f"weight set {ws} ({names[ws]}): {err}") from None
+    models = {cfg.for_set(ws).model.name for ws in range(s.k)}
+    _check(
+        s.merge == "none" or len(models) == 1,
+        "strategy.merge",
+        s.merge,
+        f"averages the weight sets, which train different models ({', '.join(sorted(models))}); "
+        "use merge = none",
     )
 
 

@@ -304,6 +304,13 @@ def deploy(
     from pwfl.apps.server_app import clear_stale_files
     from pwfl.runner import prepare_data
 
+    if cfg.weight_set:
+        # Flower's run config takes only the keys pyproject.toml lists, and a
+        # [[weight_set]] table's keys are as many as the sets: not listed there.
+        raise DeployError(
+            "[[weight_set]] tables do not run under pwfl deploy yet (Flower's run config "
+            "takes only the keys pyproject.toml lists); run them with pwfl run"
+        )
     cfg = cfg.with_overrides([f"data.num_clients={clients}", "simulation.client_binding=node"])
     out = Path(out)
     prepare_data(cfg)  # a data problem is reported now; the nodes read the cached split

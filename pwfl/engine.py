@@ -78,6 +78,16 @@ POLL_S = 0.005  # host seconds between two pulls while an event waits for a repl
 EvaluateFn = Callable[[Arrays], dict[str, float]]
 
 
+@dataclass(frozen=True)
+class SetModel:
+    """What the server needs of one weight set's model when the sets differ
+    (``[[weight_set]]``): its initial weights, its test, its training cost."""
+
+    initial: Arrays
+    evaluate: EvaluateFn
+    flops_per_example: float
+
+
 CONNECT_TIMEOUT_S = 60.0
 """How long the server waits for the nodes it needs before saying which are missing."""
 POOL_LIMIT = 10_000
@@ -161,6 +171,8 @@ class WeightSet:
     arrays: Arrays
     rounds_trained: int = 0
     history: list[float] = field(default_factory=list)
+    loss: float = math.nan
+    """Its latest server test loss (the loss-aware group policy reads it)."""
 
 
 @dataclass
@@ -307,6 +319,7 @@ class Engine:
         callbacks: Sequence[Callback] = (),
         statistics: frozenset[str] = frozenset(),
         flops_per_example: float = 0.0,
+        set_models: Sequence[SetModel] = (),
     ):
         self.cfg = cfg
         self.label = label
@@ -321,12 +334,15 @@ class Engine:
         self.statistics = statistics
         """Names of the weights that are running statistics, not parameters."""
         self.flops_per_example = flops_per_example
+        self.set_models = list(set_models)
+        """One per weight set when the sets' models or settings differ, else empty."""
         if cfg.clock.compute == "modelled" and flops_per_example <= 0:
             raise ValueError("the modelled clock needs the model's FLOPs per example")
         self.tracker = StragglerTracker(cfg.stragglers, cfg.train.local_epochs)
-        self.optimizers = (
-            [ServerOptimizer(cfg.strategy) for _ in range(policy.num_weight_sets)]
-            if cfg.strategy.server_opt != "none"
+        set_strategies = [cfg.for_set(ws).strategy for ws in range(policy.num_weight_sets)]
+        self.optimizers: list[ServerOptimizer | None] = (
+            [ServerOptimizer(s) if s.server_opt != "none" else None for s in set_strategies]
+            if any(s.server_opt != "none" for s in set_strategies)
             else []
         )
         self.watch = QuorumWatch(cfg.faults.max_missed_rounds, policy.num_weight_sets)
@@ -386,11 +402,17 @@ class Engine:
     def version(self, weight_set: int) -> int:
         return self.sets[weight_set].rounds_trained
 
+    def losses(self) -> tuple[float, ...]:
+        return tuple(ws.loss for ws in self.sets)
+
     # --- the loop ---------------------------------------------------------------------
 
     def run(self, initial: Arrays, resume: Checkpoint | None = None) -> RunResult:
         """Run the policy's rounds from ``initial`` (or from ``resume``'s checkpoint)."""
-        self.sets = [WeightSet(i, dict(initial)) for i in range(self.policy.num_weight_sets)]
+        self.sets = [
+            WeightSet(i, dict(self.set_models[i].initial if self.set_models else initial))
+            for i in range(self.policy.num_weight_sets)
+        ]
         if resume is not None:
             self.restore(resume)
         self._run_started = time.perf_counter() - self._wall_before
@@ -424,9 +446,9 @@ class Engine:
             self._next_job += 1
             record = to_record(ws.arrays)
             for client in plan.clients:
-                epochs = self.tracker.epochs_for(client)
+                epochs = self._epochs(client, plan.weight_set)
                 config = {
-                    **self._train_config(),
+                    **self._train_config(plan.weight_set),
                     "server-round": plan.round,
                     "weight-set": plan.weight_set,
                     "checkpoint-round": self.checkpoint_round,
@@ -602,9 +624,12 @@ class Engine:
         if self.cfg.clock.compute == "measured":
             return attempt.metric("train-measured-s") / profile.speed
         examples = int(attempt.metric("examples-run"))
-        return compute_seconds(
-            examples, self.flops_per_example, self.cfg.clock.reference_gflops, profile.speed
+        flops = (
+            self.set_models[attempt.weight_set].flops_per_example
+            if self.set_models
+            else self.flops_per_example
         )
+        return compute_seconds(examples, flops, self.cfg.clock.reference_gflops, profile.speed)
 
     def _resolve(self, attempt: Try, status: str, release: bool = True) -> None:
         """A try's outcome is known now: its client is free again unless it is retried.
@@ -762,8 +787,9 @@ class Engine:
         """
         current = self.sets[ws]
         arrays = {name: arrays.get(name, value) for name, value in current.arrays.items()}
-        if self.optimizers and not replaced:
-            arrays = self.optimizers[ws].step(current.rounds_trained + 1, current.arrays, arrays)
+        optimizer = self.optimizers[ws] if self.optimizers else None
+        if optimizer is not None and not replaced:
+            arrays = optimizer.step(current.rounds_trained + 1, current.arrays, arrays)
         current.arrays = arrays
         current.rounds_trained += 1
         self._tallies.setdefault(ws, Tally()).updated = True
@@ -819,13 +845,14 @@ class Engine:
         # merged row their average, and the next round starts from it.
         merged = self.policy.merge(end, self)
         if merged is not None:
-            metrics = self.evaluate(merged)
+            metrics = self._evaluate(0, merged)  # merging needs one model in every set
             record.rounds.append(
                 ROUNDS.row(
                     strategy=self.label,
                     seed=self.cfg.seed,
                     round=end.round,
                     weight_set=MERGED,
+                    set_name=MERGED,
                     accuracy=metrics["accuracy"],
                     loss=metrics["loss"],
                     **clock,
@@ -857,8 +884,9 @@ class Engine:
         clock: dict[str, Any],
     ) -> dict[str, Any]:
         weight_set = self.sets[ws]
-        metrics = self.evaluate(weight_set.arrays)
+        metrics = self._evaluate(ws, weight_set.arrays)
         weight_set.history.append(metrics["accuracy"])
+        weight_set.loss = metrics["loss"]
         client = client_metrics.get(ws, {})
         counted = [row for row in tally.clients if row["status"] == OK] if tally.updated else []
         started = self._last_wall.get(ws, self._run_started)
@@ -868,6 +896,7 @@ class Engine:
             seed=self.cfg.seed,
             round=end.round,
             weight_set=str(ws),
+            set_name=self.cfg.set_name(ws),
             status=OK if tally.updated else QUORUM_MISSED,
             accuracy=metrics["accuracy"],
             loss=metrics["loss"],
@@ -963,7 +992,12 @@ class Engine:
                 index = queue.pop(0)
                 ws, client, record = asked[index]
                 node = self.nodes.take(client)
-                config = {"server-round": server_round, "weight-set": ws, "client-id": client}
+                config = {
+                    **self._train_config(ws),
+                    "server-round": server_round,
+                    "weight-set": ws,
+                    "client-id": client,
+                }
                 message = client_message(node, record, config, MessageType.EVALUATE)
                 (mid,) = self.grid.push_messages([message])
                 waiting[mid] = (index, node if self.nodes.pool else None)
@@ -979,9 +1013,30 @@ class Engine:
                 self.nodes.release(node)
         return replies
 
-    def _train_config(self) -> dict[str, Any]:
-        t = self.cfg.train
+    def _evaluate(self, ws: int, arrays: Arrays) -> dict[str, float]:
+        """The server's test of weight set ``ws``'s weights ``arrays``."""
+        if self.set_models:
+            return self.set_models[ws].evaluate(arrays)
+        return self.evaluate(arrays)
+
+    def _epochs(self, client: int, ws: int) -> float:
+        """Local epochs for ``client`` training weight set ``ws``: load balancing's share
+        of the shared epochs, scaled to the set's own."""
+        epochs = self.tracker.epochs_for(client)
+        own = self.cfg.for_set(ws).train.local_epochs
+        return (
+            epochs
+            if own == self.cfg.train.local_epochs
+            else epochs * own / self.tracker.base_epochs
+        )
+
+    def _train_config(self, ws: int) -> dict[str, Any]:
+        """The settings of weight set ``ws`` a client trains (and evaluates) with: they
+        travel in each message, so a client needs no copy of the server's config."""
+        cfg = self.cfg.for_set(ws)
+        t = cfg.train
         return {
+            "model": cfg.model.name,
             "local-epochs": t.local_epochs,
             "batch-size": t.batch_size,
             "lr": t.lr,
@@ -1007,7 +1062,8 @@ class Engine:
             "client_states": [[c, ws] for c, ws in sorted(self._states)],
             "policy": self.policy.state(),
             "weight_sets": [
-                {"rounds_trained": ws.rounds_trained, "history": ws.history} for ws in self.sets
+                {"rounds_trained": ws.rounds_trained, "history": ws.history, "loss": ws.loss}
+                for ws in self.sets
             ],
         }
         arrays = {
@@ -1016,7 +1072,8 @@ class Engine:
             for name, value in ws.arrays.items()
         }
         for i, optimizer in enumerate(self.optimizers):
-            arrays.update({f"optimizer/{i}/{k}": v for k, v in optimizer.state().items()})
+            if optimizer is not None:
+                arrays.update({f"optimizer/{i}/{k}": v for k, v in optimizer.state().items()})
         for (client, ws), kept in self._states.items():
             arrays.update({f"client/{client}/{ws}/{k}": v for k, v in kept.items()})
         return state, arrays
@@ -1046,7 +1103,10 @@ class Engine:
             }
             saved = state["weight_sets"][ws.id]
             ws.rounds_trained, ws.history = int(saved["rounds_trained"]), list(saved["history"])
+            ws.loss = float(saved.get("loss", math.nan))
         for i, optimizer in enumerate(self.optimizers):
+            if optimizer is None:
+                continue
             prefix = f"optimizer/{i}/"
             optimizer.load_state(
                 {k[len(prefix) :]: v for k, v in ckpt.arrays.items() if k.startswith(prefix)}

@@ -113,6 +113,64 @@ def draw_balanced(
     return sorted(group)
 
 
+def split_round_robin(clients: Sequence[int], k: int, server_round: int) -> list[list[int]]:
+    """MFA-RR (Bhuyan and Moharir, multi-model federated learning): in round ``r`` client
+    ``c`` trains weight set ``(c + r) mod k``, so each client cycles through the sets."""
+    _check_k(clients, k)
+    return [[c for c in clients if (c + server_round) % k == g] for g in range(k)]
+
+
+def loss_shares(losses: Sequence[float]) -> np.ndarray:
+    """Each set's share of the clients: its latest server test loss over the sum.
+
+    The loss-aware rule: a client goes to set ``k`` with probability
+    ``L_k / sum_j L_j``, so the sets that are furthest behind get the most
+    clients. Before a set has a loss (round 1) or when a loss is not finite,
+    every set gets an equal share.
+    """
+    values = np.asarray(losses, dtype=np.float64)
+    if len(values) == 0 or not np.all(np.isfinite(values)) or values.sum() <= 0:
+        return np.full(len(values), 1.0 / max(len(values), 1))
+    return values / values.sum()
+
+
+def split_loss_aware(
+    clients: Sequence[int], k: int, rng: np.random.Generator, losses: Sequence[float]
+) -> list[list[int]]:
+    """Every client drawn into one set, set ``k`` with probability :func:`loss_shares`;
+    a set that draws nobody keeps its weights for the round."""
+    _check_k(clients, k)
+    picks = rng.choice(k, size=len(clients), p=loss_shares(losses))
+    return [[c for c, g in zip(clients, picks, strict=True) if g == group] for group in range(k)]
+
+
+def draw_round_robin(
+    free: Sequence[int],
+    weight_set: int,
+    k: int,
+    size: int,
+    rng: np.random.Generator,
+    server_round: int,
+) -> list[int]:
+    """One group of the free clients whose turn it is to train ``weight_set`` in the set's
+    round ``server_round`` (MFA-RR, as :func:`split_round_robin`)."""
+    due = [c for c in free if (c + server_round) % k == weight_set]
+    return draw_random(due, weight_set, k, size, rng) if due else []
+
+
+def draw_loss_aware(
+    free: Sequence[int],
+    weight_set: int,
+    k: int,
+    size: int,
+    rng: np.random.Generator,
+    losses: Sequence[float],
+) -> list[int]:
+    """One group whose size is the set's loss share of K groups' clients (at least one)."""
+    share = loss_shares(losses)[weight_set] if len(losses) == k else 1.0 / k
+    return draw_random(free, weight_set, k, max(1, round(size * k * share)), rng)
+
+
 def draw_fixed(
     free: Sequence[int], weight_set: int, k: int, size: int, rng: np.random.Generator
 ) -> list[int]:
@@ -122,26 +180,49 @@ def draw_fixed(
 
 
 @dataclass(frozen=True)
+class GroupContext:
+    """What a policy may know beyond the clients: the round (the set's own in async
+    mode) and each weight set's latest server test loss (NaN before its first)."""
+
+    server_round: int = 1
+    losses: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
 class GroupPolicy:
     """How clients form groups: all of a round's sample at once (a round barrier, K groups),
     or one group at a time for one weight set from the clients free then (async)."""
 
-    split: Callable[[Sequence[int], int, np.random.Generator, Mapping[int, int]], list[list[int]]]
+    split: Callable[..., list[list[int]]]
+    """(clients, k, rng, sizes, context) -> K disjoint groups."""
     draw: Callable[..., list[int]]
+    """(free, weight_set, k, size, rng, sizes, context) -> one group."""
 
 
 GROUP_POLICIES: dict[str, GroupPolicy] = {
     "complementary": GroupPolicy(
-        lambda clients, k, rng, sizes: split_complementary(clients, k, rng),
-        lambda free, ws, k, size, rng, sizes: draw_random(free, ws, k, size, rng),
+        lambda clients, k, rng, sizes, ctx: split_complementary(clients, k, rng),
+        lambda free, ws, k, size, rng, sizes, ctx: draw_random(free, ws, k, size, rng),
     ),
     "balanced": GroupPolicy(
-        lambda clients, k, rng, sizes: split_balanced(clients, k, sizes, rng),
-        draw_balanced,
+        lambda clients, k, rng, sizes, ctx: split_balanced(clients, k, sizes, rng),
+        lambda free, ws, k, size, rng, sizes, ctx: draw_balanced(free, ws, k, size, rng, sizes),
     ),
     "fixed": GroupPolicy(
-        lambda clients, k, rng, sizes: split_fixed(clients, k),
-        lambda free, ws, k, size, rng, sizes: draw_fixed(free, ws, k, size, rng),
+        lambda clients, k, rng, sizes, ctx: split_fixed(clients, k),
+        lambda free, ws, k, size, rng, sizes, ctx: draw_fixed(free, ws, k, size, rng),
+    ),
+    "round-robin": GroupPolicy(
+        lambda clients, k, rng, sizes, ctx: split_round_robin(clients, k, ctx.server_round),
+        lambda free, ws, k, size, rng, sizes, ctx: draw_round_robin(
+            free, ws, k, size, rng, ctx.server_round
+        ),
+    ),
+    "loss-aware": GroupPolicy(
+        lambda clients, k, rng, sizes, ctx: split_loss_aware(clients, k, rng, ctx.losses),
+        lambda free, ws, k, size, rng, sizes, ctx: draw_loss_aware(
+            free, ws, k, size, rng, ctx.losses
+        ),
     ),
 }
 """``strategy.group_policy`` names -> their split (sync) and draw (async)."""
@@ -163,9 +244,10 @@ def draw_group(
     size: int,
     rng: np.random.Generator,
     sizes: Mapping[int, int],
+    context: GroupContext = GroupContext(),
 ) -> list[int]:
     """Up to ``size`` of the ``free`` clients for weight set ``weight_set`` with a named policy."""
-    return _policy(policy).draw(free, weight_set, k, size, rng, sizes)
+    return _policy(policy).draw(free, weight_set, k, size, rng, sizes, context)
 
 
 def split_clients(
@@ -174,12 +256,13 @@ def split_clients(
     k: int,
     rng: np.random.Generator,
     sizes: Mapping[int, int] | None = None,
+    context: GroupContext = GroupContext(),
 ) -> list[list[int]]:
     """Split ``clients`` into ``k`` disjoint groups with a named policy."""
     chosen = _policy(policy)
     if policy == "balanced" and sizes is None:
         raise ValueError("the balanced policy needs the clients' example counts")
-    return chosen.split(clients, k, rng, sizes or {})
+    return chosen.split(clients, k, rng, sizes or {}, context)
 
 
 def _check_k(clients: Sequence[int], k: int) -> None:

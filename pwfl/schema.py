@@ -104,6 +104,12 @@ ROUNDS = Table(
             "(async), a server update (fedbuff)",
         ),
         _key("weight_set", TEXT, "0..K-1, or merged for the average of the sets"),
+        Column(
+            "set_name",
+            NOTE,
+            "",
+            "the set's name (its [[weight_set]] table's, else its number; merged)",
+        ),
         Column("status", NOTE, "", "ok, or quorum_missed when the set kept its weights"),
         Column("accuracy", FLOAT, "", "server test accuracy of the set after the round"),
         Column("loss", FLOAT, "", "server test loss of the set after the round"),

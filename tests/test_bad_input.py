@@ -18,6 +18,7 @@ from pwfl.config import load_config
 from .conftest import CONFIGS, ROOT
 
 TINY = str(CONFIGS / "tiny.toml")
+LR_SEARCH = str(CONFIGS / "lr_search.toml")
 
 
 def _finished_run(folder: Path) -> None:
@@ -159,6 +160,26 @@ CASES = {
     "a node per client past what flower simulates": (
         run("data.num_clients=6000", "data.partitioner=resample", "simulation.client_binding=node"),
         "simulation.client_binding = pool",
+        _finished_run,
+    ),
+    "weight sets fewer than k": (
+        [*run("strategy.k=3"), "--config", LR_SEARCH],
+        "[[weight_set]] tables",
+        _finished_run,
+    ),
+    "unknown per-set key": (
+        [*run("weight_set.0.train.lrr=0.1"), "--config", LR_SEARCH],
+        "weight_set.0.train.lrr",
+        _finished_run,
+    ),
+    "per-set key that cannot vary": (
+        [*run("weight_set.1.data.num_clients=3"), "--config", LR_SEARCH],
+        "cannot differ between weight sets",
+        _finished_run,
+    ),
+    "weight sets under deploy": (
+        ["deploy", "--config", LR_SEARCH, "--clients", "4", "--out", "{out}", "--overwrite"],
+        "do not run under pwfl deploy",
         _finished_run,
     ),
     "bad seeds": (

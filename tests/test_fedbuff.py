@@ -52,24 +52,16 @@ def test_running_statistics_become_the_weighted_mean_of_the_clients_values():
     np.testing.assert_allclose(out["w"], [1.0])
 
 
-def test_fedbuff_on_the_scripted_federation_takes_the_hand_computed_steps():
-    """Two clients, both always busy (concurrency 2), two updates per step.
-
-    Client 0 takes 1 s, client 1 takes 2.5 s; every client adds 1 to what it gets.
-    t=1 and t=2: client 0's two fresh updates fill the buffer: step 1 (w = 1)
-    starts at t=2 and ends a moment later, so client 0, sent again at t=2, gets
-    the model of before the step (version 0).
-    t=2.5: client 1's update (sent at version 0) is one step old: weight 2^-0.5 / 2.
-    t=3: client 0's update (sent at t=2, version 0) is one step old too: step 2
-    gives w = 1 + 2 x 2^-0.5 / 2.
-    """
-    cfg = load_config(
+def scripted_fedbuff(clients: int):
+    """FedBuff on a scripted federation: every client always busy, two updates per step,
+    no transfer time, each client's compute as scripted."""
+    return load_config(
         None,
         [
             "strategy.name=fedbuff",
-            "data.num_clients=2",
+            f"data.num_clients={clients}",
             "strategy.min_train_nodes=1",
-            "strategy.concurrency=2",
+            f"strategy.concurrency={clients}",
             "strategy.buffer_size=2",
             "strategy.num_rounds=2",
             "strategy.executor=serial",
@@ -82,6 +74,20 @@ def test_fedbuff_on_the_scripted_federation_takes_the_hand_computed_steps():
             "server.down_mbps=inf",
         ],
     )
+
+
+def test_fedbuff_on_the_scripted_federation_takes_the_hand_computed_steps():
+    """Two clients, both always busy (concurrency 2), two updates per step.
+
+    Client 0 takes 1 s, client 1 takes 2.5 s; every client adds 1 to what it gets.
+    t=1 and t=2: client 0's two fresh updates fill the buffer: step 1 (w = 1)
+    starts at t=2 and ends a moment later, so client 0, sent again at t=2, gets
+    the model of before the step (version 0).
+    t=2.5: client 1's update (sent at version 0) is one step old: weight 2^-0.5 / 2.
+    t=3: client 0's update (sent at t=2, version 0) is one step old too: step 2
+    gives w = 1 + 2 x 2^-0.5 / 2.
+    """
+    cfg = scripted_fedbuff(clients=2)
     rows, result = run_scripted(cfg, lambda client, _: 1.0 if client == 0 else 2.5, size=3)
     np.testing.assert_allclose(result.weight_sets["0"]["w"], [1 + 2**-0.5] * 3, rtol=1e-6)
     rounds, clients, server = rows.frames()
@@ -97,25 +103,7 @@ def test_fedbuff_on_the_scripted_federation_takes_the_hand_computed_steps():
 
 def test_replies_that_fill_two_buffers_at_once_are_recorded_with_their_own_steps():
     """Four clients answer at t=1 together with a buffer of two: two steps, two replies each."""
-    cfg = load_config(
-        None,
-        [
-            "strategy.name=fedbuff",
-            "data.num_clients=4",
-            "strategy.min_train_nodes=1",
-            "strategy.concurrency=4",
-            "strategy.buffer_size=2",
-            "strategy.num_rounds=2",
-            "strategy.executor=serial",
-            "checkpoint.every=0",
-            "clock.compute=measured",
-            "clients.up_mbps=inf",
-            "clients.down_mbps=inf",
-            "clients.latency_ms=0",
-            "server.up_mbps=inf",
-            "server.down_mbps=inf",
-        ],
-    )
+    cfg = scripted_fedbuff(clients=4)
     rows, _ = run_scripted(cfg, lambda client, _: 1.0, size=3)
     rounds, clients, _ = rows.frames()
     assert rounds["round"].tolist() == [1, 2]

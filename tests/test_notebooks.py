@@ -37,6 +37,17 @@ def tiny_settings(tmp) -> dict[str, dict]:
             "SEEDS": [0],
             "RERUN": True,
         },
+        "04_federated_search.ipynb": {
+            "CONFIG": str(CONFIGS / "lr_search.toml"),
+            # Four sets of two clients, two rounds, the small CNN, no Ray: seconds.
+            "OVERRIDES": [
+                "data.num_clients=8",
+                "strategy.num_rounds=2",
+                "model.name=small-cnn",
+                "simulation.backend=inline",
+            ],
+            "OUT": str(tmp / "search"),
+        },
     }
 
 

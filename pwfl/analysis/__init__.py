@@ -29,6 +29,7 @@ from pwfl.analysis.figures import (
     plot_communication,
     plot_convergence,
     plot_round_trips,
+    plot_search,
     save_figure,
 )
 from pwfl.analysis.loading import (
@@ -56,10 +57,12 @@ from pwfl.analysis.summaries import (
     idle_fraction,
     idle_per_round,
     round_groups,
+    set_ranking,
     summarize_comparison,
     summarize_idle,
     summarize_run,
     summarize_runs,
+    worst_set,
 )
 from pwfl.analysis.tables import SUMMARY_COLUMNS, format_summary, summary_markdown, summary_view
 from pwfl.analysis.timeline import plot_timeline
@@ -98,6 +101,8 @@ __all__ = [
     "communication_per_round",
     "client_summary",
     "round_groups",
+    "set_ranking",
+    "worst_set",
     # tables
     "SUMMARY_COLUMNS",
     "summary_view",
@@ -107,6 +112,7 @@ __all__ = [
     "AXIS_LABELS",
     "plot_convergence",
     "plot_round_trips",
+    "plot_search",
     "plot_communication",
     "plot_timeline",
     "plot_round_structure",

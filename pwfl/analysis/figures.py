@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from pwfl.analysis._shared import new_figure, weight_set_rows
+from pwfl.analysis._shared import colour_cycle, new_figure, weight_set_rows
 from pwfl.analysis.summaries import communication_per_round
 
 AXIS_LABELS = {
@@ -34,7 +34,8 @@ def plot_convergence(
         One panel per column: ``round``, ``elapsed_wall_s``, ``sim_time_s``.
     weight_sets
         ``"each"``: one line per strategy and weight set (a strategy with one
-        set is named alone, others ``strategy / set k``). ``"mean"``: one line
+        set is named alone, others ``strategy / set k``, or ``strategy / name``
+        when the set has a name of its own). ``"mean"``: one line
         per strategy, the mean over its weight sets (merged models left out).
 
     Returns
@@ -62,8 +63,12 @@ def plot_convergence(
             stats = line.groupby("round").agg(
                 x=(column, "mean"), mean=("accuracy", "mean"), std=("accuracy", "std")
             )
+            named = line["set_name"].dropna() if "set_name" in line else pd.Series([], dtype=str)
+            label = named.iloc[0] if len(named) and named.iloc[0] != str(weight_set) else None
             name = (
-                strategy if sets_per_strategy[strategy] == 1 else f"{strategy} / set {weight_set}"
+                strategy
+                if sets_per_strategy[strategy] == 1
+                else f"{strategy} / {label or f'set {weight_set}'}"
             )
             (drawn,) = ax.plot(stats["x"], stats["mean"], marker=".", label=name)
             if line["seed"].nunique() > 1:
@@ -187,3 +192,42 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def plot_search(rounds: pd.DataFrame) -> Figure:
+    """A federated search's curves: each setting trained as a PWFL weight set (solid)
+    and as its own FedAvg run (dashed), against round and simulated time.
+
+    Parameters
+    ----------
+    rounds
+        :func:`pwfl.search.search_rounds`: ``approach``, ``setting``, ``round``,
+        ``accuracy``, ``sim_time_s`` (the separate runs one after another).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two panels; one colour per setting.
+    """
+    fig, axes = new_figure(1, 2, (11.0, 4.3), sharey=True)
+    colours = colour_cycle()
+    settings = list(dict.fromkeys(rounds["setting"]))
+    styles = dict(zip(dict.fromkeys(rounds["approach"]), ("-", "--", ":"), strict=False))
+    for ax, column in zip(axes[0], ("round", "sim_time_s"), strict=True):
+        for (approach, setting), line in rounds.groupby(["approach", "setting"], sort=False):
+            colour = colours[settings.index(setting) % len(colours)]
+            ax.plot(
+                line[column],
+                line["accuracy"],
+                styles[approach],
+                marker=".",
+                color=colour,
+                label=f"{setting} ({approach})",
+            )
+        ax.set_xlabel(AXIS_LABELS.get(column, column))
+        ax.grid(alpha=0.3)
+    axes[0, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0, 0].set_ylabel("server test accuracy")
+    axes[0, -1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Federated search: K settings in one PWFL run against K separate runs")
+    return fig

@@ -426,3 +426,48 @@ def summarize_idle(server: pd.DataFrame, clients: pd.DataFrame) -> float:
     end = max(server["busy_end_s"].max(), clients["sim_end_s"].max())
     busy = (server["busy_end_s"] - server["busy_start_s"]).sum()
     return float(1 - busy / (end - start)) if end > start else float("nan")
+
+
+def set_ranking(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Per run and round, the weight sets ranked by server test accuracy (1 = best).
+
+    Parameters
+    ----------
+    rounds
+        ``rounds.csv`` rows of one or more runs (merged rows are left out).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``strategy``, ``seed``, ``round``, ``weight_set``, ``set_name`` (the set's
+        number where the records have no names), ``accuracy`` and ``rank``; ties
+        share the better rank.
+    """
+    rows = weight_set_rows(rounds).copy()
+    if "set_name" not in rows:
+        rows["set_name"] = rows["weight_set"].astype(str)
+    rows["set_name"] = rows["set_name"].fillna(rows["weight_set"].astype(str))
+    rows["rank"] = (
+        rows.groupby(["strategy", "seed", "round"])["accuracy"]
+        .rank(ascending=False, method="min")
+        .astype("int64")
+    )
+    columns = ["strategy", "seed", "round", "weight_set", "set_name", "accuracy", "rank"]
+    return rows[columns].sort_values(["strategy", "seed", "round", "rank"]).reset_index(drop=True)
+
+
+def worst_set(rounds: pd.DataFrame) -> pd.DataFrame:
+    """Per run and round, the worst weight set's accuracy and the mean over sets: the
+    fairness view of multi-model federated learning (every model should be good).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``strategy``, ``seed``, ``round``, ``worst_accuracy``, ``mean_accuracy``,
+        ``best_accuracy``.
+    """
+    rows = weight_set_rows(rounds)
+    grouped = rows.groupby(["strategy", "seed", "round"], sort=False)["accuracy"]
+    return grouped.agg(
+        worst_accuracy="min", mean_accuracy="mean", best_accuracy="max"
+    ).reset_index()

@@ -148,7 +148,7 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
         config, client = setup(msg, context)
         with one_client_at_a_time():
             sent = msg.content[CONFIG]
-            settings = train_settings(config, int(sent["server-round"]), client)
+            settings = train_settings(config, int(sent["server-round"]), client, dict(sent))
             data = client_data(config.data, config.seed, client)
             metrics = training.evaluate(msg.content[ARRAYS].to_torch_state_dict(), data, settings)
             reply = RecordDict(

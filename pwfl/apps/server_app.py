@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from pwfl.checkpoint import (
 from pwfl.config import Config
 from pwfl.data import client_size, server_test_data
 from pwfl.devices import make_profiles
-from pwfl.engine import Engine, connect
+from pwfl.engine import Engine, SetModel, connect
 from pwfl.errors import PwflError
 from pwfl.population import Population
 from pwfl.records import RunRecorder, atomic_savez, atomic_write_text
@@ -87,10 +87,7 @@ def run_server(
     atomic_write_text(out / "config.toml", cfg.to_toml())
     test = server_test_data(cfg.data, cfg.seed)
     settings = train_settings(cfg)
-
-    def evaluate_weights(arrays: Arrays) -> dict[str, float]:
-        state = {name: torch.tensor(value) for name, value in arrays.items()}
-        return training.evaluate(state, test, settings)
+    evaluate_weights = _tester(test, settings)
 
     nodes = connect(grid, cfg, pool_size)
     if nodes.pool:
@@ -111,6 +108,7 @@ def run_server(
         profiles,
         statistics=training.statistics_of(settings),
         flops_per_example=training.flops_per_example(settings),
+        set_models=_set_models(cfg, test, policy.num_weight_sets),
     )
     recorder = RunRecorder(out)
     watchers: list[Callback] = [recorder]
@@ -135,6 +133,35 @@ def run_server(
         logging.getLogger(__name__).error("%s", result.stopped)
     error = PwflError(result.stopped) if result.stopped else None
     return Outcome(summary, result.weight_sets, error)
+
+
+def _tester(test: Any, settings: training.TrainSettings) -> Callable[[Arrays], dict[str, float]]:
+    def evaluate_weights(arrays: Arrays) -> dict[str, float]:
+        state = {name: torch.tensor(value) for name, value in arrays.items()}
+        return training.evaluate(state, test, settings)
+
+    return evaluate_weights
+
+
+def _set_models(cfg: Config, test: Any, num_weight_sets: int) -> list[SetModel]:
+    """Each weight set's model, test and cost when ``[[weight_set]]`` tables make them
+    differ; none otherwise (every set is the shared model). A set's initial weights
+    depend on its own model and the seed only, so a set trains as it would in a run
+    whose every set had its settings."""
+    if not cfg.weight_set:
+        return []
+    models = []
+    for ws in range(num_weight_sets):
+        settings = train_settings(cfg.for_set(ws))
+        initial = training.initial_state(settings, cfg.seed)
+        models.append(
+            SetModel(
+                {k: v.numpy() for k, v in initial.items()},
+                _tester(test, settings),
+                training.flops_per_example(settings),
+            )
+        )
+    return models
 
 
 def run_summary(recorder: RunRecorder, cfg: Config, label: str, stopped: str) -> dict[str, Any]:

@@ -44,13 +44,14 @@ def train_settings(
     """Training settings of one client in one round.
 
     ``overrides`` are the values the server sent in the message's config
-    (``local-epochs``, ``lr``, ...), which win over the experiment config.
+    (``model``, ``local-epochs``, ``lr``, ...: the settings of the weight set the
+    message carries), which win over the experiment config.
     """
     overrides = overrides or {}
     info = dataset_info(cfg.data.name)
     use_gpu = cfg.simulation.client_gpus > 0 and torch.cuda.is_available()
     return TrainSettings(
-        model=cfg.model.name,
+        model=str(overrides.get("model", cfg.model.name)),
         input_shape=info.input_shape,
         num_classes=info.num_classes,
         local_epochs=float(overrides.get("local-epochs", cfg.train.local_epochs)),

@@ -19,7 +19,7 @@ from typing import Any
 
 from pwfl.aggregation import AggregateFn, Arrays
 from pwfl.config import Config, num_sampled
-from pwfl.partition import draw_group
+from pwfl.partition import GroupContext, draw_group
 from pwfl.seeding import rng_for
 from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, weighted_train_loss
 
@@ -68,6 +68,7 @@ class AsyncPWFL:
                 self._group_size(server),
                 rng,
                 server.sizes(free) if self.cfg.strategy.group_policy == "balanced" else {},
+                GroupContext(server_round, server.losses()),
             )
             if not clients:
                 self._waiting.append((ws, server_round))

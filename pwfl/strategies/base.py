@@ -119,6 +119,10 @@ class Server(Protocol):
         """A weight set's current weights."""
         ...
 
+    def losses(self) -> tuple[float, ...]:
+        """Each weight set's latest server test loss (NaN before its first)."""
+        ...
+
     def set_weights(self, weight_set: int, arrays: Arrays) -> None:
         """Replace a weight set's weights (merging)."""
         ...

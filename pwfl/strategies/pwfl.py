@@ -18,7 +18,7 @@ from typing import Any
 
 from pwfl.aggregation import AggregateFn, Arrays, mean_of_weight_sets
 from pwfl.config import Config, num_sampled, parse_merge
-from pwfl.partition import split_clients
+from pwfl.partition import GroupContext, split_clients
 from pwfl.seeding import rng_for
 from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, weighted_train_loss
 
@@ -79,6 +79,7 @@ class PWFL:
             self.num_weight_sets,
             rng_for(self.cfg.seed, "split", server_round),
             server.sizes(sampled),
+            GroupContext(server_round, server.losses()),
         )
 
     def finished(self, job: Finished, server: Server) -> RoundEnd | None:

@@ -1,0 +1,111 @@
+"""Weight sets that differ: per-set settings from ``[[weight_set]]`` tables."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pwfl.config import ConfigError, load_config
+from pwfl.runner import run_experiment
+
+from .conftest import CONFIGS
+
+TINY = CONFIGS / "tiny.toml"
+LR_SEARCH = CONFIGS / "lr_search.toml"
+
+
+def two_sets(tmp_path, *tables: str, extra: str = ""):
+    """tiny.toml with these ``[[weight_set]]`` tables appended."""
+    path = tmp_path / "sets.toml"
+    path.write_text(TINY.read_text() + extra + "".join(f"\n[[weight_set]]\n{t}\n" for t in tables))
+    return path
+
+
+def set_rows(folder, weight_set: str) -> pd.DataFrame:
+    rounds = pd.read_csv(folder / "rounds.csv")
+    rows = rounds[rounds["weight_set"].astype(str) == weight_set]
+    columns = ["round", "accuracy", "loss", "client_accuracy", "client_loss", "train_loss"]
+    return rows[columns].reset_index(drop=True)
+
+
+def test_each_set_trains_exactly_as_a_run_whose_every_set_has_its_settings(tmp_path):
+    a, b = 0.01, 0.05
+    mixed = load_config(two_sets(tmp_path, f"train.lr = {a}", f"train.lr = {b}"))
+    run_experiment(mixed, tmp_path / "mixed", quiet=True)
+    run_experiment(load_config(TINY, [f"train.lr={a}"]), tmp_path / "a", quiet=True)
+    run_experiment(load_config(TINY, [f"train.lr={b}"]), tmp_path / "b", quiet=True)
+    pd.testing.assert_frame_equal(set_rows(tmp_path / "mixed", "0"), set_rows(tmp_path / "a", "0"))
+    pd.testing.assert_frame_equal(set_rows(tmp_path / "mixed", "1"), set_rows(tmp_path / "b", "1"))
+    # And the two settings did train differently.
+    assert not set_rows(tmp_path / "a", "1").equals(set_rows(tmp_path / "b", "1"))
+
+
+def test_an_mlp_set_beside_a_cnn_set_trains_both_and_names_them(tmp_path):
+    cfg = load_config(
+        two_sets(tmp_path, 'name = "cnn"', 'name = "mlp"\nmodel.name = "mlp"'),
+        ["model.name=cnn"],
+    )
+    run_experiment(cfg, tmp_path / "run", quiet=True)
+    rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
+    assert rounds["set_name"].tolist() == ["cnn", "mlp"] * 2
+    final = rounds.groupby("set_name")["accuracy"].last()
+    assert (final > 0.2).all()  # both trained (chance is 0.1)
+    with pytest.raises(ConfigError, match="different models") as info:
+        cfg.with_overrides(["strategy.merge=final"])
+    assert "\n" not in str(info.value)
+
+
+def test_set_overrides_on_the_command_line_edit_the_files_tables():
+    cfg = load_config(LR_SEARCH, ["weight_set.3.train.lr=0.1", "weight_set.0.name=slow"])
+    assert [cfg.for_set(ws).train.lr for ws in range(4)] == [0.005, 0.02, 0.05, 0.1]
+    assert cfg.set_name(0) == "slow" and cfg.set_name(3) == "lr 0.2"
+    assert cfg.for_set(2).model == cfg.model and cfg.for_set(2).data == cfg.data
+
+
+def test_the_resolved_config_reads_back_with_its_tables(tmp_path):
+    from pwfl.apps.settings import config_from_run_config
+    from pwfl.config import config_from_toml
+
+    cfg = load_config(LR_SEARCH)
+    assert config_from_toml(cfg.to_toml()) == cfg
+    assert config_from_run_config(cfg.to_flat()) == cfg  # as Flower's run config carries it
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["strategy.k=3"], "[[weight_set]] tables"),
+        (["weight_set.0.train.lrr=0.1"], "weight_set.0.train.lr'"),
+        (["weight_set.1.data.num_clients=3"], "cannot differ between weight sets"),
+        (["weight_set.4.train.lr=0.1"], "has 4"),
+        (["weight_set.2.train.lr=-1"], "weight set 2 (lr 0.05)"),
+        (["strategy.name=fedavg"], "need pwfl or pwfl-sequential"),
+        (["weight_set.1.name=lr 0.005"], "must differ between sets"),
+    ],
+)
+def test_bad_weight_set_tables_are_one_line(overrides, named):
+    with pytest.raises(ConfigError) as info:
+        load_config(LR_SEARCH, overrides)
+    assert named in str(info.value) and "\n" not in str(info.value)
+
+
+def test_set_ranking_and_the_worst_set_per_round():
+    from pwfl import analysis
+
+    rounds = pd.DataFrame(
+        {
+            "strategy": "pwfl",
+            "seed": 0,
+            "round": [1, 1, 1, 2, 2, 2, 2],
+            "weight_set": ["0", "1", "2", "0", "1", "2", "merged"],
+            "set_name": ["a", "b", "c", "a", "b", "c", "merged"],
+            "accuracy": [0.5, 0.7, 0.6, 0.9, 0.8, 0.9, 0.95],
+        }
+    )
+    ranking = analysis.set_ranking(rounds)
+    assert ranking[ranking["round"] == 1]["set_name"].tolist() == ["b", "c", "a"]
+    assert ranking[ranking["round"] == 2]["rank"].tolist() == [1, 1, 3]  # a tie shares 1
+    worst = analysis.worst_set(rounds).set_index("round")
+    assert worst["worst_accuracy"].tolist() == [0.5, 0.8]  # the merged row is no set
+    assert worst["best_accuracy"].tolist() == [0.7, 0.9]
+    assert worst.loc[1, "mean_accuracy"] == pytest.approx(0.6)
