@@ -78,6 +78,15 @@ COMPARISONS = {
         "results/compare/heterogeneous",
         vary="stragglers.load_balancing=off,proportional",
     ),
+    # FedBuff's clients in flight: the default (as many as the others train) and a
+    # buffer's worth; three seeds, as the choice in heterogeneous.toml rests on it.
+    "fedbuff-concurrency": Comparison(
+        "experiments/configs/heterogeneous.toml",
+        ("fedbuff",),
+        (0, 1, 2),
+        "results/compare/fedbuff_concurrency",
+        vary="strategy.concurrency=10,5",
+    ),
     "async": Comparison(
         "experiments/configs/heterogeneous.toml",
         ("pwfl",),
@@ -206,9 +215,10 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown step {', '.join(unknown)}; choose from {', '.join(STEPS)}")
     if args.list:
+        width = max(map(len, STEPS))
         for name in STEPS:
             what = COMPARISONS[name].command() if name in COMPARISONS else ""
-            print(f"{name:<16} {what}")
+            print(f"{name:<{width}} {what}".rstrip())
         return
     results, img = ROOT / args.results, ROOT / args.img
     for name in [s for s in STEPS if s in (args.steps or STEPS)]:

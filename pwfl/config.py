@@ -238,7 +238,9 @@ class StrategyConfig:
     concurrency: int = _ranged(0, ge=0)
     """fedbuff: clients training at any moment, at most data.num_clients; 0 means as
     many as the other strategies sample per round (fraction_train, min_train_nodes), so
-    the same number of devices is busy."""
+    the same number of devices is busy. Above buffer_size, equal devices' updates
+    arrive together, all computed from one model, and are applied over several steps
+    (their staleness is in clients.csv)."""
     staleness_exponent: float = _ranged(0.5, ge=0)
     """fedbuff: an update sent tau server steps ago is weighted (1 + tau)^-a with this a;
     0.5 is the paper's polynomial staleness function, 0 ignores staleness."""

@@ -678,6 +678,8 @@ class Engine:
         job.status = OK if has_quorum(self.cfg.faults.quorum, sent, len(counted)) else QUORUM_MISSED
         for attempt in job.tries:
             attempt.straggler = self.tracker.is_straggler(attempt.client)
+        for attempt in counted:
+            attempt.staleness = self.version(job.weight_set) - job.version
         self.tracker.end_round(sorted({t.client for t in job.tries if t.status == OK}))
         if self.policy.aggregates_each_group:
             self._tally(job)

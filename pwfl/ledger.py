@@ -54,6 +54,9 @@ class Try:
     end_s: float = math.nan
     """When the reply (or the error) reached the server, or the server gave up."""
     straggler: bool | None = None
+    staleness: int | None = None
+    """Server updates of its weight set between the weights it was sent and its
+    reply's arrival (set for a reply that counts)."""
     events: list[int] = field(default_factory=list)
     """Tokens of its events on the simulated clock (dropped once it is settled)."""
 
@@ -99,6 +102,7 @@ class Try:
             "error": self.error,
             "straggler": self.straggler,
             "local_epochs": self.epochs,
+            "staleness": self.staleness,
             "bytes_down": self.bytes_down,
             "bytes_up": self.bytes_up if self.status == OK else 0,
             "download_s": _or_none(self.download_s),

@@ -211,6 +211,14 @@ CLIENTS = Table(
             "flagged: its estimated round trip exceeds stragglers.threshold x the median",
         ),
         Column("local_epochs", FLOAT, "epochs", "local epochs the client was asked to run"),
+        Column(
+            "staleness",
+            COUNT,
+            "updates",
+            "server updates of its weight set between the weights it was sent and its "
+            "reply's arrival (what fedbuff discounts; 0 where a group trains the current "
+            "weights); empty for a reply that does not count",
+        ),
         Column("bytes_down", COUNT, "bytes", "weights the client received"),
         Column("bytes_up", COUNT, "bytes", "update the client sent"),
         Column(

@@ -110,6 +110,8 @@ def test_pwfl_groups_are_disjoint_and_cover_the_sample(runs):
         assert len(groups) == 2
         assert not groups[0] & groups[1]
         assert groups[0] | groups[1] == {0, 1, 2, 3}
+    # Every group trains its set's current weights: nothing is stale.
+    assert (train.loc[train["status"] == "ok", "staleness"] == 0).all()
     rounds = pd.read_csv(out / "rounds.csv")
     assert sorted(rounds["weight_set"].astype(str).unique()) == ["0", "1"]
     # Two groups trained side by side: the round is no longer than the slower one
@@ -217,6 +219,8 @@ def test_async_groups_never_share_a_busy_client(runs):
         intervals = list(zip(mine["sim_start_s"], mine["sim_end_s"], strict=True))
         for (_, end), (start, _) in zip(intervals, intervals[1:], strict=False):
             assert start >= end - 1e-9  # the next job starts after the last one ended
+    # A set's group trains the set's current weights even without a barrier.
+    assert (train.loc[train["status"] == "ok", "staleness"] == 0).all()
     rounds = pd.read_csv(out / "rounds.csv")
     for _, ws in rounds.groupby("weight_set"):
         ws = ws.sort_values("round")

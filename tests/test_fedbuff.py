@@ -99,6 +99,9 @@ def test_fedbuff_on_the_scripted_federation_takes_the_hand_computed_steps():
     train = clients[clients["phase"] == "train"].sort_values("sim_start_s")
     assert train["client"].tolist() == [0, 1, 0, 0]
     assert train["sim_start_s"].tolist() == pytest.approx([0.0, 0.0, 1.0, 2.0])
+    # The steps each update was discounted for: fresh, one old (client 1 at 2.5),
+    # fresh (client 0 at 2), one old (client 0 at 3).
+    assert train["staleness"].tolist() == [0, 1, 0, 1]
 
 
 def test_replies_that_fill_two_buffers_at_once_are_recorded_with_their_own_steps():
