@@ -183,6 +183,9 @@ class Job:
     plan: Plan
     sent: Arrays
     version: int
+    """How many updates its weight set had received when it was sent."""
+    staleness: int = 0
+    """Updates its weight set received between its sending and its replies."""
     tries: list[Try] = field(default_factory=list)
     waiting: set[int] = field(default_factory=set)
     """Clients whose outcome the server still waits for."""
@@ -678,8 +681,9 @@ class Engine:
         job.status = OK if has_quorum(self.cfg.faults.quorum, sent, len(counted)) else QUORUM_MISSED
         for attempt in job.tries:
             attempt.straggler = self.tracker.is_straggler(attempt.client)
+        job.staleness = self.version(job.weight_set) - job.version
         for attempt in counted:
-            attempt.staleness = self.version(job.weight_set) - job.version
+            attempt.staleness = job.staleness
         self.tracker.end_round(sorted({t.client for t in job.tries if t.status == OK}))
         if self.policy.aggregates_each_group:
             self._tally(job)
@@ -694,7 +698,7 @@ class Engine:
         # that arrive at one moment can fill two buffers, each step its own round.
         self._buffered.append(job)
         updates = self._decode(job, counted) if job.status == OK else []
-        finished = Finished(job.plan, job.status, now, now, updates, job.sent, job.version)
+        finished = Finished(job.plan, job.status, now, now, updates, job.sent, job.staleness)
         aggregation = self.policy.collect(finished, self)
         self._forget(job)
         self.policy.finished(finished, self)
@@ -771,7 +775,7 @@ class Engine:
         self._forget(job)
         updates: list[Update] = []
         finished = Finished(
-            job.plan, job.status, job.end_s, ready_s, updates, job.sent, job.version
+            job.plan, job.status, job.end_s, ready_s, updates, job.sent, job.staleness
         )
         end = self.policy.finished(finished, self)
         if end is not None:
@@ -1026,6 +1030,8 @@ class Engine:
         of the shared epochs, scaled to the set's own."""
         epochs = self.tracker.epochs_for(client)
         own = self.cfg.for_set(ws).train.local_epochs
+        # A set with the shared epochs gets the tracker's value itself: the product
+        # below can move it by a rounding error, and a run without tables would differ.
         return (
             epochs
             if own == self.cfg.train.local_epochs

@@ -58,8 +58,8 @@ class Finished:
     """The accepted updates, decoded (for policies that collect them)."""
     sent: Arrays = field(default_factory=dict)
     """The weights the job's clients were sent."""
-    version: int = 0
-    """How many updates the weight set had received when the job was sent."""
+    staleness: int = 0
+    """Updates its weight set received between the job's sending and its replies."""
 
 
 @dataclass(frozen=True)
@@ -125,10 +125,6 @@ class Server(Protocol):
 
     def set_weights(self, weight_set: int, arrays: Arrays) -> None:
         """Replace a weight set's weights (merging)."""
-        ...
-
-    def version(self, weight_set: int) -> int:
-        """How many updates the weight set has received so far."""
         ...
 
     @property

@@ -104,7 +104,7 @@ class FedBuff:
             name: value if name in statistics else _minus(value, job.sent[name])
             for name, value in arrays.items()
         }
-        weight = staleness_weight(server.version(0) - job.version, self.exponent)
+        weight = staleness_weight(job.staleness, self.exponent)
         self._buffer.append((delta, weight / self.buffer_size))
         if len(self._buffer) < self.buffer_size:
             return None
