@@ -97,10 +97,10 @@ def search_summary(cfg: Config, out: str | Path) -> pd.DataFrame:
         "one PWFL run": [out / PWFL_RUN],
         "separate FedAvg runs": [out / run_name(ws) for ws in range(cfg.strategy.k)],
     }
+    names = [cfg.set_name(ws) for ws in range(cfg.strategy.k)]
     rows = []
     for approach, runs in folders.items():
         mine = rounds[rounds["approach"] == approach]
-        names = [cfg.set_name(ws) for ws in range(cfg.strategy.k)]
         final = mine.sort_values("round").groupby("setting")["accuracy"].last().reindex(names)
         clients = pd.concat([load_clients(f) for f in runs])
         train = clients[clients["phase"] == "train"]
