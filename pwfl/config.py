@@ -28,6 +28,7 @@ from typing import Any
 
 import tomli_w
 
+from pwfl import arithmetic
 from pwfl.errors import ConfigError
 
 BACKENDS = ("ray", "inline")
@@ -404,6 +405,18 @@ class SimulationConfig:
     printed by ``ray start --head``); empty starts a Ray session on this machine."""
 
 
+@dataclass(frozen=True)
+class ReproducibilityConfig:
+    """How the numbers are made reproducible beyond the seed (pwfl/arithmetic.py)."""
+
+    arithmetic: str = "portable"
+    """portable: PyTorch's CPU kernels pinned to AVX2 (ATen, MKL in strict CNR mode),
+    oneDNN and NNPACK off, one intra-op thread, deterministic algorithms, so a seed
+    gives the same bits on every x86-64 CPU with AVX2; native: the kernels the
+    libraries pick for this CPU (faster on some hosts, other bits on another CPU).
+    Chosen before PyTorch loads: one mode per process."""
+
+
 PER_SET_KEYS = (
     "train.lr",
     "train.momentum",
@@ -461,6 +474,7 @@ class Config:
     server: ServerConfig = field(default_factory=ServerConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     simulation: SimulationConfig = field(default_factory=SimulationConfig)
+    reproducibility: ReproducibilityConfig = field(default_factory=ReproducibilityConfig)
     weight_set: tuple[WeightSetConfig, ...] = ()
     """Per-set settings, one table per weight set (``strategy.k`` of them), or none:
     every set then trains with the shared settings."""
@@ -533,6 +547,7 @@ SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "checkpoint": CheckpointConfig,
     "simulation": SimulationConfig,
+    "reproducibility": ReproducibilityConfig,
 }
 
 
@@ -584,6 +599,9 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
             known = ["seed", *SECTIONS, "weight_set"]
             raise ConfigError(f"unknown config key '{key}'{_suggest(key, known)}")
     cfg = Config(**top)
+    if cfg.reproducibility.arithmetic in arithmetic.MODES:
+        # Before validation, which loads PyTorch: the kernel pins act only before it.
+        arithmetic.pin(cfg.reproducibility.arithmetic)
     validate(cfg)
     return cfg
 
@@ -802,6 +820,7 @@ def registered_choices() -> dict[str, Collection[str]]:
         "clients.profile": devices.PROFILES,
         "clock.compute": clock.COMPUTE,
         "stragglers.load_balancing": stragglers.BALANCING,
+        "reproducibility.arithmetic": arithmetic.MODES,
     }
 
 

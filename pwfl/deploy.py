@@ -29,6 +29,7 @@ from pathlib import Path
 import psutil
 import tomli_w
 
+from pwfl import arithmetic
 from pwfl.config import Config
 from pwfl.errors import PwflError
 
@@ -94,7 +95,14 @@ class LocalDeployment:
         # (flower-superexec, flwr-serverapp, flwr-clientapp) by name: this
         # Python's bin folder goes first on their PATH.
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        self.env = {**os.environ, "FLWR_HOME": str(home.resolve()), "PATH": path}
+        # The arithmetic mode and its kernel pins reach every process Flower starts
+        # (the ServerApp and ClientApp processes load PyTorch after them).
+        self.env = {
+            **os.environ,
+            **arithmetic.child_environment(cfg.reproducibility.arithmetic),
+            "FLWR_HOME": str(home.resolve()),
+            "PATH": path,
+        }
         self.run_id: int | None = None
 
     # --- processes -----------------------------------------------------------------

@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from pwfl import arithmetic
 from pwfl.callbacks import Callback
 from pwfl.checkpoint import CLIENT_STATE_DIR, Checkpoint
 from pwfl.config import Config, num_sampled
@@ -28,11 +29,15 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
 
     if ray.is_initialized():
         return
+    mode = cfg.reproducibility.arithmetic
     if cfg.simulation.ray_address:
         # Joining a cluster: its size and system settings are the cluster's own
         # (ray.init raises when given num_cpus or _system_config here).
         ray.init(
             address=cfg.simulation.ray_address,
+            # The cluster's workers were not started from this process: the kernel
+            # pins travel with the job (a local session's workers inherit them).
+            runtime_env={"env_vars": arithmetic.child_environment(mode)},
             logging_level=logging.INFO if verbose else logging.ERROR,
             log_to_driver=verbose,
         )
@@ -140,6 +145,7 @@ def run_experiment(
     from pwfl.callbacks import Progress
 
     quiet_libraries(verbose)
+    arithmetic.ensure(cfg.reproducibility.arithmetic)
     nodes = simulation_nodes(cfg)
     prepare_data(cfg)
     out = Path(out_dir)

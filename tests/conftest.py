@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import pwfl  # noqa: F401  (first: pins the CPU kernels before any test loads PyTorch)
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "experiments" / "configs"
 

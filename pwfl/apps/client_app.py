@@ -17,7 +17,7 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from pwfl import training
+from pwfl import arithmetic, training
 from pwfl.apps.settings import config_from_run_config, train_settings
 from pwfl.checkpoint import load_client_state, prune_client_state, save_client_state
 from pwfl.config import Config
@@ -65,6 +65,7 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
 
     def setup(msg: Message, context: Context) -> tuple[Config, int]:
         config = cfg if cfg is not None else config_from_run_config(context.run_config)
+        arithmetic.ensure(config.reproducibility.arithmetic)
         sent = msg.content[CONFIG] if CONFIG in msg.content else {}
         if "client-id" in sent:
             return config, int(sent["client-id"])

@@ -20,7 +20,7 @@ import torch
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
-from pwfl import training
+from pwfl import arithmetic, training
 from pwfl.aggregation import Arrays, make_executor
 from pwfl.apps.settings import config_from_run_config, train_settings
 from pwfl.callbacks import Callback
@@ -74,6 +74,7 @@ def run_server(
     """
     out = Path(out_dir)
     label = label or cfg.strategy.name
+    arithmetic.ensure(cfg.reproducibility.arithmetic)
     policy = build_policy(cfg)
     if resume is not None and not policy.checkpointable:
         raise PwflError(
@@ -84,7 +85,8 @@ def run_server(
         clear_stale_files(out)
     else:
         drop_client_state_after(out / CLIENT_STATE_DIR, resume.round)
-    atomic_write_text(out / "config.toml", cfg.to_toml())
+    provenance = arithmetic.provenance(cfg.reproducibility.arithmetic)
+    atomic_write_text(out / "config.toml", arithmetic.provenance_header(provenance) + cfg.to_toml())
     test = server_test_data(cfg.data, cfg.seed)
     settings = train_settings(cfg)
     evaluate_weights = _tester(test, settings)
@@ -125,7 +127,7 @@ def run_server(
     finally:
         executor.shutdown()
     save_weights(out / "final_weights.npz", result.weight_sets)
-    summary = run_summary(recorder, cfg, label, result.stopped)
+    summary = {**run_summary(recorder, cfg, label, result.stopped), "provenance": provenance}
     atomic_write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     for callback in watchers:
         callback.on_run_end()
