@@ -19,6 +19,7 @@ import time
 from datetime import date
 
 import aggregation
+import arithmetic
 import clock
 import communication
 import concurrency
@@ -34,6 +35,7 @@ CASES = {
     "aggregation": aggregation.run,
     "scale": scale.run,
     "communication": communication.run,
+    "arithmetic": arithmetic.run,
 }
 
 

@@ -30,6 +30,8 @@ training (:func:`ensure`).
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import platform
 import sys
@@ -56,8 +58,8 @@ too: a lower value set by the user would take MKL below the CNR branch."""
 PORTABLE_CAPABILITY = "AVX2"
 """What ``torch.backends.cpu.get_cpu_capability()`` reports once ATen honours the pin."""
 
-_saved: dict[str, str | None] = {}
-"""The user's own values of the pinned variables, restored for ``native``."""
+SAVED_VARIABLE = "PWFL_ARITHMETIC_UNPINNED"
+"""The user's own values of the pinned variables (JSON), restored for ``native``."""
 _unpinned_torch = False
 """PyTorch was loaded before pwfl could set the pins (a notebook that imported it first)."""
 
@@ -83,12 +85,14 @@ def pin(mode: str) -> None:
         if os.environ.get(MODE_VARIABLE) is None and not _pins_in_environment():
             _unpinned_torch = True
         return
-    for name in PINS:
-        _saved.setdefault(name, os.environ.get(name))
+    if SAVED_VARIABLE not in os.environ:
+        # The user's own values, before any pin: a child process started from a
+        # portable one inherits the pins, and native must give back these instead.
+        os.environ[SAVED_VARIABLE] = json.dumps({name: os.environ.get(name) for name in PINS})
     if mode == "portable":
         os.environ.update(PINS)
     else:
-        for name, value in _saved.items():
+        for name, value in json.loads(os.environ[SAVED_VARIABLE]).items():
             if value is None:
                 os.environ.pop(name, None)
             else:
@@ -145,6 +149,12 @@ def ensure(mode: str) -> None:
                 f"portable arithmetic needs PyTorch's AVX2 kernels, but this process runs "
                 f"{capability} (a CPU without AVX2, or kernels chosen before pwfl loaded); "
                 f'set reproducibility.arithmetic = "native"'
+            )
+        if not portable_host():
+            logging.getLogger("pwfl").warning(
+                "portable arithmetic pins x86-64 AVX2 kernels; this %s host has none, so the "
+                "run is deterministic here but its bits are this architecture's own",
+                platform.machine(),
             )
         torch.backends.mkldnn.enabled = False
         torch.backends.nnpack.set_flags(False)

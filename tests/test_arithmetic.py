@@ -41,7 +41,8 @@ needs_avx2 = pytest.mark.skipif(not _has_avx2(), reason="portable arithmetic pin
 
 
 def _environment(mode: str, other_host: bool) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in (*arithmetic.PINS, "PYTHONPATH")}
+    dropped = (*arithmetic.PINS, arithmetic.SAVED_VARIABLE, "PYTHONPATH")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env[arithmetic.MODE_VARIABLE] = mode
     env["PYTHONPATH"] = str(ROOT)
     if other_host:
@@ -127,7 +128,11 @@ def test_torch_loaded_before_pwfl_is_refused_in_one_line():
         "except PwflError as err:\n"
         "    print(err)\n"
     )
-    env = {k: v for k, v in os.environ.items() if k not in (*arithmetic.PINS,)}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (*arithmetic.PINS, arithmetic.SAVED_VARIABLE)
+    }
     env.pop(arithmetic.MODE_VARIABLE, None)
     done = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", code],

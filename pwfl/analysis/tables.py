@@ -13,26 +13,36 @@ SUMMARY_COLUMNS = {
     "rounds_to_target_mean": ("rounds to {target}", "{:.1f}"),
     "sim_time_to_target_s_mean": ("sim. s to {target}", "{:.2f}"),
     "mean_round_sim_s_mean": ("sim. s / round", "{:.3f}"),
-    "mean_round_wall_s_mean": ("host s / round", "{:.2f}"),
     "idle_fraction_mean": ("server idle", "{:.1%}"),
     "finish_spread_mean": ("finish spread", "{:.2f}"),
     "total_bytes_up_mean": ("MB up", "{:.1f}"),
 }
 """``summary.csv`` columns shown in the README's tables: (label, format); ``{target}``
-in a label is the summary's target accuracy."""
+in a label is the summary's target accuracy. Each depends on the config and the seed
+alone, so a table printed on any machine is the committed one character for character."""
+
+HOST_COLUMNS = {
+    "mean_round_wall_s_mean": ("host s / round", "{:.2f}"),
+}
+"""Host measurements, shown only when asked for (``host=True``): they change from run
+to run and from machine to machine."""
 
 
-def _labels(summary: pd.DataFrame) -> dict[str, tuple[str, str]]:
+def _labels(summary: pd.DataFrame, host: bool = False) -> dict[str, tuple[str, str]]:
     target = (
         f"{summary['target'].iloc[0]:.2f}" if "target" in summary and len(summary) else "target"
     )
     return {
         column: (label.format(target=target), fmt)
-        for column, (label, fmt) in SUMMARY_COLUMNS.items()
+        for column, (label, fmt) in _columns(host).items()
     }
 
 
-def summary_view(summary: pd.DataFrame, each_set: bool = False) -> pd.DataFrame:
+def _columns(host: bool) -> dict[str, tuple[str, str]]:
+    return {**SUMMARY_COLUMNS, **HOST_COLUMNS} if host else SUMMARY_COLUMNS
+
+
+def summary_view(summary: pd.DataFrame, each_set: bool = False, host: bool = False) -> pd.DataFrame:
     """The README's view of a comparison summary: means over seeds, readable names.
 
     Parameters
@@ -42,6 +52,8 @@ def summary_view(summary: pd.DataFrame, each_set: bool = False) -> pd.DataFrame:
     each_set
         Also a row per weight set (``strategy / set k``) before each strategy's
         row over all its sets.
+    host
+        Also the host measurements (``HOST_COLUMNS``).
 
     Returns
     -------
@@ -51,7 +63,7 @@ def summary_view(summary: pd.DataFrame, each_set: bool = False) -> pd.DataFrame:
         ``reached`` as "sets that reached the target / sets" over all seeds.
     """
     rows = summary if each_set else summary[summary["weight_set"] == summaries.ALL]
-    shown = [c for c in SUMMARY_COLUMNS if c in rows]
+    shown = [c for c in _columns(host) if c in rows]
     names = [
         s if ws == summaries.ALL else f"{s} / set {ws}"
         for s, ws in zip(rows["strategy"], rows["weight_set"], strict=True)
@@ -64,11 +76,11 @@ def summary_view(summary: pd.DataFrame, each_set: bool = False) -> pd.DataFrame:
     view[numeric] = view[numeric].astype("float64")
     if "total_bytes_up_mean" in view:
         view["total_bytes_up_mean"] = view["total_bytes_up_mean"] / 1e6
-    labels = _labels(summary)
+    labels = _labels(summary, host)
     return view.rename(columns={c: labels[c][0] for c in shown})
 
 
-def summary_markdown(summary: pd.DataFrame, each_set: bool = False) -> str:
+def summary_markdown(summary: pd.DataFrame, each_set: bool = False, host: bool = False) -> str:
     """A comparison summary as the Markdown table the README shows (means over seeds).
 
     Parameters
@@ -77,6 +89,8 @@ def summary_markdown(summary: pd.DataFrame, each_set: bool = False) -> str:
         A ``summary.csv`` table.
     each_set
         Also a row per weight set (see :func:`summary_view`).
+    host
+        Also the host measurements (``HOST_COLUMNS``).
 
     Returns
     -------
@@ -85,8 +99,8 @@ def summary_markdown(summary: pd.DataFrame, each_set: bool = False) -> str:
         :func:`summary_view` formatted by ``SUMMARY_COLUMNS``; a dash where a
         value is missing (a target no set reached, the idle share of one set).
     """
-    view = summary_view(summary, each_set)
-    formats = dict(_labels(summary).values())
+    view = summary_view(summary, each_set, host)
+    formats = dict(_labels(summary, host).values())
     lines = [
         "| strategy | " + " | ".join(view.columns) + " |",
         "|---" * (len(view.columns) + 1) + "|",
