@@ -33,7 +33,7 @@ from pwfl.config import Config, config_from_toml
 from pwfl.errors import ConfigError, PwflError
 from pwfl.records import atomic_savez
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: round-trip estimates per (client, cost of a weight set's work)
 CHECKPOINT_FILE = "checkpoint.npz"
 CLIENT_STATE_DIR = "client_state"
 _HEADER = "__header__"

@@ -56,7 +56,7 @@ from pwfl.population import Population
 from pwfl.quorum import QUORUM_MISSED, QuorumLost, QuorumWatch, has_quorum
 from pwfl.schema import CLIENTS, MERGED, ROUNDS, SERVER
 from pwfl.seeding import rng_for
-from pwfl.stragglers import StragglerTracker
+from pwfl.stragglers import StragglerTracker, cost_of
 from pwfl.strategies.base import Aggregation, Finished, Plan, Policy, RoundEnd
 from pwfl.strategies.server_optimizer import ServerOptimizer
 from pwfl.transport import (
@@ -342,6 +342,8 @@ class Engine:
         if cfg.clock.compute == "modelled" and flops_per_example <= 0:
             raise ValueError("the modelled clock needs the model's FLOPs per example")
         self.tracker = StragglerTracker(cfg.stragglers, cfg.train.local_epochs)
+        self._costs = [cost_of(cfg.for_set(ws)) for ws in range(policy.num_weight_sets)]
+        """What each weight set's work costs a client, as the tracker names it."""
         set_strategies = [cfg.for_set(ws).strategy for ws in range(policy.num_weight_sets)]
         self.optimizers: list[ServerOptimizer | None] = (
             [ServerOptimizer(s) if s.server_opt != "none" else None for s in set_strategies]
@@ -408,6 +410,21 @@ class Engine:
     def losses(self) -> tuple[float, ...]:
         return tuple(ws.loss for ws in self.sets)
 
+    def local_epochs(self, weight_set: int, clients: Sequence[int]) -> tuple[float, ...]:
+        """The local epochs to ask of each of ``clients`` training ``weight_set``, planned now.
+
+        Load balancing's share of the shared epochs, from the estimates of what
+        this set's work costs each client as they stand now, scaled to the set's
+        own epochs (``epochs x own / shared``).
+        """
+        shares = self.tracker.plan(self._costs[weight_set], clients)
+        own = self.cfg.for_set(weight_set).train.local_epochs
+        # A set with the shared epochs gets the tracker's value itself: the product
+        # below can move it by a rounding error, and a run without tables would differ.
+        if own == self.tracker.base_epochs:
+            return tuple(shares)
+        return tuple(share * own / self.tracker.base_epochs for share in shares)
+
     # --- the loop ---------------------------------------------------------------------
 
     def run(self, initial: Arrays, resume: Checkpoint | None = None) -> RunResult:
@@ -448,8 +465,7 @@ class Engine:
             job = Job(self._next_job, plan, ws.arrays, ws.rounds_trained)
             self._next_job += 1
             record = to_record(ws.arrays)
-            for client in plan.clients:
-                epochs = self._epochs(client, plan.weight_set)
+            for client, epochs in zip(plan.clients, plan.epochs, strict=True):
                 config = {
                     **self._train_config(plan.weight_set),
                     "server-round": plan.round,
@@ -596,7 +612,8 @@ class Engine:
             )
             size = self.population.size(attempt.client)
             run = attempt.metric("examples-run", float(size))
-            self.tracker.observe(attempt.client, timing, run / size if size else 1.0)
+            cost = self._costs[attempt.weight_set]
+            self.tracker.observe(attempt.client, cost, timing, run / size if size else 1.0)
             self._check_complete(attempt)
         elif isinstance(event, _Failed):
             assert attempt.reply is not None
@@ -680,11 +697,12 @@ class Engine:
         sent = job.first_tries()
         job.status = OK if has_quorum(self.cfg.faults.quorum, sent, len(counted)) else QUORUM_MISSED
         for attempt in job.tries:
-            attempt.straggler = self.tracker.is_straggler(attempt.client)
+            attempt.straggler = self.tracker.is_straggler(
+                attempt.client, self._costs[job.weight_set]
+            )
         job.staleness = self.version(job.weight_set) - job.version
         for attempt in counted:
             attempt.staleness = job.staleness
-        self.tracker.end_round(sorted({t.client for t in job.tries if t.status == OK}))
         if self.policy.aggregates_each_group:
             self._tally(job)
             if job.status == OK:
@@ -1024,19 +1042,6 @@ class Engine:
         if self.set_models:
             return self.set_models[ws].evaluate(arrays)
         return self.evaluate(arrays)
-
-    def _epochs(self, client: int, ws: int) -> float:
-        """Local epochs for ``client`` training weight set ``ws``: load balancing's share
-        of the shared epochs, scaled to the set's own."""
-        epochs = self.tracker.epochs_for(client)
-        own = self.cfg.for_set(ws).train.local_epochs
-        # A set with the shared epochs gets the tracker's value itself: the product
-        # below can move it by a rounding error, and a run without tables would differ.
-        return (
-            epochs
-            if own == self.cfg.train.local_epochs
-            else epochs * own / self.tracker.base_epochs
-        )
 
     def _train_config(self, ws: int) -> dict[str, Any]:
         """The settings of weight set ``ws`` a client trains (and evaluates) with: they

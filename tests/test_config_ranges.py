@@ -409,11 +409,10 @@ def test_registries_drive_their_implementations():
     epochs = {}
     for rule in BALANCING:
         tracker = StragglerTracker(StragglerConfig(load_balancing=rule), base_epochs=2)
-        tracker.observe(0, ClientTiming(0.0, 2.0, 0.0, 0.0), epochs=2)
-        tracker.observe(1, ClientTiming(0.0, 2.0, 0.0, 0.0), epochs=2)
-        tracker.observe(2, ClientTiming(0.0, 20.0, 0.0, 0.0), epochs=2)
-        tracker.end_round([0, 1, 2])
-        epochs[rule] = [tracker.epochs_for(c) for c in range(3)]
+        tracker.observe(0, "cnn", ClientTiming(0.0, 2.0, 0.0, 0.0), epochs=2)
+        tracker.observe(1, "cnn", ClientTiming(0.0, 2.0, 0.0, 0.0), epochs=2)
+        tracker.observe(2, "cnn", ClientTiming(0.0, 20.0, 0.0, 0.0), epochs=2)
+        epochs[rule] = tracker.plan("cnn", range(3))
     assert epochs["off"] == [2, 2, 2]
     assert epochs["halve"] == [3, 3, 1]  # the slow client is a straggler
     assert epochs["proportional"] == [2, 2, pytest.approx(0.2)]

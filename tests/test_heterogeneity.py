@@ -88,6 +88,9 @@ def test_config_rejects_trace_profile_without_file():
         load_config(None, ["clients.profile=trace"])
 
 
+COST = "cnn/batch 32"
+
+
 def timing(compute: float) -> ClientTiming:
     return ClientTiming(download_s=0.1, compute_s=compute, upload_s=0.1, latency_s=0.0)
 
@@ -97,29 +100,36 @@ def test_stragglers_are_flagged_from_a_synthetic_trace():
     # Clients 0-3 take ~1 s, client 4 takes 5 s.
     for _ in range(3):
         for c in range(4):
-            tracker.observe(c, timing(0.8), epochs=1)
-        tracker.observe(4, timing(4.8), epochs=1)
-    assert tracker.stragglers() == {4}
-    assert tracker.median_round_trip() == pytest.approx(1.0)
+            tracker.observe(c, COST, timing(0.8), epochs=1)
+        tracker.observe(4, COST, timing(4.8), epochs=1)
+    assert tracker.stragglers(COST) == {4}
+    assert tracker.median_round_trip(COST) == pytest.approx(1.0)
     # The estimate moves with the ema: one fast round halves the gap, it does not erase it.
-    tracker.observe(4, timing(0.8), epochs=1)
-    assert tracker.estimates[4].per_epoch_s == pytest.approx(0.5 * 0.8 + 0.5 * 4.8)
-    assert tracker.is_straggler(4)
+    tracker.observe(4, COST, timing(0.8), epochs=1)
+    assert tracker.estimates[COST][4].per_epoch_s == pytest.approx(0.5 * 0.8 + 0.5 * 4.8)
+    assert tracker.is_straggler(4, COST)
 
 
 def test_halve_rule_of_the_seed():
     tracker = StragglerTracker(
         StragglerConfig(load_balancing="halve", max_epochs=3, threshold=1.5), base_epochs=2
     )
-    for c in range(4):
-        tracker.observe(c, timing(1.0), epochs=2)
-    tracker.observe(4, timing(10.0), epochs=2)
-    tracker.end_round(list(range(5)))
-    assert tracker.epochs_for(4) == 1  # halved
-    assert tracker.epochs_for(0) == 3  # one more
-    tracker.end_round(list(range(5)))
-    assert tracker.epochs_for(0) == 3  # bounded by max_epochs
-    assert tracker.epochs_for(4) == 0.5  # halved again: half an epoch of batches
+
+    def one_round() -> list[float]:
+        for c in range(4):
+            tracker.observe(c, COST, timing(1.0), epochs=2)
+        tracker.observe(4, COST, timing(10.0), epochs=2)
+        return tracker.plan(COST, range(5))
+
+    assert tracker.plan(COST, range(5)) == [2] * 5  # no round trip seen yet
+    epochs = one_round()
+    assert epochs[4] == 1  # halved
+    assert epochs[0] == 3  # one more
+    epochs = one_round()
+    assert epochs[0] == 3  # bounded by max_epochs
+    assert epochs[4] == 0.5  # halved again: half an epoch of batches
+    # A plan with no round trip since the last one has learnt nothing: epochs stay.
+    assert tracker.plan(COST, range(5)) == epochs
 
 
 def test_proportional_rule_evens_out_round_trips():
@@ -128,16 +138,43 @@ def test_proportional_rule_evens_out_round_trips():
     )
     per_epoch = {0: 0.5, 1: 0.5, 2: 0.5, 3: 2.0}
     for c, t in per_epoch.items():
-        tracker.observe(c, ClientTiming(0, 2 * t, 0, 0), epochs=2)
-    tracker.end_round(list(per_epoch))
-    predicted = [tracker.estimates[c].predict(tracker.epochs_for(c)) for c in per_epoch]
-    before = [tracker.estimates[c].predict(2) for c in per_epoch]
+        tracker.observe(c, COST, ClientTiming(0, 2 * t, 0, 0), epochs=2)
+    planned = dict(zip(per_epoch, tracker.plan(COST, list(per_epoch)), strict=True))
+    predicted = [tracker.estimates[COST][c].predict(planned[c]) for c in per_epoch]
+    before = [tracker.estimates[COST][c].predict(2) for c in per_epoch]
     assert max(predicted) / min(predicted) < max(before) / min(before)
-    assert tracker.epochs_for(3) < 2 <= tracker.epochs_for(0)
+    assert planned[3] < 2 <= planned[0]
+
+
+def test_estimates_of_two_models_never_mix():
+    """A client's epoch of a large model says nothing of its epoch of a small one: each
+    cost has its own estimates, its own median and its own plan."""
+    tracker = StragglerTracker(
+        StragglerConfig(load_balancing="proportional", ema=0.5), base_epochs=1
+    )
+    big, small = "cnn/batch 32", "mlp/batch 32"
+    for c in range(3):  # every client a median client of both models
+        tracker.observe(c, big, ClientTiming(0.1, 4.0, 0.1, 0), epochs=1)
+        tracker.observe(c, small, ClientTiming(0.1, 0.5, 0.1, 0), epochs=1)
+    assert tracker.plan(big, range(3)) == pytest.approx([1, 1, 1])
+    assert tracker.plan(small, range(3)) == pytest.approx([1, 1, 1])
+    assert tracker.median_round_trip(big) == pytest.approx(4.2)
+    assert tracker.median_round_trip(small) == pytest.approx(0.7)
+    assert tracker.stragglers(big) == tracker.stragglers(small) == set()
+    assert tracker.plan("cnn/batch 64", [0]) == [1]  # a cost not seen: the base epochs
 
 
 def test_load_balancing_off_keeps_base_epochs():
     tracker = StragglerTracker(StragglerConfig(load_balancing="off"), base_epochs=2)
-    tracker.observe(0, timing(9.0), epochs=2)
-    tracker.end_round([0])
-    assert tracker.epochs_for(0) == 2
+    tracker.observe(0, COST, timing(9.0), epochs=2)
+    assert tracker.plan(COST, [0]) == [2]
+
+
+def test_the_cost_of_a_sets_work_names_its_model_and_batches_only():
+    from pwfl.stragglers import cost_of
+
+    cfg = load_config(None, ["model.name=mlp", "train.batch_size=64"])
+    assert cost_of(cfg) == cost_of(cfg.with_overrides(["train.lr=0.5", "train.local_epochs=3"]))
+    assert cost_of(cfg) != cost_of(cfg.with_overrides(["model.name=cnn"]))
+    assert cost_of(cfg) != cost_of(cfg.with_overrides(["train.batch_size=32"]))
+    assert cost_of(cfg) != cost_of(cfg.with_overrides(["train.augment=true"]))

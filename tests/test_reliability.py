@@ -3,6 +3,8 @@ checkpoint files, client state, and the training state a client keeps."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -157,7 +159,7 @@ def test_checkpoint_of_another_format_names_both_versions(tmp_path, monkeypatch)
     monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 99)
     save_checkpoint(path, _checkpoint())
     monkeypatch.undo()
-    with pytest.raises(CheckpointError, match="format 99.*reads format 2"):
+    with pytest.raises(CheckpointError, match="format 99.*reads format 3"):
         load_checkpoint(path)
 
 
@@ -203,15 +205,19 @@ def test_client_state_files_prune_and_drop(tmp_path):
 
 def test_straggler_tracker_state_round_trip():
     tracker = StragglerTracker(StragglerConfig(load_balancing="halve"), 2)
-    tracker.epochs = {1: 0.5, 2: 3.0}
-    tracker.estimates = {}
+    tracker.epochs = {"cnn": {1: 0.5}, "mlp": {2: 3.0}}
     from pwfl.clock import ClientTiming
 
-    tracker.observe(1, ClientTiming(1.0, 4.0, 1.0, 0.0), 2)
+    tracker.observe(1, "cnn", ClientTiming(1.0, 4.0, 1.0, 0.0), 2)
+    tracker.observe(2, "mlp", ClientTiming(1.0, 4.0, 1.0, 0.0), 2)
+    tracker.plan("mlp", [2])  # (1, "cnn") is still to be planned, (2, "mlp") is not
     again = StragglerTracker(StragglerConfig(load_balancing="halve"), 2)
-    again.load_state(tracker.state())
+    again.load_state(json.loads(json.dumps(tracker.state())))
     assert again.epochs == tracker.epochs
-    assert again.estimates[1].predict(2) == tracker.estimates[1].predict(2)
+    assert again.fresh["cnn"] == tracker.fresh["cnn"] == {1}
+    assert not again.fresh.get("mlp") and not tracker.fresh["mlp"]
+    assert again.plan("cnn", [1]) == tracker.plan("cnn", [1])
+    assert again.estimates["cnn"][1].predict(2) == tracker.estimates["cnn"][1].predict(2)
 
 
 @pytest.mark.parametrize("name", ["fedadam", "fedavgm"])

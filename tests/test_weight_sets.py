@@ -109,3 +109,36 @@ def test_set_ranking_and_the_worst_set_per_round():
     assert worst["worst_accuracy"].tolist() == [0.5, 0.8]  # the merged row is no set
     assert worst["best_accuracy"].tolist() == [0.7, 0.9]
     assert worst.loc[1, "mean_accuracy"] == pytest.approx(0.6)
+
+
+def test_a_sets_own_epochs_scale_its_balanced_share(tmp_path):
+    """Load balancing plans a share of the shared epochs; a set with its own
+    ``local_epochs`` runs that share times its own over the shared (here x 3)."""
+    from .scripted import run_scripted
+
+    path = tmp_path / "sets.toml"
+    path.write_text('[[weight_set]]\nname = "a"\n\n[[weight_set]]\nname = "b"\n')
+    overrides = [
+        "data.num_clients=4",
+        "strategy.num_rounds=3",
+        "strategy.executor=serial",
+        "strategy.fraction_evaluate=0",
+        "checkpoint.every=0",
+        "clock.compute=measured",  # the scripted clients report their compute time
+        "stragglers.load_balancing=proportional",
+    ]
+    shared = load_config(path, overrides)
+    own = load_config(path, [*overrides, "weight_set.1.train.local_epochs=3"])
+
+    def epochs(cfg) -> pd.DataFrame:
+        # Client c computes 1 + c seconds an epoch: four speeds, four shares.
+        rows, _ = run_scripted(cfg, lambda client, server_round: 1.0 + client)
+        train = rows.frames()[1].query("phase == 'train'")
+        return train.set_index(["round", "client"])[["weight_set", "local_epochs"]].sort_index()
+
+    base, scaled = epochs(shared), epochs(own)
+    assert base["weight_set"].equals(scaled["weight_set"])  # the same groups
+    factor = scaled["weight_set"].astype(str).map({"0": 1.0, "1": 3.0})
+    expected = (base["local_epochs"] * factor).rename("local_epochs")
+    pd.testing.assert_series_equal(scaled["local_epochs"], expected)
+    assert base["local_epochs"].nunique() > 1  # the shares were balanced, not all 1

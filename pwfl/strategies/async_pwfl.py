@@ -8,8 +8,10 @@ reply is in (not when its group's slowest client is), so groups mix from round
 to round. No client is ever in two groups at once, retries included.
 Clients do not run federated evaluation in this mode (``client_accuracy`` is
 empty); every weight set is evaluated on the server's test set after each of
-its rounds. Runs in this mode cannot be checkpointed: some group is always in
-flight.
+its rounds. Load balancing plans a group's local epochs when its set's round
+starts (its group is drawn), from the round-trip estimates as they stand then:
+with no common round start, each set's round has its own moment. Runs in this
+mode cannot be checkpointed: some group is always in flight.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ class AsyncPWFL:
                 self._waiting.append((ws, server_round))
                 continue
             taken.update(clients)
-            plans.append(Plan(ws, server_round, tuple(clients), at))
+            epochs = server.local_epochs(ws, clients)
+            plans.append(Plan(ws, server_round, tuple(clients), at, epochs))
         return plans
 
     def finished(self, job: Finished, server: Server) -> RoundEnd:

@@ -41,6 +41,9 @@ class Plan:
     """The round of the records this job belongs to."""
     clients: tuple[int, ...]
     start_s: float
+    epochs: tuple[float, ...]
+    """The local epochs each of ``clients`` is asked to run, in their order: what
+    :meth:`Server.local_epochs` planned at the moment the policy's rule names."""
 
 
 @dataclass
@@ -117,6 +120,16 @@ class Server(Protocol):
 
     def weights(self, weight_set: int) -> Arrays:
         """A weight set's current weights."""
+        ...
+
+    def local_epochs(self, weight_set: int, clients: Sequence[int]) -> tuple[float, ...]:
+        """The local epochs load balancing asks of each of ``clients`` training
+        ``weight_set``, planned from the round-trip estimates as they stand now.
+
+        A policy calls it once for each job's work, at the moment its rule says
+        that work is decided (a round's start, a set's round start, a dispatch),
+        and puts the answer in the job's :class:`Plan`.
+        """
         ...
 
     def losses(self) -> tuple[float, ...]:

@@ -18,8 +18,11 @@ they become the staleness-weighted mean of the clients' values instead.
 
 Everything happens on the simulated clock: a client becomes free when its
 update arrives, and the engine never gives a client a second job that
-overlaps its first. Clients do not run federated evaluation (``client_accuracy``
-is empty); the model is evaluated on the server's test set after every step.
+overlaps its first. Load balancing plans a client's local epochs at each
+dispatch, from the round-trip estimates as they stand then: FedBuff has no
+rounds to plan for, every dispatch is its own. Clients do not run federated
+evaluation (``client_accuracy`` is empty); the model is evaluated on the
+server's test set after every step.
 A run stops, with its records kept, when ``faults.max_missed_rounds`` x
 ``buffer_size`` client updates in a row have failed.
 """
@@ -91,7 +94,8 @@ class FedBuff:
             client = int(rng.choice(free))
             self._sent += 1
             taken.add(client)
-            plans.append(Plan(0, self.steps + 1, (client,), at))
+            epochs = server.local_epochs(0, (client,))
+            plans.append(Plan(0, self.steps + 1, (client,), at, epochs))
         return plans
 
     def collect(self, job: Finished, server: Server) -> Aggregation | None:

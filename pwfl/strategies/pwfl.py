@@ -10,6 +10,11 @@ step.
 ``SequentialPWFL`` is the baseline the idea is measured against: the same K
 weight sets and the same client split, but group k+1 is sent only after
 group k has been aggregated.
+
+Load balancing plans every group's local epochs once per round, at its start,
+from the round-trip estimates as they stood then (the replies of earlier rounds):
+a group sent later in the round (``pwfl-sequential``) is asked what it would have
+been asked sent at once, so both train the same models on the same epochs.
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ class PWFL:
         self.round_start_s = 0.0
         self._open = False
         self._groups: list[list[int]] = []
+        self._epochs: list[tuple[float, ...]] = []
+        """Each group's local epochs this round, planned at its start."""
         self._ready: dict[int, float] = {}
         self._queued: list[Plan] = []
 
@@ -62,11 +69,12 @@ class PWFL:
         self._open = True
         self._ready = {}
         self._groups = self.plan_groups(server, self.round)
+        self._epochs = [server.local_epochs(ws, group) for ws, group in enumerate(self._groups)]
         count = 1 if self.sequential else self.num_weight_sets
         return [self._plan(ws, self.round_start_s) for ws in range(count)]
 
     def _plan(self, ws: int, start_s: float) -> Plan:
-        return Plan(ws, self.round, tuple(self._groups[ws]), start_s)
+        return Plan(ws, self.round, tuple(self._groups[ws]), start_s, self._epochs[ws])
 
     def plan_groups(self, server: Server, server_round: int) -> list[list[int]]:
         """Sample this round's online clients and split them into K disjoint groups."""
