@@ -1,5 +1,6 @@
 """A federated search in one run: four learning rates as PWFL weight sets, against four
-separate FedAvg runs with the same cohort per setting (``pwfl.search``).
+separate FedAvg runs with the same cohort per setting (``pwfl.search``); each picks the
+rate of best final validation accuracy and reports its test accuracy.
 
     .venv/bin/python experiments/lr_search.py            # results/lr_search, img/lr_search.png
     .venv/bin/python experiments/lr_search.py --set strategy.num_rounds=2   # a smoke run

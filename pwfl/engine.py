@@ -76,6 +76,8 @@ from pwfl.transport import (
 POLL_S = 0.005  # host seconds between two pulls while an event waits for a reply
 
 EvaluateFn = Callable[[Arrays], dict[str, float]]
+"""The server's evaluation of one set of weights: ``accuracy`` and ``loss`` on its test
+set, ``val_accuracy`` and ``val_loss`` on its validation set (:mod:`pwfl.data`)."""
 
 
 @dataclass(frozen=True)
@@ -171,8 +173,9 @@ class WeightSet:
     arrays: Arrays
     rounds_trained: int = 0
     history: list[float] = field(default_factory=list)
-    loss: float = math.nan
-    """Its latest server test loss (the loss-aware group policy reads it)."""
+    val_loss: float = math.nan
+    """Its latest server validation loss (the loss-aware group policy reads it: a
+    choice made from the test loss would tune the runs to their own test set)."""
 
 
 @dataclass
@@ -408,7 +411,8 @@ class Engine:
         return self.sets[weight_set].rounds_trained
 
     def losses(self) -> tuple[float, ...]:
-        return tuple(ws.loss for ws in self.sets)
+        """Each weight set's latest server validation loss (NaN before its first)."""
+        return tuple(ws.val_loss for ws in self.sets)
 
     def local_epochs(self, weight_set: int, clients: Sequence[int]) -> tuple[float, ...]:
         """The local epochs to ask of each of ``clients`` training ``weight_set``, planned now.
@@ -879,6 +883,8 @@ class Engine:
                     set_name=MERGED,
                     accuracy=metrics["accuracy"],
                     loss=metrics["loss"],
+                    val_accuracy=metrics["val_accuracy"],
+                    val_loss=metrics["val_loss"],
                     **clock,
                 )
             )
@@ -910,7 +916,7 @@ class Engine:
         weight_set = self.sets[ws]
         metrics = self._evaluate(ws, weight_set.arrays)
         weight_set.history.append(metrics["accuracy"])
-        weight_set.loss = metrics["loss"]
+        weight_set.val_loss = metrics["val_loss"]
         client = client_metrics.get(ws, {})
         counted = [row for row in tally.clients if row["status"] == OK] if tally.updated else []
         started = self._last_wall.get(ws, self._run_started)
@@ -924,6 +930,8 @@ class Engine:
             status=OK if tally.updated else QUORUM_MISSED,
             accuracy=metrics["accuracy"],
             loss=metrics["loss"],
+            val_accuracy=metrics["val_accuracy"],
+            val_loss=metrics["val_loss"],
             client_accuracy=client.get("accuracy"),
             client_loss=client.get("loss"),
             train_loss=self.policy.train_loss(tally.losses) if tally.updated else math.nan,
@@ -1038,7 +1046,7 @@ class Engine:
         return replies
 
     def _evaluate(self, ws: int, arrays: Arrays) -> dict[str, float]:
-        """The server's test of weight set ``ws``'s weights ``arrays``."""
+        """The server's test and validation of weight set ``ws``'s weights ``arrays``."""
         if self.set_models:
             return self.set_models[ws].evaluate(arrays)
         return self.evaluate(arrays)
@@ -1075,7 +1083,11 @@ class Engine:
             "client_states": [[c, ws] for c, ws in sorted(self._states)],
             "policy": self.policy.state(),
             "weight_sets": [
-                {"rounds_trained": ws.rounds_trained, "history": ws.history, "loss": ws.loss}
+                {
+                    "rounds_trained": ws.rounds_trained,
+                    "history": ws.history,
+                    "val_loss": ws.val_loss,
+                }
                 for ws in self.sets
             ],
         }
@@ -1116,7 +1128,7 @@ class Engine:
             }
             saved = state["weight_sets"][ws.id]
             ws.rounds_trained, ws.history = int(saved["rounds_trained"]), list(saved["history"])
-            ws.loss = float(saved.get("loss", math.nan))
+            ws.val_loss = float(saved.get("val_loss", math.nan))
         for i, optimizer in enumerate(self.optimizers):
             if optimizer is None:
                 continue

@@ -121,12 +121,14 @@ def split_round_robin(clients: Sequence[int], k: int, server_round: int) -> list
 
 
 def loss_shares(losses: Sequence[float]) -> np.ndarray:
-    """Each set's share of the clients: its latest server test loss over the sum.
+    """Each set's share of the clients: its latest server validation loss over the sum.
 
     The loss-aware rule: a client goes to set ``k`` with probability
     ``L_k / sum_j L_j``, so the sets that are furthest behind get the most
     clients. Before a set has a loss (round 1) or when a loss is not finite,
-    every set gets an equal share.
+    every set gets an equal share. The losses are the server's validation losses,
+    never its test losses: an allocation chosen from the test set would tune the run
+    to the set its accuracy is reported on.
     """
     values = np.asarray(losses, dtype=np.float64)
     if len(values) == 0 or not np.all(np.isfinite(values)) or values.sum() <= 0:
@@ -182,7 +184,7 @@ def draw_fixed(
 @dataclass(frozen=True)
 class GroupContext:
     """What a policy may know beyond the clients: the round (the set's own in async
-    mode) and each weight set's latest server test loss (NaN before its first)."""
+    mode) and each weight set's latest server validation loss (NaN before its first)."""
 
     server_round: int = 1
     losses: tuple[float, ...] = ()

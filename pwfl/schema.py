@@ -114,6 +114,19 @@ ROUNDS = Table(
         Column("accuracy", FLOAT, "", "server test accuracy of the set after the round"),
         Column("loss", FLOAT, "", "server test loss of the set after the round"),
         Column(
+            "val_accuracy",
+            FLOAT,
+            "",
+            "server validation accuracy of the set after the round (data.validation_fraction "
+            "of the held-out examples, disjoint from the test set): what selection reads",
+        ),
+        Column(
+            "val_loss",
+            FLOAT,
+            "",
+            "server validation loss of the set after the round (what loss-aware allocates by)",
+        ),
+        Column(
             "client_accuracy",
             FLOAT,
             "",

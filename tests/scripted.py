@@ -9,7 +9,7 @@ milliseconds, without PyTorch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from pwfl.aggregation import make_executor
 from pwfl.callbacks import RoundRecord
 from pwfl.config import Config
 from pwfl.devices import make_profiles
-from pwfl.engine import Engine, RunResult, connect
+from pwfl.engine import Engine, EvaluateFn, RunResult, SetModel, connect
 from pwfl.inline import InlineGrid
 from pwfl.population import Population
 from pwfl.runner import simulation_nodes
@@ -94,17 +94,28 @@ class Rows:
         return pd.DataFrame(self.rounds), pd.DataFrame(self.clients), pd.DataFrame(self.server)
 
 
+def mean_weight(arrays: dict[str, np.ndarray]) -> dict[str, float]:
+    """The scripted server evaluation: "accuracy" grows with the weights, so learning is
+    visible in the rows; the validation split reads the same."""
+    accuracy = float(arrays["w"].mean())
+    return {"accuracy": accuracy, "loss": 0.0, "val_accuracy": accuracy, "val_loss": 0.0}
+
+
 def run_scripted(
     cfg: Config,
     compute_s: Callable[[int, int], float],
     size: int = 1000,
     examples: Callable[[int, int], int] = lambda client, server_round: EXAMPLES,
     flops_per_example: float = 1e9,
+    set_evaluate: Sequence[EvaluateFn] = (),
 ) -> tuple[Rows, RunResult]:
     """Run ``cfg``'s strategy on the scripted federation; the model is one ``size``-vector
     of float32. On the modelled clock a client's compute is ``examples x
-    flops_per_example / (reference_gflops x speed)``."""
+    flops_per_example / (reference_gflops x speed)``. ``set_evaluate`` gives each weight
+    set a server evaluation of its own (default: :func:`mean_weight`'s for every set)."""
     grid = InlineGrid(scripted_app(compute_s, examples), simulation_nodes(cfg))
+    initial = {"w": np.zeros(size, dtype=np.float32)}
+    set_models = [SetModel(initial, fn, flops_per_example) for fn in set_evaluate]
     policy = build_policy(cfg)
     executor = make_executor(cfg.strategy.executor, workers=policy.num_weight_sets)
     rows = Rows()
@@ -117,14 +128,14 @@ def run_scripted(
             grid,
             Population(cfg, lambda client: EXAMPLES),
             nodes,
-            # "Accuracy" grows with the weights, so learning is visible in the rows.
-            lambda arrays: {"accuracy": float(arrays["w"].mean()), "loss": 0.0},
+            mean_weight,
             executor,
             make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed),
             [rows],
             flops_per_example=flops_per_example,
+            set_models=set_models,
         )
-        result = engine.run({"w": np.zeros(size, dtype=np.float32)})
+        result = engine.run(initial)
     finally:
         executor.shutdown()
         grid.shutdown()

@@ -78,9 +78,10 @@ def test_mnist5k_test_split_depends_on_seed(mnist5k):
     assert torch.equal(again.x, test0.x)
 
 
-def test_server_test_data_is_the_test_split(mnist5k):
+def test_server_test_data_is_the_test_split_less_the_validation_set(mnist5k):
     cfg = DataConfig(name="mnist-5k", test_fraction=0.2)
-    assert server_test_data(cfg, 0) is mnist5k[1]
+    test, validation = server_test_data(cfg, 0), data_module.server_validation_data(cfg, 0)
+    assert len(test) + len(validation) == len(mnist5k[1])
 
 
 def test_dataset_info():

@@ -32,7 +32,7 @@ from pwfl.checkpoint import (
     drop_client_state_after,
 )
 from pwfl.config import Config
-from pwfl.data import client_size, server_test_data
+from pwfl.data import client_size, server_test_data, server_validation_data
 from pwfl.devices import make_profiles
 from pwfl.engine import Engine, SetModel, connect
 from pwfl.errors import PwflError
@@ -87,9 +87,9 @@ def run_server(
         drop_client_state_after(out / CLIENT_STATE_DIR, resume.round)
     provenance = arithmetic.provenance(cfg.reproducibility.arithmetic)
     atomic_write_text(out / "config.toml", arithmetic.provenance_header(provenance) + cfg.to_toml())
-    test = server_test_data(cfg.data, cfg.seed)
+    held_out = (server_validation_data(cfg.data, cfg.seed), server_test_data(cfg.data, cfg.seed))
     settings = train_settings(cfg)
-    evaluate_weights = _tester(test, settings)
+    evaluate_weights = _tester(held_out, settings)
 
     nodes = connect(grid, cfg, pool_size)
     if nodes.pool:
@@ -110,7 +110,7 @@ def run_server(
         profiles,
         statistics=training.statistics_of(settings),
         flops_per_example=training.flops_per_example(settings),
-        set_models=_set_models(cfg, test, policy.num_weight_sets),
+        set_models=_set_models(cfg, held_out, policy.num_weight_sets),
     )
     recorder = RunRecorder(out)
     watchers: list[Callback] = [recorder]
@@ -137,15 +137,29 @@ def run_server(
     return Outcome(summary, result.weight_sets, error)
 
 
-def _tester(test: Any, settings: training.TrainSettings) -> Callable[[Arrays], dict[str, float]]:
+def _tester(
+    held_out: tuple[Any, Any], settings: training.TrainSettings
+) -> Callable[[Arrays], dict[str, float]]:
+    """The server's evaluation of one set of weights on its (validation, test) sets:
+    ``accuracy`` and ``loss`` on the test set, ``val_accuracy`` and ``val_loss`` on
+    validation."""
+    validation, test = held_out
+
     def evaluate_weights(arrays: Arrays) -> dict[str, float]:
         state = {name: torch.tensor(value) for name, value in arrays.items()}
-        return training.evaluate(state, test, settings)
+        tested = training.evaluate(state, test, settings)
+        validated = training.evaluate(state, validation, settings)
+        return {
+            "accuracy": tested["accuracy"],
+            "loss": tested["loss"],
+            "val_accuracy": validated["accuracy"],
+            "val_loss": validated["loss"],
+        }
 
     return evaluate_weights
 
 
-def _set_models(cfg: Config, test: Any, num_weight_sets: int) -> list[SetModel]:
+def _set_models(cfg: Config, held_out: tuple[Any, Any], num_weight_sets: int) -> list[SetModel]:
     """Each weight set's model, test and cost when ``[[weight_set]]`` tables make them
     differ; none otherwise (every set is the shared model). A set's initial weights
     depend on its own model and the seed only, so a set trains as it would in a run
@@ -159,7 +173,7 @@ def _set_models(cfg: Config, test: Any, num_weight_sets: int) -> list[SetModel]:
         models.append(
             SetModel(
                 {k: v.numpy() for k, v in initial.items()},
-                _tester(test, settings),
+                _tester(held_out, settings),
                 training.flops_per_example(settings),
             )
         )

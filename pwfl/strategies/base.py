@@ -133,7 +133,7 @@ class Server(Protocol):
         ...
 
     def losses(self) -> tuple[float, ...]:
-        """Each weight set's latest server test loss (NaN before its first)."""
+        """Each weight set's latest server validation loss (NaN before its first)."""
         ...
 
     def set_weights(self, weight_set: int, arrays: Arrays) -> None:
