@@ -288,7 +288,13 @@ class ClientsConfig:
     latency_ms: float = _ranged(20.0, ge=0)
     """One round trip's network latency in milliseconds (profiles other than trace)."""
     offline_prob: float = _ranged(0.0, ge=0, lt=1)
-    """Per-round probability that a client is unavailable for sampling."""
+    """Probability that a client is unavailable for sampling: per round for the
+    synchronous strategies, per online period (``online_period_s``) for async PWFL
+    and FedBuff. A round short of online clients goes on with those it found."""
+    online_period_s: float = _ranged(60.0, gt=0)
+    """Simulated seconds for which a client's online draw holds in the strategies
+    without a round barrier (async PWFL, FedBuff): period n (from (n-1) x this to
+    n x this) draws as round n does."""
 
 
 @dataclass(frozen=True)
@@ -323,8 +329,9 @@ class FaultsConfig:
     transient_prob: float = _ranged(0.0, ge=0, le=1)
     """Per round and client: its ClientApp raises once and succeeds when asked again."""
     hang_prob: float = _ranged(0.0, ge=0, le=1)
-    """Per round and client: it answers only after ``round_timeout_s`` has passed
-    (really: the client sleeps), so the server records a timeout."""
+    """Per round and client: it never answers within ``round_timeout_s`` on the
+    simulated clock, so the server records a timeout (the host does not wait: the
+    client replies at once with a reply marked as hanging)."""
     max_retries: int = _ranged(2, ge=0)
     """Failed (error) replies are sent again to the same client up to this many
     times within the round; a timeout is not retried (the round's time is up)."""
@@ -336,8 +343,10 @@ class FaultsConfig:
     """The run stops (with its records kept) when every weight set misses quorum
     this many rounds in a row."""
     round_timeout_s: float = _ranged(3600.0, gt=0, inf="wait for ever")
-    """Real seconds the server waits for a round's replies (all attempts); inf: wait
-    for ever (then ``hang_prob`` must be 0: a hanging client never answers)."""
+    """Simulated seconds from a job's sending after which the server gives up on the
+    clients that have not answered (all attempts), recorded as ``timeout``; inf:
+    wait for ever (then ``hang_prob`` must be 0: a hanging client never answers).
+    The host's own wait for a reply is ``simulation.reply_timeout_s``."""
 
 
 @dataclass(frozen=True)
@@ -408,6 +417,10 @@ class SimulationConfig:
     """GPUs reserved per client actor; training uses CUDA when this is > 0."""
     ray_cpus: int = _ranged(0, ge=0)
     """CPUs Ray may use; 0 means all of this machine's cores (ignored with ray_address)."""
+    reply_timeout_s: float = _ranged(3600.0, gt=0)
+    """Host seconds (a measurement of this machine, not simulated time) the server
+    waits for one message's reply before it stops waiting and records it as
+    ``lost``: a safety limit for a client process that died or stalled."""
     ray_address: str = ""
     """An existing Ray cluster to run on (``auto``, or ``host:port`` of its head, as
     printed by ``ray start --head``); empty starts a Ray session on this machine."""

@@ -11,14 +11,16 @@ are policies it asks what to send and when a round ends; ``fedavg``, ``pwfl``,
 
 Two clocks run side by side. On the host, a job's messages are pushed as soon
 as it is planned and the replies are pulled as they come, so clients train
-concurrently, and a group whose replies are all in is aggregated at once while
-others still train. On the simulated clock, every message goes through events
+concurrently. On the simulated clock, every message goes through events
 (its download starts, ends; the client computes; its upload ends; the reply
 arrives), processed strictly in simulated-time order: an event that needs a
 client's reply (what it computed, how much it sends back, whether it failed)
 waits for the host to get it. So the order of events, and every choice a
 policy makes from them, follows simulated time alone, never the order in
-which this host happened to run the clients.
+which this host happened to run the clients. A job is aggregated when the
+server stops waiting for it on the simulated clock, from exactly the replies
+counted then; a reply the host never gets within ``simulation.reply_timeout_s``
+(host seconds) is recorded as ``lost``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
-from pwfl.aggregation import Arrays, Executor, Handle, Timed, Update
+from pwfl.aggregation import Arrays, Executor, Timed, Update, flower_metric_mean
 from pwfl.callbacks import Callback, RoundRecord
 from pwfl.checkpoint import Checkpoint
 from pwfl.clock import (
@@ -50,7 +52,18 @@ from pwfl.clock import (
 from pwfl.config import Config
 from pwfl.devices import ClientProfile
 from pwfl.errors import PwflError
-from pwfl.ledger import FAILED, LATE, OK, RETRIED, TIMEOUT, Try, bytes_moved, error_reason
+from pwfl.ledger import (
+    FAILED,
+    LATE,
+    LOST,
+    OK,
+    RETRIED,
+    TIMEOUT,
+    UNUSED,
+    Try,
+    bytes_moved,
+    error_reason,
+)
 from pwfl.partition import sample_clients, split_complementary
 from pwfl.population import Population
 from pwfl.quorum import QUORUM_MISSED, QuorumLost, QuorumWatch, has_quorum
@@ -194,8 +207,6 @@ class Job:
     """Clients whose outcome the server still waits for."""
     end_s: float | None = None
     status: str = OK
-    handle: Handle | None = None
-    """Its aggregation on the host, started as soon as its replies were all in."""
     events: list[int] = field(default_factory=list)
     """Tokens of its deadline and timeout on the simulated clock."""
 
@@ -251,13 +262,10 @@ class _GiveUp:
 
 @dataclass(frozen=True)
 class _Aggregated:
-    job: Job | None
-    aggregation: Aggregation | None
+    job: Job
     start_s: float
-    arrays: Arrays | None = None
+    arrays: Arrays
     wall_s: float = 0.0
-    consumed: tuple[Job, ...] = ()
-    """A server step's jobs (FedBuff): recorded in the round the step ends."""
 
 
 @dataclass
@@ -271,7 +279,6 @@ class Tally:
     aggregate_wall_s: float = 0.0
     updated: bool = False
     num_sent: int = 0
-    losses: list[tuple[float, float]] = field(default_factory=list)
     clients: list[dict[str, Any]] = field(default_factory=list)
     busy: list[tuple[float, float]] = field(default_factory=list)
 
@@ -283,6 +290,18 @@ class RunResult:
     weight_sets: dict[str, Arrays]
     stopped: str = ""
     """Why the run stopped early (empty when it ran all its rounds)."""
+
+
+def train_loss(rows: Sequence[dict[str, Any]]) -> float:
+    """A round's training loss from the ``clients.csv`` rows of its aggregated replies.
+
+    One formula for every strategy: Flower's example-weighted metric mean
+    (``aggregate_metricrecords``, as Flower's FedAvg reports it), over the replies
+    in client order (then start time), so the float sum never depends on the order
+    in which replies arrived or policies listed them.
+    """
+    replies = sorted((r["client"], r["sim_start_s"], r["num_examples"], r["loss"]) for r in rows)
+    return flower_metric_mean([(n, loss) for _, _, n, loss in replies])
 
 
 class Engine:
@@ -373,6 +392,8 @@ class Engine:
         self._tallies: dict[int, Tally] = {}
         self._buffered: list[Job] = []
         """Finished jobs whose updates wait in a server step's buffer (FedBuff)."""
+        self._unfilled: dict[int, int] = {}
+        """Per round: places of its sample no online client was found for."""
         self._wall_before = 0.0  # host seconds spent before a resume
         self._run_started = 0.0
         self._last_wall: dict[int, float] = {}
@@ -390,13 +411,27 @@ class Engine:
 
     def sample(self, server_round: int, count: int, rng: np.random.Generator) -> list[int]:
         """``count`` online clients for ``server_round``, uniformly at random (seeded by
-        ``rng``); a run whose online clients are too few gets back the likeliest ones."""
-        return self.population.sample(server_round, count, rng)
+        ``rng``); fewer when too few are online, the shortfall kept for the records
+        (``num_unfilled``)."""
+        picked = self.population.sample(server_round, count, rng)
+        wanted = min(count, self.num_clients)
+        self._unfilled[server_round] = self._unfilled.get(server_round, 0) + wanted - len(picked)
+        return picked
 
-    def free_pool(self, server_round: int, rng: np.random.Generator) -> list[int]:
-        """The online clients in no job in flight: all of them in a population of at
-        most ``POOL_LIMIT``, else a uniform random ``POOL_LIMIT`` of them."""
-        return self.population.eligible(server_round, sorted(self._busy), POOL_LIMIT, rng)
+    def free_pool(self, at: float, rng: np.random.Generator) -> list[int]:
+        """The clients online at simulated time ``at`` in no job in flight: all of them
+        in a population of at most ``POOL_LIMIT``, else a uniform random
+        ``POOL_LIMIT`` of them."""
+        period = self.population.period_at(at)
+        return self.population.eligible(period, sorted(self._busy), POOL_LIMIT, rng)
+
+    def next_period_s(self, at: float) -> float:
+        """When the online period after the one holding ``at`` starts (new online draws)."""
+        return self.population.next_period_s(at)
+
+    def in_flight(self) -> int:
+        """How many clients are in a job the server still waits for."""
+        return len(self._busy)
 
     def sizes(self, clients: Sequence[int]) -> dict[int, int]:
         return self.population.sizes(clients)
@@ -449,7 +484,13 @@ class Engine:
                 self._poll()
                 upcoming = self.sim.peek()
                 if upcoming is None:
-                    raise RuntimeError(f"{self.label}: nothing in flight and nothing planned")
+                    # A job without clients ends as it is sent, its round with it: the
+                    # policy may plan the next one now.
+                    plans = self.policy.plan(self)
+                    if not plans:
+                        raise RuntimeError(f"{self.label}: nothing in flight and nothing planned")
+                    self._launch(plans)
+                    continue
                 if not self._ready(upcoming[1]):
                     time.sleep(POLL_S)
                     continue
@@ -518,9 +559,8 @@ class Engine:
         self._try_of[mid] = attempt
 
     def _poll(self) -> None:
-        """Take the replies that are in, note the tries the host gave up on, send what
-        waits for a node, and start the aggregation of every group whose replies are
-        all in and all count."""
+        """Take the replies that are in, note the tries the host stopped waiting for
+        (``simulation.reply_timeout_s``, host seconds), send what waits for a node."""
         waiting = list(self._try_of)
         if waiting:
             for reply in self.grid.pull_messages(waiting):
@@ -528,36 +568,26 @@ class Engine:
                 if record is not None:
                     record.reply = reply
                     self._release(record)
-        limit = self.cfg.faults.round_timeout_s
+        limit = self.cfg.simulation.reply_timeout_s
         now = time.monotonic()
         for mid, record in list(self._try_of.items()):
             if now - record.pushed_at > limit:
-                record.hung = True
+                record.lost = True
                 del self._try_of[mid]
                 self._release(record)
         while self._outbox and self.nodes.has_free():
             self._send(self._outbox.popleft())
-        if self.policy.aggregates_each_group and not self.cfg.stragglers.deadline_s:
-            for job in self._jobs:
-                if job.handle is None and job.end_s is None and self._all_answered(job):
-                    job.handle = self._submit(job, job.tries)
 
     def _release(self, attempt: Try) -> None:
         if attempt.node is not None:
             self.nodes.release(attempt.node)
             attempt.node = None
 
-    def _all_answered(self, job: Job) -> bool:
-        # Without a deadline every first try that answers counts; with no error among
-        # them the group is complete on the host before it is on the simulated clock.
-        tries = [t for t in job.tries if t.attempt == 0]
-        return bool(tries) and all(t.reply is not None and not t.reply.has_error() for t in tries)
-
     def _ready(self, event: Any) -> bool:
         """Whether the host knows what the event needs: a downloaded try needs its reply."""
         if isinstance(event, _Downloaded):
             attempt = event.attempt
-            return attempt.reply is not None or attempt.hung or attempt.resolved
+            return attempt.reply is not None or attempt.lost or attempt.resolved
         return True
 
     # --- events -------------------------------------------------------------------------
@@ -586,8 +616,12 @@ class Engine:
             )
         elif isinstance(event, _Downloaded):
             attempt.download_s = now - attempt.start_s
-            if attempt.hung:
-                return  # no reply: the server waits until the job's timeout
+            if attempt.lost:  # the host has no reply: nothing to place on the clock
+                self._resolve(attempt, LOST)
+                self._check_complete(attempt)
+                return
+            if attempt.silent:
+                return  # a hanging client: the server waits until the job's timeout
             assert attempt.reply is not None
             latency = profile.latency_ms / 1000
             if attempt.reply.has_error():
@@ -692,7 +726,8 @@ class Engine:
         return next(j for j in self._jobs if j.id == job_id)
 
     def _complete(self, job: Job) -> None:
-        """The server stops waiting for the job: quorum, stragglers, then its aggregation."""
+        """The server stops waiting for the job: quorum, stragglers, then its aggregation,
+        of exactly the replies counted now, handed to the aggregator now."""
         now = self.now
         job.end_s = now
         for token in job.events:
@@ -708,85 +743,101 @@ class Engine:
         for attempt in counted:
             attempt.staleness = job.staleness
         if self.policy.aggregates_each_group:
-            self._tally(job)
-            if job.status == OK:
-                if job.handle is None:
-                    job.handle = self._submit(job, counted)
-                self._aggregate_on_server(job, None, [t.bytes_up for t in counted])
-            else:
+            if job.status != OK:
+                self._tally(job)
                 self._finish(job, now)
+                return
+            arrays, wall = self._submit(job, counted).result()
+            self._tally(job)
+            duration = self._server_seconds(job.weight_set, [t.bytes_up for t in counted], wall)
+            start, end = self.sim.cores.run(now, duration)
+            self.sim.at(end, _Aggregated(job, start, arrays, wall))
             return
         # A job is recorded with the server step that consumes its update: replies
         # that arrive at one moment can fill two buffers, each step its own round.
         self._buffered.append(job)
         updates = self._decode(job, counted) if job.status == OK else []
-        finished = Finished(job.plan, job.status, now, now, updates, job.sent, job.staleness)
+        finished = Finished(
+            job.plan, job.status, now, now, updates, job.sent, job.staleness, job.id
+        )
         aggregation = self.policy.collect(finished, self)
         self._forget(job)
         self.policy.finished(finished, self)
         if aggregation is not None:
-            consumed, self._buffered = tuple(self._buffered), []
-            model = sum(v.nbytes for v in self.sets[aggregation.weight_set].arrays.values())
-            payloads = [model] * len(aggregation.updates)
-            self._aggregate_on_server(None, aggregation, payloads, consumed)
+            self._step(aggregation)
 
-    def _submit(self, job: Job, tries: list[Try]) -> Handle:
-        counted = [t for t in tries if t.reply is not None and not t.reply.has_error()]
-        counted.sort(key=lambda t: t.client)
-        return self.executor.submit(self._aggregate, self._decode(job, counted))
+    def _submit(self, job: Job, tries: list[Try]) -> Any:
+        """Hand the updates of ``tries`` to the aggregator on the executor; each try whose
+        update is in that list (and only those) is marked ``aggregated``."""
+        updates = self._decode(job, tries)
+        for attempt in tries:
+            attempt.aggregated = True
+        return self.executor.submit(self._aggregate, updates)
 
     def _decode(self, job: Job, tries: list[Try]) -> list[Update]:
         mode = self.cfg.comm.compression
-        return [train_update(t.reply, job.sent, mode) for t in tries if t.reply is not None]
+        updates = []
+        for attempt in tries:
+            assert attempt.reply is not None and attempt.answered
+            updates.append(train_update(attempt.reply, job.sent, mode))
+        return updates
 
-    def _aggregate_on_server(
-        self,
-        job: Job | None,
-        aggregation: Aggregation | None,
-        payloads: list[int],
-        consumed: tuple[Job, ...] = (),
-    ) -> None:
-        """Run the aggregation on a server core; it ends at an event on the simulated clock."""
-        ws = job.weight_set if job is not None else aggregation.weight_set  # type: ignore[union-attr]
+    def _server_seconds(self, ws: int, payloads: list[int], wall: float) -> float:
+        """The server's time for one aggregation of ``payloads`` (each update's bytes as it
+        arrived), for a group and a server step alike: its host time on the measured
+        clock, else its memory traffic, a compressed update decoded first."""
+        if self.cfg.clock.compute == "measured":
+            return wall
         model = sum(v.nbytes for v in self.sets[ws].arrays.values())
-        arrays, wall = None, 0.0
-        if job is not None:
-            assert job.handle is not None
-            arrays, wall = job.handle.result()
-        if self.cfg.clock.compute == "measured" and job is not None:
-            duration = wall
-        else:
-            compressed = job is not None and self.cfg.comm.compression != "none"
-            num_bytes = aggregation_bytes(payloads, model, compressed)
-            duration = aggregation_seconds(num_bytes, self.cfg.server.memory_gbps)
-        start, end = self.sim.cores.run(self.now, duration)
-        self.sim.at(end, _Aggregated(job, aggregation, start, arrays, wall, consumed))
+        compressed = self.cfg.comm.compression != "none"
+        num_bytes = aggregation_bytes(payloads, model, compressed)
+        return aggregation_seconds(num_bytes, self.cfg.server.memory_gbps)
 
     def _aggregated(self, event: _Aggregated) -> None:
+        """A group's aggregation ends on its server core: the set's weights change now."""
+        job = event.job
         now = self.now
-        if event.job is not None:
-            job = event.job
-            assert event.arrays is not None
-            self._apply(job.weight_set, event.arrays, replaced=False)
-            tally = self._tallies[job.weight_set]
-            tally.busy.append((event.start_s, now))
-            tally.aggregate_s += now - event.start_s
-            tally.aggregate_wall_s += event.wall_s
-            self._finish(job, now)
-            return
-        aggregation = event.aggregation
-        assert aggregation is not None
-        step = functools.partial(aggregation.fn, base=self.sets[aggregation.weight_set].arrays)
-        arrays, wall = self.executor.submit(Timed(step), aggregation.updates).result()
-        self._apply(aggregation.weight_set, arrays, replaced=True)
-        for job in event.consumed:
-            self._tally(job)
-        tally = self._tallies.setdefault(aggregation.weight_set, Tally())
+        self._apply(job.weight_set, event.arrays, replaced=False)
+        tally = self._tallies[job.weight_set]
         tally.busy.append((event.start_s, now))
         tally.aggregate_s += now - event.start_s
+        tally.aggregate_wall_s += event.wall_s
+        self._finish(job, now)
+
+    def _step(self, aggregation: Aggregation) -> None:
+        """A collecting policy's aggregation (a FedBuff server step), taken at once.
+
+        Nguyen et al., AISTATS 2022, Algorithm 1: the server steps as soon as its
+        buffer is full, so the weights change now and every job planned from now on
+        (the client whose update filled the buffer included) is sent the stepped
+        model. The step's time on a server core is recorded (server.csv,
+        ``aggregate_s``, the round's end) but no client waits for it.
+        """
+        ws = aggregation.weight_set
+        consumed, self._buffered = self._buffered, []
+        by_id = {job.id: job for job in consumed}
+        sources = [by_id[job_id] for job_id in aggregation.sources]
+        used = [attempt for job in sources for attempt in job.counted()]
+        if len(used) != len(aggregation.updates):
+            raise RuntimeError("a server step's updates do not match the replies they came from")
+        step = functools.partial(aggregation.fn, base=self.sets[ws].arrays)
+        arrays, wall = self.executor.submit(Timed(step), aggregation.updates).result()
+        for attempt in used:
+            attempt.aggregated = True
+        self._apply(ws, arrays, replaced=True)
+        duration = self._server_seconds(ws, [t.bytes_up for t in used], wall)
+        start, end_s = self.sim.cores.run(self.now, duration)
+        end = self.policy.stepped(ws, end_s, self)
+        for job in consumed:
+            if end is not None:
+                for attempt in job.tries:
+                    attempt.round = end.round
+            self._tally(job)
+        tally = self._tallies.setdefault(ws, Tally())
+        tally.busy.append((start, end_s))
+        tally.aggregate_s += end_s - start
         tally.aggregate_wall_s += wall
-        tally.ready_s = max(tally.ready_s, now)
-        end = self.policy.stepped(aggregation.weight_set, now, self)
+        tally.ready_s = max(tally.ready_s, end_s)
         if end is not None:
             self._close_round(end)
 
@@ -797,11 +848,26 @@ class Engine:
         self._forget(job)
         updates: list[Update] = []
         finished = Finished(
-            job.plan, job.status, job.end_s, ready_s, updates, job.sent, job.staleness
+            job.plan, job.status, job.end_s, ready_s, updates, job.sent, job.staleness, job.id
         )
         end = self.policy.finished(finished, self)
         if end is not None:
             self._close_round(end)
+
+    def _unused(self, server_round: int) -> list[dict[str, Any]]:
+        """Rows of the updates the run ends without using (jobs still in flight, replies
+        still in a server step's buffer): every message sent has its row."""
+        rows = []
+        for job in [*self._buffered, *self._jobs]:
+            for attempt in job.tries:
+                if not attempt.resolved:
+                    self._resolve(attempt, UNUSED)
+                elif attempt.status == OK:
+                    attempt.status = UNUSED
+                attempt.round = server_round
+                rows.append(attempt.row(job.plan.start_s))
+        self._buffered, self._jobs = [], []
+        return rows
 
     def _forget(self, job: Job) -> None:
         if job in self._jobs:
@@ -829,8 +895,6 @@ class Engine:
         tally.start_s = min(tally.start_s, job.plan.start_s)
         tally.end_s = max(tally.end_s, job.end_s)
         tally.num_sent += job.first_tries()
-        if job.status == OK:
-            tally.losses += [(t.metric(WEIGHT_KEY), t.metric("loss")) for t in job.counted()]
         tally.clients += [t.row(job.plan.start_s) for t in job.tries]
         return tally
 
@@ -889,6 +953,9 @@ class Engine:
                 )
             )
         record.clients += [self._client_row(row) for row in eval_rows]
+        if self.policy.done():
+            record.clients += [self._client_row(row) for row in self._unused(end.round)]
+        self._unfilled.pop(end.round, None)
         self.watch.observe(
             {
                 row["weight_set"]: row["status"]
@@ -918,7 +985,7 @@ class Engine:
         weight_set.history.append(metrics["accuracy"])
         weight_set.val_loss = metrics["val_loss"]
         client = client_metrics.get(ws, {})
-        counted = [row for row in tally.clients if row["status"] == OK] if tally.updated else []
+        counted = [row for row in tally.clients if row["aggregated"]]
         started = self._last_wall.get(ws, self._run_started)
         self._last_wall[ws] = now
         return ROUNDS.row(
@@ -934,9 +1001,10 @@ class Engine:
             val_loss=metrics["val_loss"],
             client_accuracy=client.get("accuracy"),
             client_loss=client.get("loss"),
-            train_loss=self.policy.train_loss(tally.losses) if tally.updated else math.nan,
+            train_loss=train_loss(counted) if tally.updated else math.nan,
             num_clients=len(counted),
             num_sent=tally.num_sent,
+            num_unfilled=self._unfilled.get(end.round, 0),
             num_examples=sum(int(row["num_examples"]) for row in counted),
             train_s=tally.end_s - tally.start_s if tally.clients else 0.0,
             aggregate_s=tally.aggregate_s,
@@ -978,7 +1046,7 @@ class Engine:
             for ws, group in zip(sets, groups, strict=True)
             for client in group
         ]
-        replies = self._ask(asked, end.round, self.cfg.faults.round_timeout_s)
+        replies = self._ask(asked, end.round, self.cfg.simulation.reply_timeout_s)
         rows, accepted = [], {}
         for (ws, client, _), reply in sorted(
             zip(asked, replies, strict=True), key=lambda p: p[0][1]

@@ -3,7 +3,10 @@
 The draw is a pure function of ``(seed, "fault", round, client)``, so a run's
 failures repeat exactly, and the same clients fail under every strategy of one
 seed. The ClientApp acts on the draw; the server only sees what a real failure
-would show it (an error reply, or no reply before the round's timeout).
+would show it: an error reply, or, for a hang, a reply that on the simulated
+clock never arrives, so the server gives up on it at ``faults.round_timeout_s``.
+A hang is simulated time, not host time: the client answers the host at once
+with a reply marked ``HANG_KEY``, and no host second is spent waiting for it.
 """
 
 from __future__ import annotations
@@ -12,9 +15,9 @@ from pwfl.config import FaultsConfig
 from pwfl.seeding import rng_for
 
 NONE, CRASH, TRANSIENT, HANG = "none", "crash", "transient", "hang"
-# A hanging client answers this long after the round's timeout, so the server
-# has certainly stopped waiting for it.
-HANG_MARGIN_S = 1.0
+HANG_KEY = "hang"
+"""The metric a hanging client's reply carries: the engine treats the reply as one
+that never reaches the server on the simulated clock."""
 
 
 class InjectedFault(RuntimeError):

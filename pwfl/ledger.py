@@ -14,9 +14,14 @@ from typing import Any
 
 from flwr.app import ArrayRecord, Message
 
+from pwfl.faults import HANG_KEY
 from pwfl.transport import ARRAYS, METRICS, WEIGHT_KEY
 
 OK, RETRIED, FAILED, TIMEOUT, LATE = "ok", "retried", "failed", "timeout", "late"
+LOST = "lost"
+"""The host stopped waiting for the reply (``simulation.reply_timeout_s``, host seconds)."""
+UNUSED = "unused"
+"""The run ended before the update was used (still in flight, or in a server's buffer)."""
 
 
 @dataclass
@@ -27,6 +32,7 @@ class Try:
     client: int
     weight_set: int
     round: int
+    """The round of the records it is written in (fedbuff: the step that used it)."""
     attempt: int
     """0 for a job's first message to the client, 1 for its first retry, ..."""
     epochs: float
@@ -42,10 +48,10 @@ class Try:
     pushed_at: float = math.nan
     """Host ``time.monotonic()`` of the push (the host's timeout runs from it)."""
     reply: Message | None = None
-    hung: bool = False
-    """The host gave up waiting for a reply (``faults.round_timeout_s``)."""
+    lost: bool = False
+    """The host gave up waiting for a reply (``simulation.reply_timeout_s``)."""
     status: str = ""
-    """Empty while in flight; then ok, retried, failed, timeout or late."""
+    """Empty while in flight; then ok, retried, failed, timeout, late, lost or unused."""
     error: str | None = None
     start_s: float = math.nan
     download_s: float = math.nan
@@ -59,6 +65,14 @@ class Try:
     reply's arrival (set for a reply that counts)."""
     events: list[int] = field(default_factory=list)
     """Tokens of its events on the simulated clock (dropped once it is settled)."""
+    aggregated: bool = False
+    """Its update was in the list handed to the aggregation that changed its weight set."""
+    sent_round: int = -1
+    """The round it was sent in (its job's plan); ``round`` once it is created."""
+
+    def __post_init__(self) -> None:
+        if self.sent_round < 0:
+            self.sent_round = self.round
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -70,15 +84,30 @@ class Try:
         return self.arrays.count_bytes()
 
     @property
-    def bytes_up(self) -> int:
+    def answered(self) -> bool:
+        """Whether the host holds the client's update: a reply that is not an error and
+        not a hanging client's (which on the simulated clock never arrives)."""
         if self.reply is None or self.reply.has_error():
+            return False
+        return HANG_KEY not in self.reply.content[METRICS]
+
+    @property
+    def silent(self) -> bool:
+        """The client hangs: on the simulated clock its reply never comes."""
+        return self.reply is not None and not self.reply.has_error() and not self.answered
+
+    @property
+    def bytes_up(self) -> int:
+        if not self.answered:
             return 0
+        assert self.reply is not None
         return self.reply.content[ARRAYS].count_bytes()
 
     def metric(self, name: str, default: float = math.nan) -> float:
         """A number from the client's reply (NaN when it sent none)."""
-        if self.reply is None or self.reply.has_error():
+        if not self.answered:
             return default
+        assert self.reply is not None
         return float(self.reply.content[METRICS].get(name, default))
 
     @property
@@ -87,9 +116,10 @@ class Try:
 
     def row(self, job_start_s: float) -> dict[str, Any]:
         """This try's ``clients.csv`` fields (without the run's label and seed)."""
-        answered = self.reply is not None and not self.reply.has_error()
+        answered = self.answered
         return {
             "round": self.round,
+            "sent_round": self.sent_round,
             "phase": "train",
             "client": self.client,
             "weight_set": str(self.weight_set),
@@ -99,6 +129,7 @@ class Try:
             "train_measured_s": self.metric("train-measured-s") if answered else None,
             "loss": self.metric("loss") if answered else None,
             "status": self.status,
+            "aggregated": self.aggregated,
             "error": self.error,
             "straggler": self.straggler,
             "local_epochs": self.epochs,

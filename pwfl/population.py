@@ -54,6 +54,15 @@ class Population:
         p = self.cfg.clients.offline_prob
         return p == 0 or self._draw(client, server_round) >= p
 
+    def period_at(self, at: float) -> int:
+        """The online period holding simulated time ``at`` (1 from the start): what
+        :meth:`online` takes as its round for policies without a round barrier."""
+        return int(at // self.cfg.clients.online_period_s) + 1
+
+    def next_period_s(self, at: float) -> float:
+        """When the online period after the one holding ``at`` starts."""
+        return self.period_at(at) * self.cfg.clients.online_period_s
+
     def _draw(self, client: int, server_round: int) -> float:
         return float(rng_for(self.cfg.seed, "offline", server_round, client).random())
 
@@ -71,7 +80,7 @@ class Population:
                 for c in range(self.num_clients)
                 if c not in barred and self.online(c, server_round)
             ]
-        return sorted(self.sample(server_round, limit, rng, exclude, keep_possible=False))
+        return sorted(self.sample(server_round, limit, rng, exclude))
 
     def sample(
         self,
@@ -79,17 +88,16 @@ class Population:
         count: int,
         rng: np.random.Generator,
         exclude: Sequence[int] = (),
-        keep_possible: bool = True,
     ) -> list[int]:
-        """``count`` distinct online clients, uniformly at random (not in ``exclude``).
+        """``count`` distinct online clients, uniformly at random (not in ``exclude``);
+        fewer when fewer are online: an offline client is never sampled.
 
         The candidates are a uniform random subset of the population in a random
         order (``Generator.choice`` without replacement, which costs ``O(m)`` for
         a sample much smaller than the population); the first ``count`` of them
         that are online and not excluded are the sample. So it costs ``O(count)``
-        when few clients are offline. If the whole population holds fewer
-        eligible clients and ``keep_possible``, the offline clients most likely
-        to be online are brought back, so the round can go on.
+        when few clients are offline. A population with fewer eligible clients
+        gives all of them (the caller records the shortfall).
         """
         barred = set(exclude)
         p = self.cfg.clients.offline_prob
@@ -108,8 +116,4 @@ class Population:
             if len(picked) == count or draw == self.num_clients:
                 break
             need *= 4
-        if len(picked) < count and keep_possible:
-            spare = [int(c) for c in order if int(c) not in barred and int(c) not in picked]
-            spare.sort(key=lambda c: -self._draw(c, server_round))
-            picked += spare[: count - len(picked)]
         return picked

@@ -142,6 +142,15 @@ ROUNDS = Table(
         ),
         Column("num_clients", COUNT, "clients", "replies aggregated"),
         Column("num_sent", COUNT, "clients", "clients sent the weight set (retries not counted)"),
+        Column(
+            "num_unfilled",
+            COUNT,
+            "clients",
+            "places of the round's sample left empty because too few clients were online "
+            "(the sample's size minus the online clients found; the same on every set's "
+            "row of a synchronous round); 0 for async and fedbuff, which wait for a free "
+            "online client instead",
+        ),
         Column("num_examples", COUNT, "examples", "training examples of the aggregated replies"),
         Column(
             "train_s",
@@ -189,7 +198,20 @@ CLIENTS = Table(
     "clients.csv",
     [
         *RUN_KEYS,
-        _key("round", INT, "the round the message belongs to (as in rounds.csv)"),
+        _key(
+            "round",
+            INT,
+            "the round of the records the message belongs to (as in rounds.csv); fedbuff: "
+            "the server step that used its update, or for an update not used, the first "
+            "step after its outcome (an unused one: the last step)",
+        ),
+        Column(
+            "sent_round",
+            COUNT,
+            "",
+            "the round the message was sent in (fedbuff: the step its weights lead to, "
+            "their version + 1); equal to round for every other strategy",
+        ),
         _key("phase", TEXT, "train or evaluate"),
         _key("client", INT, "the client's id (its data partition)"),
         _key("weight_set", TEXT, "the weight set the client was sent"),
@@ -215,7 +237,22 @@ CLIENTS = Table(
         ),
         Column("loss", FLOAT, "", "the client's loss (last local epoch, or evaluation)"),
         Column("accuracy", FLOAT, "", "the client's evaluation accuracy"),
-        Column("status", NOTE, "", "ok, retried, failed, timeout or late"),
+        Column(
+            "status",
+            NOTE,
+            "",
+            "ok; retried or failed (an error reply); timeout (no reply within "
+            "faults.round_timeout_s, simulated) or late (past stragglers.deadline_s); "
+            "lost (the host stopped waiting, simulation.reply_timeout_s, host seconds); "
+            "unused (the run ended while the update was in flight or in a buffer)",
+        ),
+        Column(
+            "aggregated",
+            FLAG,
+            "",
+            "this try's update was in the list handed to the aggregation that changed its "
+            "weight set (a group's, or a fedbuff step's); empty for evaluation",
+        ),
         Column("error", NOTE, "", "why a try failed (first line of the client's error)"),
         Column(
             "straggler",

@@ -15,13 +15,3 @@ def counting_mean(updates: list[tuple[dict[str, np.ndarray], float]]) -> dict[st
         n: np.mean([u[n] for u, _ in updates], axis=0).astype(updates[0][0][n].dtype) for n in names
     }
 
-
-STARTS: list[float] = []
-
-
-def timed_mean(updates: list[tuple[dict[str, np.ndarray], float]]) -> dict[str, np.ndarray]:
-    """The unweighted mean, noting when (host monotonic clock) each aggregation started."""
-    import time
-
-    STARTS.append(time.monotonic())
-    return counting_mean(updates)

@@ -34,9 +34,12 @@ EXAMPLES = 10
 def scripted_app(
     compute_s: Callable[[int, int], float],
     examples: Callable[[int, int], int] = lambda client, server_round: EXAMPLES,
+    loss: Callable[[int, int], float] = lambda client, server_round: 1.0,
+    step: Callable[[int, int], float] = lambda client, server_round: 1.0,
 ) -> ClientApp:
-    """A ClientApp whose client ``c`` reports ``compute_s(c, round)`` measured seconds and
-    ``examples(c, round)`` examples run in each round."""
+    """A ClientApp whose client ``c`` reports ``compute_s(c, round)`` measured seconds,
+    ``examples(c, round)`` examples run and the loss ``loss(c, round)`` in each round,
+    and adds ``step(c, round)`` to every weight it receives."""
     app = ClientApp()
 
     def client_of(msg: Message, context: Context) -> int:
@@ -51,12 +54,13 @@ def scripted_app(
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         client, config = client_of(msg, context), msg.content[CONFIG]
-        arrays = {k: v.numpy() + 1 for k, v in msg.content[ARRAYS].items()}
         server_round = int(config["server-round"])
+        added = np.float32(step(client, server_round))
+        arrays = {k: v.numpy() + added for k, v in msg.content[ARRAYS].items()}
         metrics = {
             WEIGHT_KEY: EXAMPLES,
             "examples-run": examples(client, server_round),
-            "loss": 1.0,
+            "loss": loss(client, server_round),
             "train-measured-s": compute_s(client, server_round),
         }
         reply = RecordDict({ARRAYS: to_record(arrays), METRICS: MetricRecord(metrics)})
@@ -108,12 +112,16 @@ def run_scripted(
     examples: Callable[[int, int], int] = lambda client, server_round: EXAMPLES,
     flops_per_example: float = 1e9,
     set_evaluate: Sequence[EvaluateFn] = (),
+    loss: Callable[[int, int], float] = lambda client, server_round: 1.0,
+    step: Callable[[int, int], float] = lambda client, server_round: 1.0,
 ) -> tuple[Rows, RunResult]:
     """Run ``cfg``'s strategy on the scripted federation; the model is one ``size``-vector
     of float32. On the modelled clock a client's compute is ``examples x
-    flops_per_example / (reference_gflops x speed)``. ``set_evaluate`` gives each weight
-    set a server evaluation of its own (default: :func:`mean_weight`'s for every set)."""
-    grid = InlineGrid(scripted_app(compute_s, examples), simulation_nodes(cfg))
+    flops_per_example / (reference_gflops x speed)``; ``loss`` and ``step`` are the
+    clients' reported losses and what they add to the weights (:func:`scripted_app`).
+    ``set_evaluate`` gives each weight set a server evaluation of its own (default:
+    :func:`mean_weight`'s for every set)."""
+    grid = InlineGrid(scripted_app(compute_s, examples, loss, step), simulation_nodes(cfg))
     initial = {"w": np.zeros(size, dtype=np.float32)}
     set_models = [SetModel(initial, fn, flops_per_example) for fn in set_evaluate]
     policy = build_policy(cfg)

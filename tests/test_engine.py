@@ -14,7 +14,6 @@ import pytest
 
 from pwfl.config import load_config
 
-from . import plugins
 from .scripted import run_scripted
 
 FAST_LINKS = [
@@ -127,29 +126,6 @@ def test_async_sets_never_share_a_busy_client_and_the_faster_set_runs_ahead():
     assert ends.max() > ends.min()  # no barrier: one set finished its rounds first
 
 
-def test_a_group_is_aggregated_while_another_group_still_trains(monkeypatch):
-    """Host overlap: the first group's aggregation starts before the second group's
-    last reply is in (not after all groups' replies, as a barrier would)."""
-    plugins.STARTS.clear()
-    replied: dict[int, float] = {}
-
-    def slow_client_five(client: int, server_round: int) -> float:
-        if client == 5:
-            time.sleep(0.5)  # really: the host waits for this client
-        replied[client] = time.monotonic()
-        return 1.0
-
-    cfg = config(
-        "strategy.name=pwfl",
-        "strategy.num_rounds=1",
-        "strategy.executor=threads",
-        "strategy.aggregator=tests.plugins:timed_mean",
-    )
-    rows, _ = run_scripted(cfg, slow_client_five)
-    assert len(plugins.STARTS) == 2
-    assert min(plugins.STARTS) < replied[5]
-
-
 def test_async_groups_mix_when_every_client_is_sampled():
     """Full participation and one slow client: each set draws from one pool of free
     clients (a client is free once its own reply is in), so the slow client does not
@@ -176,3 +152,132 @@ def test_async_groups_mix_when_every_client_is_sampled():
     # The slow client is not bound to one set for good.
     slow_rounds = train[(train["client"] == 0) & (train["weight_set"] == "1")]["round"]
     assert len(slow_rounds) < 6
+
+
+# --- one training loss, and what was aggregated is what was counted ----------------
+
+
+def test_every_strategy_computes_the_training_loss_with_one_formula():
+    """Two clients with losses 0.1 and 0.7 on 10 examples each: Flower's metric mean
+    (sum of loss x n / total) and a sum of loss x n divided by the total give different
+    bits here; FedAvg and PWFL with one weight set must report the same one."""
+    pairs = [(10, 0.1), (10, 0.7)]
+    flower_order = sum(loss * (n / 20) for n, loss in pairs)
+    other_order = sum(loss * n for n, loss in pairs) / 20
+    assert flower_order != other_order  # the inputs tell the two formulas apart
+    losses = {0: 0.1, 1: 0.7}
+    runs = {
+        name: run_scripted(
+            config(f"strategy.name={name}", "strategy.k=1", "data.num_clients=2"),
+            compute,
+            loss=lambda client, _: losses[client],
+        )[0].frames()[0]
+        for name in ("fedavg", "pwfl")
+    }
+    fedavg, pwfl = runs["fedavg"]["train_loss"].tolist(), runs["pwfl"]["train_loss"].tolist()
+    assert fedavg == pwfl == [flower_order] * 3
+
+
+def test_a_client_the_server_gave_up_on_is_not_averaged():
+    """Client 1 answers the host at once but takes 10 s on the simulated clock; the
+    server gives up after 5 s. Its update must not reach the mean: client 0 adds 1,
+    client 1 adds 3, so the weights grow by 1 a round, not by 2."""
+    cfg = config(
+        "strategy.name=fedavg",
+        "data.num_clients=2",
+        "faults.round_timeout_s=5",
+        "faults.quorum=0.5",
+    )
+    rows, result = run_scripted(
+        cfg,
+        lambda client, _: 10.0 if client == 1 else 1.0,
+        step=lambda client, _: 1.0 + 2 * client,
+    )
+    rounds, clients, _ = rows.frames()
+    assert rounds["num_clients"].tolist() == [1, 1, 1]
+    assert result.weight_sets["0"]["w"].tolist() == [3.0] * 1000
+    train = clients[clients["phase"] == "train"]
+    assert train.loc[train["client"] == 1, "status"].tolist() == ["timeout"] * 3
+    assert train["aggregated"].tolist() == [c == 0 for c in train["client"]]
+
+
+def test_a_reply_the_host_stops_waiting_for_is_lost_not_a_timeout():
+    """The host's own limit (simulation.reply_timeout_s, real seconds) is not the
+    simulated give-up time: a reply it stops waiting for is recorded as lost."""
+
+    def slow_host(client: int, server_round: int) -> float:
+        if client == 1:
+            time.sleep(0.6)
+        return 1.0
+
+    cfg = config(
+        "strategy.name=fedavg",
+        "strategy.num_rounds=1",
+        "data.num_clients=2",
+        "simulation.reply_timeout_s=0.2",
+    )
+    rows, _ = run_scripted(cfg, slow_host)
+    rounds, clients, _ = rows.frames()
+    train = clients[clients["phase"] == "train"].set_index("client")
+    assert train.loc[1, "status"] == "lost" and not train.loc[1, "aggregated"]
+    assert train.loc[0, "status"] == "ok" and train.loc[0, "aggregated"]
+    assert rounds["num_clients"].tolist() == [1]
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("strategy.name=fedavg",),
+        ("strategy.name=pwfl",),
+        ("strategy.name=pwfl", "strategy.mode=async"),
+        ("strategy.name=pwfl-sequential",),
+        ("strategy.name=fedbuff", "strategy.buffer_size=2", "strategy.concurrency=3"),
+    ],
+)
+def test_aggregated_marks_exactly_the_counted_replies(overrides):
+    cfg = config(*overrides, "faults.round_timeout_s=4.2", "faults.quorum=0.1")
+    rows, _ = run_scripted(cfg, compute)
+    rounds, clients, _ = rows.frames()
+    train = clients[clients["phase"] == "train"]
+    assert train["aggregated"].notna().all()
+    ok = train["status"] == "ok"
+    assert (train["aggregated"] == ok).all()  # every reply counted here was averaged
+    assert ok.any() and (~ok).any()  # the timeout dropped some
+    per_round = train[train["aggregated"]].groupby(["round", "weight_set"]).size()
+    for _, row in rounds.iterrows():
+        assert row["num_clients"] == per_round.get((row["round"], row["weight_set"]), 0)
+
+
+# --- offline clients ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ("strategy.name=fedbuff", "strategy.buffer_size=2"),
+        ("strategy.name=pwfl", "strategy.mode=async"),
+    ],
+)
+def test_policies_without_a_barrier_wait_for_offline_clients(overrides):
+    cfg = config(*overrides, "data.num_clients=4", "clients.offline_prob=0.5")
+    rows, _ = run_scripted(cfg, compute)
+    rounds, clients, _ = rows.frames()
+    assert len(rounds) == rows.expected
+    train = clients[clients["phase"] == "train"]
+    assert (train["status"].isin(["ok", "unused"])).all()
+
+
+def test_a_round_short_of_online_clients_goes_on_with_those_online_and_says_so():
+    from pwfl.population import Population
+
+    cfg = config("strategy.name=pwfl", "clients.offline_prob=0.6", "strategy.num_rounds=4")
+    rows, _ = run_scripted(cfg, compute)
+    rounds, clients, _ = rows.frames()
+    people = Population(cfg, lambda client: 10)
+    train = clients[clients["phase"] == "train"]
+    for server_round, mine in train.groupby("round"):
+        assert all(people.online(c, server_round) for c in mine["client"])
+    for server_round, mine in rounds.groupby("round"):
+        online = sum(people.online(c, server_round) for c in range(6))
+        assert mine["num_unfilled"].tolist() == [6 - online] * 2
+    assert rounds["num_unfilled"].sum() > 0  # the seed gives some round a shortfall

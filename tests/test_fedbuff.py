@@ -77,31 +77,69 @@ def scripted_fedbuff(clients: int):
 
 
 def test_fedbuff_on_the_scripted_federation_takes_the_hand_computed_steps():
-    """Two clients, both always busy (concurrency 2), two updates per step.
+    """Two clients, both always busy (concurrency 2), two updates per step; the step
+    takes effect when the buffer fills (Algorithm 1): the client sent next gets it.
 
     Client 0 takes 1 s, client 1 takes 2.5 s; every client adds 1 to what it gets.
-    t=1 and t=2: client 0's two fresh updates fill the buffer: step 1 (w = 1)
-    starts at t=2 and ends a moment later, so client 0, sent again at t=2, gets
-    the model of before the step (version 0).
-    t=2.5: client 1's update (sent at version 0) is one step old: weight 2^-0.5 / 2.
-    t=3: client 0's update (sent at t=2, version 0) is one step old too: step 2
-    gives w = 1 + 2 x 2^-0.5 / 2.
+    t=0: both are sent w = 0 (version 0).
+    t=1: client 0's fresh update; it is sent w = 0 again.
+    t=2: client 0's second fresh update fills the buffer: step 1, w = 0 + (1 + 1)/2 = 1;
+    client 0 is sent the stepped w = 1 (version 1).
+    t=2.5: client 1's update (sent at version 0) is one step old: weight 2^-0.5; its
+    delta is 1. Client 1 is sent w = 1.
+    t=3: client 0's update (sent at version 1) is fresh: delta 1. Step 2:
+    w = 1 + (2^-0.5 + 1)/2, the last. Client 1, sent at 2.5, is still training: unused.
     """
     cfg = scripted_fedbuff(clients=2)
     rows, result = run_scripted(cfg, lambda client, _: 1.0 if client == 0 else 2.5, size=3)
-    np.testing.assert_allclose(result.weight_sets["0"]["w"], [1 + 2**-0.5] * 3, rtol=1e-6)
+    np.testing.assert_allclose(result.weight_sets["0"]["w"], [1 + (2**-0.5 + 1) / 2] * 3, rtol=1e-6)
     rounds, clients, server = rows.frames()
     assert rounds["round"].tolist() == [1, 2]
     assert rounds["status"].tolist() == ["ok", "ok"]
     assert rounds["num_clients"].tolist() == [2, 2]
     # The steps were taken when the second update of each buffer arrived.
     assert server["busy_start_s"].tolist() == pytest.approx([2.0, 3.0])
-    train = clients[clients["phase"] == "train"].sort_values("sim_start_s")
-    assert train["client"].tolist() == [0, 1, 0, 0]
-    assert train["sim_start_s"].tolist() == pytest.approx([0.0, 0.0, 1.0, 2.0])
-    # The steps each update was discounted for: fresh, one old (client 1 at 2.5),
-    # fresh (client 0 at 2), one old (client 0 at 3).
-    assert train["staleness"].tolist() == [0, 1, 0, 1]
+    train = clients[clients["phase"] == "train"].sort_values(["sim_start_s", "client"])
+    assert train["client"].tolist() == [0, 1, 0, 0, 1]
+    assert train["sim_start_s"].tolist() == pytest.approx([0.0, 0.0, 1.0, 2.0, 2.5])
+    # The step each message was sent with (the model version + 1) and the step that
+    # used its update; the last was still out when the run ended.
+    assert train["sent_round"].tolist() == [1, 1, 1, 2, 2]
+    assert train["round"].tolist() == [1, 2, 1, 2, 2]
+    assert train["status"].tolist() == ["ok", "ok", "ok", "ok", "unused"]
+    assert train["aggregated"].tolist() == [True, True, True, True, False]
+    # Steps since sending: client 1's first update is one step old, the rest fresh.
+    assert train["staleness"].tolist()[:4] == [0, 1, 0, 0]
+
+
+def test_fedbuff_prices_its_step_as_a_group_aggregation_int8_included(tmp_path):
+    """A server step reads each buffered update as it came (its bytes_up) and decodes a
+    compressed one, exactly as a group's aggregation is priced."""
+    from pwfl.clock import aggregation_bytes, aggregation_seconds
+    from pwfl.models import build_model
+
+    cfg = load_config(
+        CONFIGS / "tiny.toml",
+        [
+            "strategy.name=fedbuff",
+            "strategy.concurrency=2",
+            "strategy.buffer_size=2",
+            "strategy.num_rounds=2",
+            "comm.compression=int8",
+        ],
+    )
+    run_experiment(cfg, tmp_path, quiet=True)
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    train = pd.read_csv(tmp_path / "clients.csv").query("phase == 'train' and aggregated")
+    state = build_model(cfg.model.name).state_dict()  # mnist: 1 x 28 x 28, 10 classes
+    model = sum(v.numel() * v.element_size() for v in state.values())
+    for _, row in rounds.iterrows():
+        payloads = train.loc[train["round"] == row["round"], "bytes_up"].tolist()
+        assert len(payloads) == 2
+        expected = aggregation_seconds(
+            aggregation_bytes(payloads, model, compressed=True), cfg.server.memory_gbps
+        )
+        assert row["aggregate_s"] == pytest.approx(expected)
 
 
 def test_replies_that_fill_two_buffers_at_once_are_recorded_with_their_own_steps():
@@ -113,7 +151,13 @@ def test_replies_that_fill_two_buffers_at_once_are_recorded_with_their_own_steps
     assert rounds["num_clients"].tolist() == [2, 2]
     assert rounds["num_sent"].tolist() == [2, 2]
     train = clients[clients["phase"] == "train"]
-    assert sorted(train["client"]) == [0, 1, 2, 3]
+    used = train[train["aggregated"].astype(bool)]
+    assert sorted(used["client"]) == [0, 1, 2, 3] and (used["status"] == "ok").all()
+    assert used.groupby("round").size().tolist() == [2, 2]
+    # The three clients sent again at t=1 were still training when the last step came.
+    unused = train[train["status"] == "unused"]
+    assert len(unused) == 3 and (unused["round"] == 2).all()
+    assert not unused["aggregated"].astype(bool).any()
 
 
 def test_fedbuff_learns_end_to_end_and_no_client_trains_twice_at_once(tmp_path):

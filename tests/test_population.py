@@ -53,12 +53,19 @@ def test_offline_clients_are_never_sampled_and_the_draw_repeats():
     assert 0.1 < np.mean(rounds) < 0.6
 
 
-def test_a_round_too_short_of_online_clients_brings_back_the_likeliest():
+def test_a_round_too_short_of_online_clients_gets_only_the_online_ones():
     people = population(6, offline_prob=0.9)
     picked = people.sample(2, 5, np.random.default_rng(0))
-    assert len(set(picked)) == 5
     online = [c for c in range(6) if people.online(c, 2)]
-    assert set(online) <= set(picked)
+    assert len(online) < 5  # the seed leaves this round short
+    assert sorted(picked) == online
+
+
+def test_online_periods_follow_the_simulated_clock():
+    cfg = load_config(None, ["clients.online_period_s=10"])
+    people = Population(cfg, lambda client: 1)
+    assert [people.period_at(t) for t in (0.0, 9.99, 10.0, 25.0)] == [1, 1, 2, 3]
+    assert people.next_period_s(0.0) == 10.0 and people.next_period_s(25.0) == 30.0
 
 
 def test_excluded_clients_are_not_sampled():

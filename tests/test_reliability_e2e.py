@@ -97,7 +97,8 @@ def test_every_set_missing_quorum_stops_the_run_with_records_kept(tmp_path):
 
 
 def test_a_client_that_never_answers_is_a_timeout_and_the_round_goes_on(tmp_path):
-    cfg = tiny("faults.hang_prob=0.15", "faults.round_timeout_s=6", "faults.quorum=0.5")
+    # A hang is simulated time: a ten-minute timeout costs the host no waiting.
+    cfg = tiny("faults.hang_prob=0.15", "faults.round_timeout_s=600", "faults.quorum=0.5")
     hung = [
         (r, c) for r in (1, 2) for c in range(4) if fault_for(cfg.faults, cfg.seed, r, c) == HANG
     ]
@@ -116,6 +117,8 @@ def test_a_client_that_never_answers_is_a_timeout_and_the_round_goes_on(tmp_path
         assert (mine["round_sim_s"] >= cfg.faults.round_timeout_s).all()
         row = train[(train["round"] == r) & (train["status"] == "timeout")].iloc[0]
         assert row["sim_end_s"] - row["sim_start_s"] == pytest.approx(cfg.faults.round_timeout_s)
+        assert not row["aggregated"]
+    assert rounds["elapsed_wall_s"].max() < 120  # host seconds: nobody slept out the hang
 
 
 def _kill_after_checkpoint(args: list[str], checkpoint, round_: int, limit_s: float = 240):

@@ -1,7 +1,8 @@
 """The ClientApp: unpack a message, call pwfl.training on this client's partition, reply.
 
 Two things happen here besides training. Injected faults (``[faults]``) make
-the app raise or answer too late, as a failing device would. A client that keeps
+the app raise or hang (answer too late on the simulated clock), as a failing
+device would. A client that keeps
 state between rounds (``train.client_state``) holds it in Flower's
 ``Context.state`` and, when the app has a state folder, also writes it there
 after each of its rounds, so a resumed run can give it back.
@@ -10,7 +11,6 @@ after each of its rounds, so a resumed run can give it back.
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ from pwfl.apps.settings import config_from_run_config, train_settings
 from pwfl.checkpoint import load_client_state, prune_client_state, save_client_state
 from pwfl.config import Config
 from pwfl.data import client_data, client_size
-from pwfl.faults import HANG, HANG_MARGIN_S, InjectedFault, fails_attempt, fault_for
+from pwfl.faults import HANG, HANG_KEY, InjectedFault, fails_attempt, fault_for
 from pwfl.training import PERSONAL
 from pwfl.transport import (
     ARRAYS,
@@ -39,7 +39,7 @@ LOCAL = "pwfl-local"  # the Context.state key of what a client keeps
 # Clients that are threads of one process (the inline backend) run their work one
 # at a time: PyTorch's default generator and parts of Python's own machinery (3.11's
 # AST state, which its tracebacks use) are one per process, and concurrent use was
-# seen to fail. An injected hang waits outside it. In a Ray actor it is never contended.
+# seen to fail. In a Ray actor it is never contended.
 _ONE_CLIENT = threading.Lock()
 
 
@@ -94,7 +94,10 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
         config, client = setup(msg, context)
         sent = msg.content[CONFIG]
         server_round = int(sent["server-round"])
-        inject_fault(config, server_round, client, int(sent.get("attempt", 0)))
+        if inject_fault(config, server_round, client, int(sent.get("attempt", 0))):
+            # A hang is simulated time: the reply says so and the server never counts it.
+            hang = RecordDict({METRICS: MetricRecord({HANG_KEY: 1})})
+            return Message(hang, reply_to=msg)
         with one_client_at_a_time():
             settings = train_settings(config, server_round, client, dict(sent))
             data = client_data(config.data, config.seed, client)
@@ -187,14 +190,14 @@ def warm_up_once(settings: training.TrainSettings) -> None:
         _WARMED.add(key)
 
 
-def inject_fault(cfg: Config, server_round: int, client: int, attempt: int) -> None:
-    """Fail as ``[faults]`` says this client fails this round: raise, or answer late."""
+def inject_fault(cfg: Config, server_round: int, client: int, attempt: int) -> bool:
+    """Fail as ``[faults]`` says this client fails this round: raise, or return True
+    when it hangs (it then trains nothing and its reply never arrives on the
+    simulated clock; the host does not wait for it)."""
     kind = fault_for(cfg.faults, cfg.seed, server_round, client)
     if fails_attempt(kind, attempt):
         raise InjectedFault(f"injected {kind} fault (round {server_round}, try {attempt})")
-    if kind == HANG:
-        # Really wait: the server must see what a silent client looks like to it.
-        time.sleep(cfg.faults.round_timeout_s + HANG_MARGIN_S)
+    return kind == HANG
 
 
 def state_key(weight_set: int) -> str:

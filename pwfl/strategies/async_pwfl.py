@@ -5,7 +5,10 @@ replied and been aggregated, weight set k's next round is sent to a fresh group
 drawn, through ``strategy.group_policy``, from the one pool of clients free at
 that moment on the simulated clock: a client is free again as soon as its own
 reply is in (not when its group's slowest client is), so groups mix from round
-to round. No client is ever in two groups at once, retries included.
+to round. No client is ever in two groups at once, retries included. Who is
+online follows the simulated clock (``clients.online_period_s``), not a set's
+round: a set that finds no free online client waits for the next reply, or
+when none is in flight, for the next online period.
 Clients do not run federated evaluation in this mode (``client_accuracy`` is
 empty); every weight set is evaluated on the server's test set after each of
 its rounds. Load balancing plans a group's local epochs when its set's round
@@ -23,7 +26,7 @@ from pwfl.aggregation import AggregateFn, Arrays
 from pwfl.config import Config, num_sampled
 from pwfl.partition import GroupContext, draw_group
 from pwfl.seeding import rng_for
-from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, weighted_train_loss
+from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, free_when
 
 
 class AsyncPWFL:
@@ -46,9 +49,6 @@ class AsyncPWFL:
     def aggregator(self) -> AggregateFn:
         return self._aggregator
 
-    def train_loss(self, replies: list[tuple[float, float]]) -> float:
-        return weighted_train_loss(replies)
-
     def _group_size(self, server: Server) -> int:
         s = self.cfg.strategy
         sampled = num_sampled(server.num_clients, s.fraction_train, s.min_train_nodes)
@@ -61,7 +61,11 @@ class AsyncPWFL:
         due, self._due = self._due, []
         for ws, server_round, at in due:
             rng = rng_for(self.cfg.seed, "async-sample", ws, server_round)
-            free = [c for c in server.free_pool(server_round, rng) if c not in taken]
+            found = free_when(server, at, rng, taken)
+            if found is None:
+                self._waiting.append((ws, server_round))
+                continue
+            at, free = found
             clients = draw_group(
                 self.cfg.strategy.group_policy,
                 free,

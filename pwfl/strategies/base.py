@@ -30,6 +30,10 @@ import numpy as np
 
 from pwfl.aggregation import AggregateFn, Arrays, Update
 from pwfl.config import Config
+from pwfl.errors import PwflError
+
+MAX_PERIODS = 100_000
+"""Online periods a policy without a barrier looks ahead for an online client."""
 
 
 @dataclass(frozen=True)
@@ -63,6 +67,8 @@ class Finished:
     """The weights the job's clients were sent."""
     staleness: int = 0
     """Updates its weight set received between the job's sending and its replies."""
+    job: int = -1
+    """The job's id (what a collecting policy names in :attr:`Aggregation.sources`)."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,9 @@ class Aggregation:
     updates: list[Update]
     start_s: float
     """When the server asks for it on the simulated clock."""
+    sources: tuple[int, ...] = ()
+    """The job each of ``updates`` came from, in the same order: the engine marks
+    exactly those replies as aggregated."""
 
 
 class Server(Protocol):
@@ -109,9 +118,18 @@ class Server(Protocol):
         """``count`` clients online in ``server_round``, uniformly at random, in O(count)."""
         ...
 
-    def free_pool(self, server_round: int, rng: np.random.Generator) -> list[int]:
-        """Online clients in no job in flight, sorted: all of them in a small population,
-        a uniform random sample of them in a large one."""
+    def free_pool(self, at: float, rng: np.random.Generator) -> list[int]:
+        """Clients online at simulated time ``at`` in no job in flight, sorted: all of
+        them in a small population, a uniform random sample of them in a large one."""
+        ...
+
+    def next_period_s(self, at: float) -> float:
+        """When the online period after the one holding ``at`` starts: the next time
+        clients offline at ``at`` can be online (``clients.online_period_s``)."""
+        ...
+
+    def in_flight(self) -> int:
+        """How many clients are in a job the server still waits for."""
         ...
 
     def sizes(self, clients: Sequence[int]) -> dict[int, int]:
@@ -162,10 +180,6 @@ class Policy(Protocol):
         """Updates -> weights, run on the executor (must pickle for Ray)."""
         ...
 
-    def train_loss(self, replies: list[tuple[float, float]]) -> float:
-        """A round's training loss from ``(examples, loss)`` per aggregated reply."""
-        ...
-
     def plan(self, server: Server) -> list[Plan]:
         """Jobs to send now (called at the start and after every finished job)."""
         ...
@@ -204,9 +218,26 @@ class Policy(Protocol):
         ...
 
 
-def weighted_train_loss(replies: list[tuple[float, float]]) -> float:
-    """Mean of the clients' losses weighted by their example counts (NaN for none)."""
-    total = sum(n for n, _ in replies)
-    if not total:
-        return float("nan")
-    return sum(loss * n for n, loss in replies) / total
+def free_when(
+    server: Server, at: float, rng: np.random.Generator, taken: set[int]
+) -> tuple[float, list[int]] | None:
+    """When a job due at ``at`` (or now, if later) can start, and the clients free then.
+
+    For policies without a round barrier (async PWFL, FedBuff). At ``at`` itself
+    when some client is free and online (not in ``taken``, the clients this plan
+    already gave a job). When none is but some client is busy, None: the policy
+    waits for a reply to free one. When every client is free and offline, at the
+    start of the first later online period in which one is online: the draws of
+    who is online change only from one period to the next.
+    """
+    at = max(at, server.now)
+    for _ in range(MAX_PERIODS):
+        free = [c for c in server.free_pool(at, rng) if c not in taken]
+        if free:
+            return at, free
+        if server.in_flight() or taken:
+            return None
+        at = server.next_period_s(at)
+    raise PwflError(
+        f"no client was online in {MAX_PERIODS} online periods; lower clients.offline_prob"
+    )

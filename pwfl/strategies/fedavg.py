@@ -3,7 +3,8 @@
 McMahan et al., "Communication-Efficient Learning of Deep Networks from
 Decentralized Data", AISTATS 2017. This is the round engine with one weight
 set and Flower's own FedAvg aggregation (``aggregate_arrayrecords`` for the
-weights, ``aggregate_metricrecords`` for the training loss), so its numbers are
+weights; the engine reports every strategy's training loss with Flower's
+``aggregate_metricrecords``), so its numbers are
 those of ``flwr.serverapp.strategy.FedAvg``: the test suite runs Flower's
 unmodified FedAvg loop beside it and compares the weights bit for bit. What
 pwfl adds: clients are sampled from the experiment seed (Flower draws from the
@@ -14,7 +15,7 @@ simulated clock and recorded.
 
 from __future__ import annotations
 
-from pwfl.aggregation import flower_fedavg, flower_metric_mean
+from pwfl.aggregation import flower_fedavg
 from pwfl.config import Config
 from pwfl.strategies.pwfl import PWFL
 
@@ -24,6 +25,3 @@ class FedAvg(PWFL):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg, flower_fedavg, num_weight_sets=1)
-
-    def train_loss(self, replies: list[tuple[float, float]]) -> float:
-        return flower_metric_mean(replies)

@@ -16,13 +16,23 @@ weights the server has since moved, which can drive a variance below zero, so
 they become the staleness-weighted mean of the clients' values instead.
 ``strategy.num_rounds`` counts the steps; each is a round of the records.
 
+The step takes effect the moment the buffer fills (Algorithm 1): the
+client whose update filled it, sent again at once, gets the stepped model, and
+so does every job planned later. The server's time for the step (its memory
+traffic on a core, priced as a group aggregation) is recorded, not waited
+for. Each reply is recorded in the round of the step that used it; those the
+run ends without using (in flight, or still buffered) are recorded as
+``unused``.
+
 Everything happens on the simulated clock: a client becomes free when its
 update arrives, and the engine never gives a client a second job that
-overlaps its first. Load balancing plans a client's local epochs at each
-dispatch, from the round-trip estimates as they stand then: FedBuff has no
-rounds to plan for, every dispatch is its own. Clients do not run federated
-evaluation (``client_accuracy`` is empty); the model is evaluated on the
-server's test set after every step.
+overlaps its first. A slot that finds no free online client waits for the next
+reply, or when none is in flight, for the next online period
+(``clients.online_period_s``). Load balancing plans a client's local epochs at each
+dispatch, from the round-trip estimates as they stand then: FedBuff has no rounds to
+plan for, every dispatch is its own. Clients do not run federated evaluation
+(``client_accuracy`` is empty); the model is evaluated on the server's test set after
+every step.
 A run stops, with its records kept, when ``faults.max_missed_rounds`` x
 ``buffer_size`` client updates in a row have failed.
 """
@@ -38,7 +48,7 @@ from pwfl.aggregation import AggregateFn, Arrays, Update, buffered_step, weighte
 from pwfl.config import Config, num_sampled
 from pwfl.quorum import OK, QuorumLost
 from pwfl.seeding import rng_for
-from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, weighted_train_loss
+from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, free_when
 
 
 def staleness_weight(staleness: int, exponent: float) -> float:
@@ -62,6 +72,8 @@ class FedBuff:
         self.steps = 0
         """Server steps taken so far."""
         self._buffer: list[Update] = []
+        self._sources: list[int] = []
+        """The job each buffered update came from."""
         concurrency = s.concurrency or num_sampled(
             cfg.data.num_clients, s.fraction_train, s.min_train_nodes
         )
@@ -75,11 +87,9 @@ class FedBuff:
     def aggregator(self) -> AggregateFn:
         return weighted_mean  # not used: updates are buffered, see collect()
 
-    def train_loss(self, replies: list[tuple[float, float]]) -> float:
-        return weighted_train_loss(replies)
-
     def plan(self, server: Server) -> list[Plan]:
-        """Fill every free slot with a client drawn from those free at the slot's time."""
+        """Fill every free slot with a client drawn from those free and online at the
+        slot's time (or, when every client is offline, the next online period's)."""
         if self.steps >= self.cfg.strategy.num_rounds:
             return []
         plans: list[Plan] = []
@@ -87,10 +97,11 @@ class FedBuff:
         due, self._due = self._due, []
         for at in due:
             rng = rng_for(self.cfg.seed, "fedbuff-sample", self._sent)
-            free = [c for c in server.free_pool(self.steps + 1, rng) if c not in taken]
-            if not free:  # try again when the next update frees a client
+            found = free_when(server, at, rng, taken)
+            if found is None:  # try again when the next update frees a client
                 self._due.append(at)
                 continue
+            at, free = found
             client = int(rng.choice(free))
             self._sent += 1
             taken.add(client)
@@ -110,13 +121,15 @@ class FedBuff:
         }
         weight = staleness_weight(job.staleness, self.exponent)
         self._buffer.append((delta, weight / self.buffer_size))
+        self._sources.append(job.job)
         if len(self._buffer) < self.buffer_size:
             return None
         buffered, self._buffer = self._buffer, []
+        sources, self._sources = tuple(self._sources), []
         step = functools.partial(
             buffered_step, server_lr=self.server_lr, statistics=server.statistics
         )
-        return Aggregation(0, step, buffered, start_s=job.end_s)
+        return Aggregation(0, step, buffered, start_s=job.end_s, sources=sources)
 
     def finished(self, job: Finished, server: Server) -> RoundEnd | None:
         """The client's update is in: its slot goes to a new client now."""

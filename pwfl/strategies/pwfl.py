@@ -25,7 +25,7 @@ from pwfl.aggregation import AggregateFn, Arrays, mean_of_weight_sets
 from pwfl.config import Config, num_sampled, parse_merge
 from pwfl.partition import GroupContext, split_clients
 from pwfl.seeding import rng_for
-from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, weighted_train_loss
+from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server
 
 
 class PWFL:
@@ -55,9 +55,6 @@ class PWFL:
     def aggregator(self) -> AggregateFn:
         return self._aggregator
 
-    def train_loss(self, replies: list[tuple[float, float]]) -> float:
-        return weighted_train_loss(replies)
-
     def plan(self, server: Server) -> list[Plan]:
         """A new round's groups once the last round has ended; sequential: the next group."""
         if self._queued:
@@ -81,6 +78,11 @@ class PWFL:
         s = self.cfg.strategy
         count = num_sampled(server.num_clients, s.fraction_train, s.min_train_nodes)
         sampled = server.sample(server_round, count, rng_for(self.cfg.seed, "sample", server_round))
+        if len(sampled) < self.num_weight_sets:
+            # Too few online clients for K groups: one each while they last, and the
+            # sets left without any miss quorum this round.
+            empty: list[list[int]] = [[] for _ in range(self.num_weight_sets - len(sampled))]
+            return [[c] for c in sampled] + empty
         return split_clients(
             s.group_policy,
             sampled,
