@@ -111,14 +111,21 @@ ROUNDS = Table(
             "the set's name (its [[weight_set]] table's, else its number; merged)",
         ),
         Column("status", NOTE, "", "ok, or quorum_missed when the set kept its weights"),
-        Column("accuracy", FLOAT, "", "server test accuracy of the set after the round"),
-        Column("loss", FLOAT, "", "server test loss of the set after the round"),
+        Column(
+            "accuracy",
+            FLOAT,
+            "",
+            "server test accuracy of the set after the round (empty in personal mode: "
+            "the clients keep their classifiers, so the server holds no client's model)",
+        ),
+        Column("loss", FLOAT, "", "server test loss of the set after the round (empty likewise)"),
         Column(
             "client_accuracy",
             FLOAT,
             "",
-            "evaluating clients' accuracy on their own data, weighted by examples "
-            "(empty when none evaluated)",
+            "evaluating clients' accuracy on the examples they held out of their training "
+            "(data.client_holdout), weighted by examples; in personal mode each client's "
+            "own model, the set's body with its own classifier (empty when none evaluated)",
         ),
         Column("client_loss", FLOAT, "", "the same clients' loss, weighted by examples"),
         Column(
@@ -201,7 +208,13 @@ CLIENTS = Table(
             "the wall time between device synchronisations)",
         ),
         Column("loss", FLOAT, "", "the client's loss (last local epoch, or evaluation)"),
-        Column("accuracy", FLOAT, "", "the client's evaluation accuracy"),
+        Column(
+            "accuracy",
+            FLOAT,
+            "",
+            "the client's evaluation accuracy on its held-out examples (empty when it "
+            "evaluated none: num_examples 0)",
+        ),
         Column("status", NOTE, "", "ok, retried, failed, timeout or late"),
         Column("error", NOTE, "", "why a try failed (first line of the client's error)"),
         Column(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 import pytest
 
@@ -109,3 +111,44 @@ def test_set_ranking_and_the_worst_set_per_round():
     assert worst["worst_accuracy"].tolist() == [0.5, 0.8]  # the merged row is no set
     assert worst["best_accuracy"].tolist() == [0.7, 0.9]
     assert worst.loc[1, "mean_accuracy"] == pytest.approx(0.6)
+
+
+def test_a_clients_training_seed_is_drawn_per_round_client_and_weight_set():
+    """Two weight sets trained by one client in one round get their own batch order and
+    dropout; the same (round, client, set) gets the same ones again."""
+    import torch
+
+    from pwfl import training
+    from pwfl.apps.settings import train_settings
+
+    cfg = load_config(TINY)
+
+    def settings(server_round, client, ws):
+        return train_settings(cfg, server_round, client, {"weight-set": ws})
+
+    assert settings(3, 1, 0).seed != settings(3, 1, 1).seed
+    assert settings(3, 1, 1).seed == settings(3, 1, 1).seed
+    keys = [(r, c, ws) for r in (1, 2) for c in (0, 1) for ws in (0, 1)]
+    assert len({settings(*key).seed for key in keys}) == len(keys)
+    # The seed is the batch order: the same state and data train to different weights.
+    generator = torch.Generator().manual_seed(0)
+    data = training.ClientData(
+        torch.randn(64, 1, 28, 28, generator=generator), torch.randint(0, 10, (64,))
+    )
+    state = training.initial_state(settings(3, 1, 0), seed=0)
+    first, _ = training.train(state, data, settings(3, 1, 0))
+    second, _ = training.train(state, data, settings(3, 1, 1))
+    again, _ = training.train(state, data, settings(3, 1, 1))
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    assert all(torch.equal(second[k], again[k]) for k in second)
+
+
+def test_a_sets_training_loss_is_flowers_weighted_mean_to_the_bit():
+    """One formula for every strategy: FedAvg's training loss is Flower's weighted mean,
+    and so is each weight set's (these losses round differently in a sum over the total)."""
+    from pwfl.aggregation import flower_metric_mean
+    from pwfl.strategies.base import weighted_train_loss
+
+    replies = [(800, 0.269), (800, 1.695), (800, 1.528), (800, 0.51)]
+    assert weighted_train_loss(replies) == flower_metric_mean(replies) == 1.0005
+    assert math.isnan(weighted_train_loss([]))

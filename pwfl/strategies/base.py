@@ -28,7 +28,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pwfl.aggregation import AggregateFn, Arrays, Update
+from pwfl.aggregation import AggregateFn, Arrays, Update, flower_metric_mean
 from pwfl.config import Config
 
 
@@ -192,8 +192,11 @@ class Policy(Protocol):
 
 
 def weighted_train_loss(replies: list[tuple[float, float]]) -> float:
-    """Mean of the clients' losses weighted by their example counts (NaN for none)."""
-    total = sum(n for n, _ in replies)
-    if not total:
+    """Mean of the clients' losses weighted by their example counts (NaN for none).
+
+    Flower's weighted mean, the one FedAvg reports, so one weight set's training
+    loss is FedAvg's to the bit.
+    """
+    if not sum(n for n, _ in replies):
         return float("nan")
-    return sum(loss * n for n, loss in replies) / total
+    return flower_metric_mean(replies)
