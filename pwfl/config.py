@@ -153,6 +153,14 @@ class DataConfig:
     clients' model means (the paper runs (0, 0), (0.5, 0.5) and (1, 1))."""
     synthetic_beta: float = _ranged(0.5, ge=0)
     """synthetic only: beta, the spread of the clients' input means."""
+    client_holdout: float = _ranged(0.2, ge=0, lt=1)
+    """Share of each client's own examples kept out of its training, on which the
+    client evaluates (``client_accuracy``): a seeded split of its partition, drawn
+    from (seed, client), the same for every strategy. 0.2 is the 80/20 split of
+    Flower's examples: enough examples to measure a partition's accuracy to a few
+    points while it keeps most of its data to train on. A partition of two examples
+    or more holds out at least one and keeps at least one; a one-example client
+    trains on it and reports no evaluation. 0 turns the split off."""
 
 
 @dataclass(frozen=True)

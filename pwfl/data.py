@@ -338,23 +338,63 @@ def _check_client(cfg: DataConfig, client: int) -> None:
 
 
 def client_size(cfg: DataConfig, seed: int, client: int) -> int:
-    """How many training examples client ``client`` holds, without loading them."""
+    """How many examples client ``client`` trains on, without loading them: its
+    partition less the share it holds out (:func:`holdout_size`)."""
     _check_client(cfg, client)
     if cfg.name in synthetic.NAMES:
-        return synthetic.client_size(seed, client)
-    if cfg.partitioner == "resample":
-        return cfg.examples_per_client
-    return len(partition_indices(cfg, seed)[client])
+        whole = synthetic.client_size(seed, client)
+    elif cfg.partitioner == "resample":
+        whole = cfg.examples_per_client
+    else:
+        whole = len(partition_indices(cfg, seed)[client])
+    return whole - holdout_size(whole, cfg.client_holdout)
 
 
-@lru_cache(maxsize=64)
 def client_data(cfg: DataConfig, seed: int, client: int) -> ClientData:
-    """The training examples of one client (the last few asked for are kept).
+    """The examples client ``client`` trains on: its partition's training share.
 
     A client process serves whichever clients the server names, so the data of
     a client is found from its id: its partition, its resampled images, or its
-    synthetic draw.
+    synthetic draw, split by :func:`client_split`.
     """
+    return client_split(cfg, seed, client)[0]
+
+
+def client_holdout_data(cfg: DataConfig, seed: int, client: int) -> ClientData:
+    """The examples client ``client`` keeps out of its training and evaluates on."""
+    return client_split(cfg, seed, client)[1]
+
+
+def holdout_size(size: int, fraction: float) -> int:
+    """Examples a partition of ``size`` holds out for its client's own evaluation.
+
+    ``fraction`` of them to the nearest example, but at least one once there are
+    two and never all of them: a client always trains on something, and one with a
+    single example holds nothing out (its evaluation counts no examples).
+    ``fraction = 0`` holds nothing out.
+    """
+    if fraction <= 0 or size < 2:
+        return 0
+    return min(max(int(round(size * fraction)), 1), size - 1)
+
+
+@lru_cache(maxsize=64)
+def client_split(cfg: DataConfig, seed: int, client: int) -> tuple[ClientData, ClientData]:
+    """Client ``client``'s (training, held-out) examples (the last few asked for are kept).
+
+    The held-out positions are drawn from ``(seed, "holdout", client)``, so a
+    client's split is the same for every strategy and every process that serves it;
+    both shares keep the partition's order.
+    """
+    whole = _partition_examples(cfg, seed, client)
+    held = np.zeros(len(whole), dtype=bool)
+    count = holdout_size(len(whole), cfg.client_holdout)
+    held[rng_for(seed, "holdout", client).choice(len(whole), count, replace=False)] = True
+    mask = torch.from_numpy(held)
+    return ClientData(whole.x[~mask], whole.y[~mask]), ClientData(whole.x[mask], whole.y[mask])
+
+
+def _partition_examples(cfg: DataConfig, seed: int, client: int) -> ClientData:
     _check_client(cfg, client)
     if cfg.name in synthetic.NAMES:
         iid = cfg.name == synthetic.IID

@@ -1046,6 +1046,8 @@ class Engine:
             for ws, group in zip(sets, groups, strict=True)
             for client in group
         ]
+        # A client that evaluates nothing (no held-out examples, or no personal layer
+        # of its own for the set) is in the records but not in the mean.
         replies = self._ask(asked, end.round, self.cfg.simulation.reply_timeout_s)
         rows, accepted = [], {}
         for (ws, client, _), reply in sorted(
@@ -1070,7 +1072,8 @@ class Engine:
                     loss=float(metrics["loss"]),
                     accuracy=float(metrics["accuracy"]),
                 )
-                accepted.setdefault(ws, []).append(reply.content)
+                if row["num_examples"] > 0:
+                    accepted.setdefault(ws, []).append(reply.content)
             rows.append(row)
         metrics = {
             ws: dict(aggregate_metricrecords(contents, WEIGHT_KEY))
@@ -1098,7 +1101,16 @@ class Engine:
                     "weight-set": ws,
                     "client-id": client,
                 }
-                message = client_message(node, record, config, MessageType.EVALUATE)
+                # In pool binding what the client keeps for the set (its personal
+                # layer) travels with the message, as it does for training.
+                state = self._states.get((client, ws))
+                message = client_message(
+                    node,
+                    record,
+                    config,
+                    MessageType.EVALUATE,
+                    to_record(state) if state is not None else None,
+                )
                 (mid,) = self.grid.push_messages([message])
                 waiting[mid] = (index, node if self.nodes.pool else None)
             for reply in self.grid.pull_messages(list(waiting)):
@@ -1114,7 +1126,11 @@ class Engine:
         return replies
 
     def _evaluate(self, ws: int, arrays: Arrays) -> dict[str, float]:
-        """The server's test and validation of weight set ``ws``'s weights ``arrays``."""
+        """The server's test and validation of weight set ``ws``'s weights ``arrays``:
+        empty (NaN) in personal mode, where every client's classifier stays on the client
+        and the server's never trains, so no model the server holds is any client's."""
+        if self.cfg.train.client_state == "personal":
+            return {key: math.nan for key in ("accuracy", "loss", "val_accuracy", "val_loss")}
         if self.set_models:
             return self.set_models[ws].evaluate(arrays)
         return self.evaluate(arrays)

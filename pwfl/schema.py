@@ -111,8 +111,14 @@ ROUNDS = Table(
             "the set's name (its [[weight_set]] table's, else its number; merged)",
         ),
         Column("status", NOTE, "", "ok, or quorum_missed when the set kept its weights"),
-        Column("accuracy", FLOAT, "", "server test accuracy of the set after the round"),
-        Column("loss", FLOAT, "", "server test loss of the set after the round"),
+        Column(
+            "accuracy",
+            FLOAT,
+            "",
+            "server test accuracy of the set after the round (empty in personal mode: "
+            "the clients keep their classifiers, so the server holds no client's model)",
+        ),
+        Column("loss", FLOAT, "", "server test loss of the set after the round (empty likewise)"),
         Column(
             "val_accuracy",
             FLOAT,
@@ -130,8 +136,9 @@ ROUNDS = Table(
             "client_accuracy",
             FLOAT,
             "",
-            "evaluating clients' accuracy on their own data, weighted by examples "
-            "(empty when none evaluated)",
+            "evaluating clients' accuracy on the examples they held out of their training "
+            "(data.client_holdout), weighted by examples; in personal mode each client's "
+            "own model, the set's body with its own classifier (empty when none evaluated)",
         ),
         Column("client_loss", FLOAT, "", "the same clients' loss, weighted by examples"),
         Column(
@@ -236,7 +243,13 @@ CLIENTS = Table(
             "the wall time between device synchronisations)",
         ),
         Column("loss", FLOAT, "", "the client's loss (last local epoch, or evaluation)"),
-        Column("accuracy", FLOAT, "", "the client's evaluation accuracy"),
+        Column(
+            "accuracy",
+            FLOAT,
+            "",
+            "the client's evaluation accuracy on its held-out examples (empty when it "
+            "evaluated none: num_examples 0)",
+        ),
         Column(
             "status",
             NOTE,

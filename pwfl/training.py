@@ -113,10 +113,7 @@ def train_keeping(
     clock = device_timer(settings.device)
     start = clock()
     if keep == "personal":
-        state = {
-            **state,
-            **{k[len(PERSONAL) :]: v for k, v in local.items() if k.startswith(PERSONAL)},
-        }
+        state = with_personal(state, local)
     model = _model_from_state(state, settings)
     optimiser = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
     if keep == "momentum":
@@ -189,6 +186,15 @@ def device_timer(device: str) -> Callable[[], float]:
 
 PERSONAL = "personal."
 MOMENTUM = "momentum."
+
+
+def with_personal(state: StateDict, local: StateDict) -> StateDict:
+    """``state`` with the personal layer a client kept (``local``) in place of its own:
+    the client's own model, which it trains and evaluates."""
+    return {
+        **state,
+        **{k[len(PERSONAL) :]: v for k, v in local.items() if k.startswith(PERSONAL)},
+    }
 
 
 def personal_keys(model: nn.Module) -> list[str]:

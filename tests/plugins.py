@@ -14,4 +14,3 @@ def counting_mean(updates: list[tuple[dict[str, np.ndarray], float]]) -> dict[st
     return {
         n: np.mean([u[n] for u, _ in updates], axis=0).astype(updates[0][0][n].dtype) for n in names
     }
-

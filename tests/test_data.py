@@ -217,7 +217,7 @@ def test_different_seed_gives_different_iid_partitions(mnist5k):
 
 
 def test_client_data_selects_the_partition(mnist5k):
-    cfg = DataConfig(partitioner="iid", num_clients=10)
+    cfg = DataConfig(partitioner="iid", num_clients=10, client_holdout=0)  # all of it
     train, _ = mnist5k
     part = partition_indices(cfg, 0)[3]
     data = client_data(cfg, 0, 3)
@@ -285,7 +285,7 @@ def test_torchvision_mnist_from_idx_files(tmp_path):
 def test_torchvision_mnist_partitions(tmp_path):
     root = tmp_path / "mnist-parts"
     _write_mnist(root, "MNIST")
-    cfg = DataConfig(name="mnist", root=str(root), num_clients=4)
+    cfg = DataConfig(name="mnist", root=str(root), num_clients=4, client_holdout=0)
     parts = partition_indices(cfg, 0)
     assert [len(p) for p in parts] == [5, 5, 5, 5]
     np.testing.assert_array_equal(np.sort(np.concatenate(parts)), np.arange(20))
@@ -325,7 +325,9 @@ def test_missing_cifar_raises_data_error(tmp_path):
 
 def test_resample_gives_any_population_examples_of_its_own_without_a_list(mnist5k):
     train, _ = mnist5k
-    cfg = DataConfig(num_clients=10**9, partitioner="resample", examples_per_client=20)
+    cfg = DataConfig(
+        num_clients=10**9, partitioner="resample", examples_per_client=20, client_holdout=0
+    )
     last = client_data(cfg, 0, 10**9 - 1)
     first = client_data(cfg, 0, 0)
     assert len(first) == len(last) == 20 == client_size(cfg, 0, 123_456_789)
@@ -333,9 +335,11 @@ def test_resample_gives_any_population_examples_of_its_own_without_a_list(mnist5
     # Distinct images of the 4,000-image training split, the same for the same (seed, client).
     hits = [int(torch.nonzero((train.x == img).flatten(1).all(1))[0]) for img in first.x]
     assert len(set(hits)) == 20 and max(hits) < NUM_TRAIN
-    client_data.cache_clear()
+    data_module.client_split.cache_clear()
     assert torch.equal(client_data(cfg, 0, 0).x, first.x)
-    other = DataConfig(num_clients=10, partitioner="resample", examples_per_client=20)
+    other = DataConfig(
+        num_clients=10, partitioner="resample", examples_per_client=20, client_holdout=0
+    )
     assert torch.equal(client_data(other, 0, 0).x, first.x)  # a client's draw ignores N
     with pytest.raises(DataError, match="no list of partitions"):
         partition_indices(cfg, seed=0)
@@ -345,3 +349,66 @@ def test_resample_more_examples_than_the_data_set_is_one_clear_error(mnist5k):
     cfg = DataConfig(num_clients=2, partitioner="resample", examples_per_client=5000)
     with pytest.raises(DataError, match="examples_per_client"):
         client_data(cfg, seed=0, client=1)
+
+
+# ---------------------------------------------------------------- each client's held-out share
+
+HOLDOUT_SOURCES = {
+    "iid": DataConfig(num_clients=10, partitioner="iid"),
+    "dirichlet": DataConfig(num_clients=10, partitioner="dirichlet"),
+    "resample": DataConfig(num_clients=10**6, partitioner="resample", examples_per_client=40),
+    "synthetic": DataConfig(name="synthetic", num_clients=10**6),
+}
+
+
+def _rows(data) -> list[bytes]:
+    return [x.numpy().tobytes() + y.numpy().tobytes() for x, y in zip(data.x, data.y, strict=True)]
+
+
+@pytest.mark.parametrize("source", list(HOLDOUT_SOURCES))
+def test_each_client_holds_out_a_seeded_share_of_its_partition_for_its_own_evaluation(
+    source, mnist5k
+):
+    from dataclasses import replace
+
+    cfg = HOLDOUT_SOURCES[source]
+    assert cfg.client_holdout == 0.2
+    whole = client_data(replace(cfg, client_holdout=0.0), 0, 3)
+    train, held = client_data(cfg, 0, 3), data_module.client_holdout_data(cfg, 0, 3)
+    assert len(held) == round(0.2 * len(whole)) > 0
+    assert len(train) + len(held) == len(whole) == client_size(replace(cfg, client_holdout=0), 0, 3)
+    assert client_size(cfg, 0, 3) == len(train)  # the size the server and the clock see
+    # Disjoint shares that cover the partition; the training share keeps its order.
+    assert sorted(_rows(train) + _rows(held)) == sorted(_rows(whole))
+    assert not set(_rows(train)) & set(_rows(held))
+    kept = set(_rows(train))
+    assert [r for r in _rows(whole) if r in kept] == _rows(train)
+    # Drawn from (seed, client): the same again, another for another seed.
+    data_module.client_split.cache_clear()
+    assert _rows(data_module.client_holdout_data(cfg, 0, 3)) == _rows(held)
+    other_seed = data_module.client_holdout_data(cfg, 1, 3)
+    assert _rows(other_seed) != _rows(held)
+
+
+@pytest.mark.parametrize(
+    ("size", "fraction", "held"),
+    [
+        (0, 0.2, 0),
+        (1, 0.2, 0),  # one example: it trains, nothing is left to evaluate on
+        (1, 0.9, 0),
+        (2, 0.2, 1),  # at least one held out once there are two
+        (2, 0.9, 1),  # and at least one kept for training
+        (5, 0.2, 1),
+        (10, 0.2, 2),
+        (1000, 0.2, 200),
+        (1000, 0.0, 0),  # 0 turns the client-side split off
+    ],
+)
+def test_held_out_examples_per_partition_size(size, fraction, held):
+    assert data_module.holdout_size(size, fraction) == held
+
+
+def test_a_one_example_client_trains_on_it_and_holds_nothing_out(mnist5k):
+    cfg = DataConfig(num_clients=10, partitioner="resample", examples_per_client=1)
+    assert len(client_data(cfg, 0, 2)) == 1 == client_size(cfg, 0, 2)
+    assert len(data_module.client_holdout_data(cfg, 0, 2)) == 0

@@ -255,3 +255,37 @@ def test_the_ray_backend_gives_the_same_numbers(runs, tmp_path, ray_session):
     ray = pd.read_csv(tmp_path / "rounds.csv")
     for column in ("round", "weight_set", "accuracy", "loss", "client_accuracy", "train_loss"):
         assert ray[column].tolist() == inline[column].tolist(), column
+
+
+def test_clients_train_on_their_training_share_and_evaluate_on_their_held_out_share(runs):
+    """tiny.toml: 4 iid clients of mnist-5k's 4,000 training images, 1,000 each, of
+    which data.client_holdout = 0.2 is kept out of training for the client's evaluation."""
+    out = runs("pwfl-threads", "strategy.executor=threads")
+    clients = pd.read_csv(out / "clients.csv")
+    train = clients[clients["phase"] == "train"]
+    evaluated = clients[clients["phase"] == "evaluate"]
+    assert len(train) and len(evaluated)
+    # The weight of an update and the modelled clock's work: one epoch of the 800.
+    assert train["num_examples"].tolist() == [800] * len(train)
+    assert train["examples_run"].tolist() == [800] * len(train)
+    assert evaluated["num_examples"].tolist() == [200] * len(evaluated)
+
+
+def test_a_client_with_nothing_held_out_reports_no_evaluation(tmp_path):
+    """A one-example client trains on its example; its evaluation counts nothing and
+    the round's client accuracy is empty, not a made-up number."""
+    cfg = tiny(
+        "strategy.name=fedavg",
+        "strategy.num_rounds=1",
+        "data.partitioner=resample",
+        "data.examples_per_client=1",
+    )
+    run_experiment(cfg, tmp_path, quiet=True)
+    clients = pd.read_csv(tmp_path / "clients.csv")
+    evaluated = clients[clients["phase"] == "evaluate"]
+    assert len(evaluated) and (evaluated["status"] == "ok").all()
+    assert (evaluated["num_examples"] == 0).all() and evaluated["accuracy"].isna().all()
+    assert (clients[clients["phase"] == "train"]["num_examples"] == 1).all()
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert rounds["client_accuracy"].isna().all() and rounds["client_loss"].isna().all()
+    assert rounds["accuracy"].notna().all()

@@ -175,7 +175,9 @@ def test_fedbuff_learns_end_to_end_and_no_client_trains_twice_at_once(tmp_path):
     run_experiment(cfg, tmp_path, quiet=True)
     rounds = pd.read_csv(tmp_path / "rounds.csv")
     assert rounds["round"].tolist() == [1, 2, 3, 4]
-    assert rounds["accuracy"].iloc[-1] > rounds["accuracy"].iloc[0] + 0.1
+    # Learnt: well above chance (0.1). Not "above the first update": a buffer of two
+    # one-epoch updates can already reach 0.8, depending on the seed's draws.
+    assert rounds["accuracy"].iloc[-1] > 0.5
     assert rounds["sim_time_s"].is_monotonic_increasing
     train = pd.read_csv(tmp_path / "clients.csv").query("phase == 'train'")
     for _, mine in train.sort_values("sim_start_s").groupby("client"):

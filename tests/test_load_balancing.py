@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from pwfl.config import load_config
+from pwfl.data import client_size
 from pwfl.devices import make_profiles
 from pwfl.runner import run_experiment
 
@@ -23,7 +24,7 @@ def test_the_slow_client_settles_at_its_share_of_an_epoch_and_the_spread_near_on
         CONFIGS / "tiny.toml",
         [
             "strategy.name=fedavg",
-            "data.num_clients=5",  # 800 examples each: 25 batches of 32 per epoch
+            "data.num_clients=5",  # 800 examples each, 640 to train on: 20 batches of 32
             "strategy.num_rounds=4",
             "strategy.fraction_evaluate=0",
             "clients.profile=tiers",
@@ -35,11 +36,13 @@ def test_the_slow_client_settles_at_its_share_of_an_epoch_and_the_spread_near_on
     assert len(slow) == 1
     run_experiment(cfg, tmp_path, quiet=True)
     train = pd.read_csv(tmp_path / "clients.csv").query("phase == 'train'")
-    batches_per_epoch = math.ceil(800 / cfg.train.batch_size)
+    size = client_size(cfg.data, cfg.seed, slow[0])
+    assert size == 640
+    batches_per_epoch = math.ceil(size / cfg.train.batch_size)
     settled = train[(train["client"] == slow[0]) & (train["round"] > 1)]
     for asked, run in zip(settled["local_epochs"], settled["examples_run"], strict=True):
         assert abs(asked - 0.2) * batches_per_epoch <= 1.0
-        assert abs(run / 800 - 0.2) * batches_per_epoch <= 1.0
+        assert abs(run / size - 0.2) * batches_per_epoch <= 1.0
     spread = train.groupby("round")["rtt_s"].agg(lambda rtt: rtt.max() / rtt.median())
     assert spread.loc[1] > 4  # before balancing the slow device takes about five times as long
     assert (spread.loc[2:] < 1.2).all()

@@ -311,3 +311,22 @@ def test_client_state_is_kept_per_weight_set_and_a_personal_layer_is_never_avera
             np.testing.assert_array_equal(final[ws][name], initial[name].numpy())
         body = [k for k in final[ws] if k not in head and k.endswith("weight")]
         assert any(not np.array_equal(final[ws][k], initial[k].numpy()) for k in body)
+
+
+@pytest.mark.parametrize("binding", ["pool", "node"])
+def test_a_personal_run_reports_each_clients_own_model_on_its_held_out_data(tmp_path, binding):
+    """In personal mode no model on the server is any client's (the heads stay on the
+    clients): the server test is left empty, and the clients evaluate the global body
+    with their own head on the examples they held out of training."""
+    cfg = tiny(
+        "train.client_state=personal",
+        "strategy.num_rounds=3",
+        "strategy.fraction_evaluate=1.0",
+        f"simulation.client_binding={binding}",
+    )
+    run_experiment(cfg, tmp_path, quiet=True)
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert rounds["accuracy"].isna().all() and rounds["loss"].isna().all()
+    final = rounds[rounds["round"] == 3]
+    assert len(final) == 2 and (final["client_accuracy"] > 0.6).all()  # chance is 0.1
+    assert (final["client_loss"] < rounds[rounds["round"] == 1]["client_loss"].max()).all()

@@ -120,7 +120,9 @@ def test_the_server_tests_on_fresh_examples_of_the_populations_clients():
 
 
 def test_data_module_serves_a_billion_synthetic_clients_one_at_a_time():
-    cfg = DataConfig(name="synthetic", num_clients=10**9, synthetic_alpha=1, synthetic_beta=1)
+    cfg = DataConfig(
+        name="synthetic", num_clients=10**9, synthetic_alpha=1, synthetic_beta=1, client_holdout=0
+    )
     data = client_data(cfg, 0, 10**9 - 1)
     x, y = synthetic.client_examples(1.0, 1.0, 0, 10**9 - 1)
     assert torch.equal(data.x, torch.from_numpy(x)) and torch.equal(data.y, torch.from_numpy(y))

@@ -142,3 +142,33 @@ def test_a_sets_own_epochs_scale_its_balanced_share(tmp_path):
     expected = (base["local_epochs"] * factor).rename("local_epochs")
     pd.testing.assert_series_equal(scaled["local_epochs"], expected)
     assert base["local_epochs"].nunique() > 1  # the shares were balanced, not all 1
+
+
+def test_a_clients_training_seed_is_drawn_per_round_client_and_weight_set():
+    """Two weight sets trained by one client in one round get their own batch order and
+    dropout; the same (round, client, set) gets the same ones again."""
+    import torch
+
+    from pwfl import training
+    from pwfl.apps.settings import train_settings
+
+    cfg = load_config(TINY)
+
+    def settings(server_round, client, ws):
+        return train_settings(cfg, server_round, client, {"weight-set": ws})
+
+    assert settings(3, 1, 0).seed != settings(3, 1, 1).seed
+    assert settings(3, 1, 1).seed == settings(3, 1, 1).seed
+    keys = [(r, c, ws) for r in (1, 2) for c in (0, 1) for ws in (0, 1)]
+    assert len({settings(*key).seed for key in keys}) == len(keys)
+    # The seed is the batch order: the same state and data train to different weights.
+    generator = torch.Generator().manual_seed(0)
+    data = training.ClientData(
+        torch.randn(64, 1, 28, 28, generator=generator), torch.randint(0, 10, (64,))
+    )
+    state = training.initial_state(settings(3, 1, 0), seed=0)
+    first, _ = training.train(state, data, settings(3, 1, 0))
+    second, _ = training.train(state, data, settings(3, 1, 1))
+    again, _ = training.train(state, data, settings(3, 1, 1))
+    assert any(not torch.equal(first[k], second[k]) for k in first)
+    assert all(torch.equal(second[k], again[k]) for k in second)

@@ -10,6 +10,7 @@ after each of its rounds, so a resumed run can give it back.
 
 from __future__ import annotations
 
+import math
 import threading
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from pwfl import arithmetic, training
 from pwfl.apps.settings import config_from_run_config, train_settings
 from pwfl.checkpoint import load_client_state, prune_client_state, save_client_state
 from pwfl.config import Config
-from pwfl.data import client_data, client_size
+from pwfl.data import client_data, client_holdout_data, client_size
 from pwfl.faults import HANG, HANG_KEY, InjectedFault, fails_attempt, fault_for
 from pwfl.training import PERSONAL
 from pwfl.transport import (
@@ -62,6 +63,12 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
     ``state-dir`` node config), in files there, so a resumed run can give it back.
     """
     app = ClientApp()
+
+    def state_folder(config: Config, context: Context) -> str | Path | None:
+        # Node binding only: in pool binding what a client keeps travels in its messages.
+        if config.simulation.client_binding == "pool":
+            return None
+        return state_dir or context.node_config.get("state-dir")
 
     def setup(msg: Message, context: Context) -> tuple[Config, int]:
         config = cfg if cfg is not None else config_from_run_config(context.run_config)
@@ -105,14 +112,8 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
             keep = config.train.client_state
             weight_set = int(sent["weight-set"])
             pooled = config.simulation.client_binding == "pool"
-            folder = None if pooled else state_dir or context.node_config.get("state-dir")
-            local = {}
-            if keep != "none":
-                local = (
-                    carried_state(msg)
-                    if pooled
-                    else kept_state(context, folder, client, weight_set)
-                )
+            folder = state_folder(config, context)
+            local = own_state(msg, context, config, folder, client, weight_set)
             state, metrics, local = training.train_keeping(
                 received.to_torch_state_dict(), data, settings, keep, local
             )
@@ -148,18 +149,36 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        """Evaluate the received weights on the named client's data."""
+        """Evaluate the client's model on the examples it held out of its training.
+
+        Its model is the received weights, with its own personal layer in personal
+        mode. A client with no held-out examples, or in personal mode no layer of its
+        own for this weight set yet, has nothing to measure: it reports no examples.
+        """
         config, client = setup(msg, context)
         with one_client_at_a_time():
             sent = msg.content[CONFIG]
+            weight_set = int(sent["weight-set"])
             settings = train_settings(config, int(sent["server-round"]), client, dict(sent))
-            data = client_data(config.data, config.seed, client)
-            metrics = training.evaluate(msg.content[ARRAYS].to_torch_state_dict(), data, settings)
+            data = client_holdout_data(config.data, config.seed, client)
+            state = msg.content[ARRAYS].to_torch_state_dict()
+            has_model = True
+            if config.train.client_state == "personal":
+                folder = state_folder(config, context)
+                local = own_state(msg, context, config, folder, client, weight_set)
+                has_model = any(k.startswith(PERSONAL) for k in local)
+                state = training.with_personal(state, local)
+            counted = len(data) if has_model else 0
+            metrics = (
+                training.evaluate(state, data, settings)
+                if counted
+                else {"loss": math.nan, "accuracy": math.nan}
+            )
             reply = RecordDict(
                 {
                     METRICS: MetricRecord(
                         {
-                            WEIGHT_KEY: len(data),
+                            WEIGHT_KEY: counted,
                             "loss": metrics["loss"],
                             "accuracy": metrics["accuracy"],
                         }
@@ -203,6 +222,23 @@ def inject_fault(cfg: Config, server_round: int, client: int, attempt: int) -> b
 def state_key(weight_set: int) -> str:
     """The ``Context.state`` key of what a client keeps for one weight set."""
     return f"{LOCAL}/{weight_set}"
+
+
+def own_state(
+    msg: Message,
+    context: Context,
+    config: Config,
+    folder: str | Path | None,
+    client: int,
+    weight_set: int,
+) -> training.StateDict:
+    """What the client kept from its last round with ``weight_set`` (empty when it keeps
+    nothing): carried by the message in pool binding, kept by the node in node binding."""
+    if config.train.client_state == "none":
+        return {}
+    if config.simulation.client_binding == "pool":
+        return carried_state(msg)
+    return kept_state(context, folder, client, weight_set)
 
 
 def carried_state(msg: Message) -> training.StateDict:

@@ -45,7 +45,9 @@ def train_settings(
 
     ``overrides`` are the values the server sent in the message's config
     (``model``, ``local-epochs``, ``lr``, ...: the settings of the weight set the
-    message carries), which win over the experiment config.
+    message carries), which win over the experiment config. The seed of batch order
+    and dropout is drawn from (round, client, ``weight-set``): a client training
+    two sets in one round shuffles each its own way.
     """
     overrides = overrides or {}
     info = dataset_info(cfg.data.name)
@@ -59,6 +61,12 @@ def train_settings(
         lr=float(overrides.get("lr", cfg.train.lr)),
         momentum=float(overrides.get("momentum", cfg.train.momentum)),
         augment=bool(overrides.get("augment", cfg.train.augment)),
-        seed=seed_for(cfg.seed, "client-train", server_round, partition_id),
+        seed=seed_for(
+            cfg.seed,
+            "client-train",
+            server_round,
+            partition_id,
+            int(overrides.get("weight-set", 0)),
+        ),
         device="cuda" if use_gpu else "cpu",
     )
