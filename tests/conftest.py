@@ -17,6 +17,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "checks_its_own_records: the test checks every run it makes itself "
+        "(the checked_runs fixture stands aside)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--runslow"):
         return
@@ -45,7 +53,7 @@ def ray_session():
 
 
 @pytest.fixture(autouse=True)
-def checked_runs(monkeypatch: pytest.MonkeyPatch):
+def checked_runs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
     """Every run a test makes in this process has its records checked (pwfl.invariants).
 
     ``run_server`` writes every run's folder, whatever the backend; its records are
@@ -54,7 +62,9 @@ def checked_runs(monkeypatch: pytest.MonkeyPatch):
     list as a known defect. Failing at teardown, not inside the run, keeps a run that
     raises on purpose (a lost quorum) raising what the test expects.
     """
-    if "pwfl.runner" not in sys.modules and "pwfl.apps.server_app" not in sys.modules:
+    if request.node.get_closest_marker("checks_its_own_records") or (
+        "pwfl.runner" not in sys.modules and "pwfl.apps.server_app" not in sys.modules
+    ):
         yield []  # no run in this test module: torch and Flower stay unloaded
         return
     from pwfl.apps import server_app
