@@ -72,6 +72,13 @@ KNOWN_CRASHES = [
         lambda cfg: cfg.stragglers.load_balancing == "proportional",
         "no median for empty data",
     ),
+    KnownCrash(
+        # pwfl-sequential with round-robin groups of offline-thinned cohorts (seed 3,
+        # k 3, six clients, fraction_train 0.5, offline_prob 0.3) plans nothing.
+        "sequential-round-robin-with-offline-clients",
+        lambda cfg: cfg.clients.offline_prob > 0 and cfg.strategy.name == "pwfl-sequential",
+        "nothing in flight and nothing planned",
+    ),
 ]
 """Engine defects this test waits for; remove an entry with its fix."""
 
