@@ -7,6 +7,7 @@ Usage::
     pwfl deploy --config experiments/configs/tiny.toml --clients 3   # SuperLink + 3 SuperNodes
     pwfl compare --config experiments/configs/quick.toml --strategies fedavg,pwfl --seeds 0,1
     pwfl plot results/compare/quick
+    pwfl check results/runs/k3       # do its records satisfy the invariants?
 
 Problems with the input (a bad key or value, a missing file, an unknown data
 set) end the command with exit code 2 and one line on stderr.
@@ -85,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="redraw the figures of a run or comparison folder")
     plot.add_argument("dir", help="a folder written by pwfl run or pwfl compare")
+
+    check = sub.add_parser(
+        "check", help="check that runs' records satisfy the invariants every run must"
+    )
+    check.add_argument(
+        "dirs", nargs="+", metavar="RUN_DIR", help="run folders (or comparison folders)"
+    )
     return parser
 
 
@@ -172,7 +180,38 @@ def _print_result(summary: dict, out: Path) -> None:
     print(f"final test accuracy ({accs}); records in {out}")
 
 
+def _check(args: argparse.Namespace) -> int:
+    """Print OK or the violations of each run; exit 1 on a violation, 2 on a folder
+    that is not a run (the others are still checked)."""
+    from pwfl.invariants import check_run, run_folders
+
+    code = 0
+    for given in args.dirs:
+        try:
+            folders = run_folders(given)
+        except PwflError as err:
+            print(f"pwfl: error: {err}", file=sys.stderr)
+            code = 2
+            continue
+        for folder in folders:
+            try:
+                found = check_run(folder)
+            except PwflError as err:
+                print(f"pwfl: error: {folder}: {err}", file=sys.stderr)
+                code = 2
+                continue
+            for violation in found:
+                print(violation)
+            if found:
+                code = max(code, 1)
+            else:
+                print(f"OK {folder}")
+    return code
+
+
 def _main(args: argparse.Namespace) -> int:
+    if args.command == "check":
+        return _check(args)
     if args.command == "resume":
         return _resume(args)
     if args.command == "plot":

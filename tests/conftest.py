@@ -1,8 +1,10 @@
-"""Shared fixtures: a private data cache, the --runslow switch, one Ray session per test run."""
+"""Shared fixtures: a private data cache, the --runslow switch, one Ray session per test
+run, and the run checker on every run a test makes."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,14 @@ CONFIGS = ROOT / "experiments" / "configs"
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "checks_its_own_records: the test checks every run it makes itself "
+        "(the checked_runs fixture stands aside)",
+    )
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -42,3 +52,35 @@ def ray_session():
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def checked_runs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch):
+    """Every run a test makes in this process has its records checked (pwfl.invariants).
+
+    ``run_server`` writes every run's folder, whatever the backend; its records are
+    checked as soon as it returns (before the test can look at or edit them), and
+    the test fails at teardown on any violation ``tests/records_check.py`` does not
+    list as a known defect. Failing at teardown, not inside the run, keeps a run that
+    raises on purpose (a lost quorum) raising what the test expects.
+    """
+    if request.node.get_closest_marker("checks_its_own_records") or (
+        "pwfl.runner" not in sys.modules and "pwfl.apps.server_app" not in sys.modules
+    ):
+        yield []  # no run in this test module: torch and Flower stay unloaded
+        return
+    from pwfl.apps import server_app
+    from tests.records_check import violations
+
+    found: list[str] = []
+    original = server_app.run_server
+
+    def run_server(grid, cfg, out_dir, *args, **kwargs):
+        outcome = original(grid, cfg, out_dir, *args, **kwargs)
+        found.extend(str(v) for v in violations(out_dir))
+        return outcome
+
+    monkeypatch.setattr(server_app, "run_server", run_server)
+    yield found
+    if found:
+        pytest.fail("the run's records break invariants:\n" + "\n".join(found))

@@ -57,6 +57,15 @@ def test_plot_timeline_has_one_bar_row_per_client_and_the_server():
     assert "pwfl (seed 0)" in ax.get_title()
 
 
+def test_the_timelines_server_idle_counts_overlapping_aggregations_once():
+    """Both weight sets aggregate over the same half second each round: the server is
+    busy 1 s of the 14.5 s shown, as the summary's union of intervals counts it."""
+    server = server_table()
+    fig = analysis.plot_timeline(clients_table(), server, rounds=2)
+    assert "server idle 93% of the time shown" in fig.axes[0].get_title()
+    assert analysis.idle_fraction(server, 14.5) == pytest.approx(1 - 1.0 / 14.5)
+
+
 def test_plot_round_trips_marks_flagged_clients_red():
     fig = analysis.plot_round_trips(clients_table())
     (ax,) = fig.axes

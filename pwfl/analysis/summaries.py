@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from pwfl.analysis._shared import MERGED, weight_set_rows
+from pwfl.clock import busy_time
 
 ALL = "all"
 """The ``weight_set`` of a summary row that covers every weight set of a run."""
@@ -396,13 +397,32 @@ def idle_fraction(server: pd.DataFrame, span_s: float) -> float:
     float
         Idle share in [0, 1]; NaN for an empty span.
     """
-    busy, end = 0.0, -np.inf
-    for start, stop in sorted(zip(server["busy_start_s"], server["busy_end_s"], strict=True)):
-        start = max(start, end)
-        if stop > start:
-            busy += stop - start
-        end = max(end, stop)
-    return float(1 - busy / span_s) if span_s > 0 else float("nan")
+    return _idle_of_span(server, 0.0, span_s)
+
+
+def _idle_of_span(server: pd.DataFrame, start_s: float, end_s: float) -> float:
+    """Share of ``[start_s, end_s]`` in which the server aggregated nothing.
+
+    The server's busy time is the union of its aggregation intervals
+    (:func:`pwfl.clock.busy_time`, as ``rounds.csv``'s ``idle_s``): two
+    aggregations that overlap count once.
+
+    Parameters
+    ----------
+    server
+        ``server.csv`` rows.
+    start_s, end_s
+        The span on the simulated clock.
+
+    Returns
+    -------
+    float
+        Idle share in [0, 1]; NaN for an empty span.
+    """
+    if not end_s > start_s:
+        return float("nan")
+    intervals = list(zip(server["busy_start_s"], server["busy_end_s"], strict=True))
+    return float(1 - busy_time(intervals, start_s, end_s) / (end_s - start_s))
 
 
 def summarize_idle(server: pd.DataFrame, clients: pd.DataFrame) -> float:
@@ -418,14 +438,14 @@ def summarize_idle(server: pd.DataFrame, clients: pd.DataFrame) -> float:
     Returns
     -------
     float
-        Idle share; NaN without aggregations.
+        Idle share (the union of intervals, as :func:`idle_fraction`); NaN without
+        aggregations.
     """
     if server.empty:
         return float("nan")
     start = min(clients["sim_start_s"].min(), server["busy_start_s"].min())
     end = max(server["busy_end_s"].max(), clients["sim_end_s"].max())
-    busy = (server["busy_end_s"] - server["busy_start_s"]).sum()
-    return float(1 - busy / (end - start)) if end > start else float("nan")
+    return _idle_of_span(server, float(start), float(end))
 
 
 def set_ranking(rounds: pd.DataFrame) -> pd.DataFrame:
