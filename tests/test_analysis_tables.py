@@ -24,11 +24,19 @@ def test_summary_markdown_formats_means_and_dashes_a_target_never_reached():
     # 300 or 600 bytes up round to 0.0 MB.
     assert analysis.summary_markdown(summary).splitlines() == [
         "| strategy | final acc. | best acc. | reached 0.95 | rounds to 0.95 | sim. s to 0.95 "
-        "| sim. s / round | host s / round | server idle | MB up |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-        "| fedavg | 0.920 | 0.920 | 0/2 | – | – | 2.000 | 10.00 | 75.0% | 0.0 |",
-        "| pwfl | 0.860 | 0.860 | 0/4 | – | – | 1.000 | 10.00 | 50.0% | 0.0 |",
+        "| sim. s / round | server idle | MB up |",
+        "|---|---|---|---|---|---|---|---|---|",
+        "| fedavg | 0.920 | 0.920 | 0/2 | – | – | 2.000 | 75.0% | 0.0 |",
+        "| pwfl | 0.860 | 0.860 | 0/4 | – | – | 1.000 | 50.0% | 0.0 |",
     ]
+
+
+def test_the_host_column_is_shown_only_when_asked_for():
+    summary = analysis.summarize_comparison(rounds_table(), 0.95)
+    assert "host s / round" not in analysis.summary_markdown(summary)
+    lines = analysis.summary_markdown(summary, host=True).splitlines()
+    assert lines[0].endswith("| sim. s / round | server idle | MB up | host s / round |")
+    assert lines[2] == "| fedavg | 0.920 | 0.920 | 0/2 | – | – | 2.000 | 75.0% | 0.0 | 10.00 |"
 
 
 def test_summary_markdown_can_show_every_weight_set():

@@ -21,7 +21,7 @@ SUMMARY_COLUMNS = {
 in a label is the summary's target accuracy. Each depends on the config and the seed
 alone, so a table printed on any machine is the committed one character for character."""
 
-HOST_COLUMNS = {
+_HOST_COLUMNS = {
     "mean_round_wall_s_mean": ("host s / round", "{:.2f}"),
 }
 """Host measurements, shown only when asked for (``host=True``): they change from run
@@ -39,7 +39,7 @@ def _labels(summary: pd.DataFrame, host: bool = False) -> dict[str, tuple[str, s
 
 
 def _columns(host: bool) -> dict[str, tuple[str, str]]:
-    return {**SUMMARY_COLUMNS, **HOST_COLUMNS} if host else SUMMARY_COLUMNS
+    return {**SUMMARY_COLUMNS, **_HOST_COLUMNS} if host else SUMMARY_COLUMNS
 
 
 def summary_view(summary: pd.DataFrame, each_set: bool = False, host: bool = False) -> pd.DataFrame:
@@ -53,7 +53,7 @@ def summary_view(summary: pd.DataFrame, each_set: bool = False, host: bool = Fal
         Also a row per weight set (``strategy / set k``) before each strategy's
         row over all its sets.
     host
-        Also the host measurements (``HOST_COLUMNS``).
+        Also the host measurements (this host's seconds per round).
 
     Returns
     -------
@@ -90,7 +90,7 @@ def summary_markdown(summary: pd.DataFrame, each_set: bool = False, host: bool =
     each_set
         Also a row per weight set (see :func:`summary_view`).
     host
-        Also the host measurements (``HOST_COLUMNS``).
+        Also the host measurements (this host's seconds per round).
 
     Returns
     -------
