@@ -907,6 +907,12 @@ class Engine:
         client_metrics, eval_rows = (
             self._evaluate_on_clients(end, cohort) if end.evaluate_clients else ({}, [])
         )
+        unused = self._unused(end.round) if self.policy.done() else []
+        for row in unused:  # sent, so counted among the last round's messages and bytes
+            tally = tallies.get(int(row["weight_set"]))
+            if tally is not None:
+                tally.clients.append(row)
+                tally.num_sent += row["attempt"] == 0
         everyone = len(end.weight_sets) == self.policy.num_weight_sets
         busy = [span for t in tallies.values() for span in t.busy]
         length = end.end_s - end.start_s
@@ -953,8 +959,9 @@ class Engine:
                 )
             )
         record.clients += [self._client_row(row) for row in eval_rows]
-        if self.policy.done():
-            record.clients += [self._client_row(row) for row in self._unused(end.round)]
+        record.clients += [
+            self._client_row(row) for row in unused if int(row["weight_set"]) not in tallies
+        ]
         self._unfilled.pop(end.round, None)
         self.watch.observe(
             {

@@ -27,22 +27,7 @@ class Known:
     applies: Callable[[Config], bool]
 
 
-KNOWN_BROKEN = [
-    Known(
-        # clients.csv gives a FedBuff reply the step at which it was sent, but
-        # rounds.csv counts it with the (later) step that consumes it.
-        "fedbuff-reply-round",
-        frozenset({"counted", "sent", "bytes", "in-round", "aggregated"}),
-        lambda cfg: cfg.strategy.name == "fedbuff",
-    ),
-    Known(
-        # A group whose replies are all in on the host is aggregated at once, even
-        # when faults.round_timeout_s later gives up on some of them on the clock.
-        "timed-out-reply-aggregated",
-        frozenset({"aggregated"}),
-        lambda cfg: cfg.faults.round_timeout_s != float("inf"),
-    ),
-]
+KNOWN_BROKEN: list[Known] = []
 """Defects whose violations the tests excuse until they are fixed."""
 
 

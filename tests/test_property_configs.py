@@ -55,31 +55,7 @@ class KnownCrash:
     """Part of the exception's message; empty: such configs are not run at all."""
 
 
-KNOWN_CRASHES = [
-    KnownCrash(
-        # An offline client can leave a policy that draws from the free clients with
-        # nobody to send to ("a job planned at ... before now").
-        "offline-clients-without-a-barrier",
-        lambda cfg: (
-            cfg.clients.offline_prob > 0
-            and (cfg.strategy.name == "fedbuff" or cfg.strategy.mode == "async")
-        ),
-    ),
-    KnownCrash(
-        # Proportional balancing asks for the median round trip of the clients seen
-        # when the first group to finish had no reply that counts (all late or failed).
-        "proportional-balancing-before-any-reply",
-        lambda cfg: cfg.stragglers.load_balancing == "proportional",
-        "no median for empty data",
-    ),
-    KnownCrash(
-        # pwfl-sequential with round-robin groups of offline-thinned cohorts (seed 3,
-        # k 3, six clients, fraction_train 0.5, offline_prob 0.3) plans nothing.
-        "sequential-round-robin-with-offline-clients",
-        lambda cfg: cfg.clients.offline_prob > 0 and cfg.strategy.name == "pwfl-sequential",
-        "nothing in flight and nothing planned",
-    ),
-]
+KNOWN_CRASHES: list[KnownCrash] = []
 """Engine defects this test waits for; remove an entry with its fix."""
 
 
