@@ -237,7 +237,10 @@ def _rows_of(groups: dict[tuple[int, str], pd.DataFrame], row: Any) -> pd.DataFr
     return groups.get((int(row.round), str(row.weight_set)), _EMPTY)
 
 
-_EMPTY = pd.DataFrame({name: pd.Series(dtype=t) for name, t in CLIENTS.dtypes().items()})
+_EMPTY = pd.DataFrame(
+    {**{name: pd.Series(dtype=t) for name, t in CLIENTS.dtypes().items()}, "line": []}
+)
+"""The tries of a (round, set) that sent nobody (a group policy may leave a set empty)."""
 
 
 def _updated(row: Any) -> bool:
