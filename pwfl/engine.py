@@ -382,6 +382,8 @@ class Engine:
         self._aggregate = Timed(policy.aggregator)
         self._jobs: list[Job] = []
         self._next_job = 0
+        self._dispatches: dict[tuple[int, int, int], int] = {}
+        """Jobs sent so far per (round, client, weight set)."""
         self._try_of: dict[str, Try] = {}
         self._outbox: deque[Try] = deque()
         """Tries waiting for a free pool node."""
@@ -511,6 +513,11 @@ class Engine:
             self._next_job += 1
             record = to_record(ws.arrays)
             for client, epochs in zip(plan.clients, plan.epochs, strict=True):
+                # A policy without rounds (FedBuff) can send one client two jobs in
+                # one step: the n-th job of a (round, client, set) draws its own
+                # batches, dropout and faults (n = 0 for every other strategy).
+                repeat = self._dispatches.get((plan.round, client, plan.weight_set), 0)
+                self._dispatches[plan.round, client, plan.weight_set] = repeat + 1
                 config = {
                     **self._train_config(plan.weight_set),
                     "server-round": plan.round,
@@ -518,6 +525,7 @@ class Engine:
                     "checkpoint-round": self.checkpoint_round,
                     "client-id": client,
                     "local-epochs": epochs,
+                    "repeat": repeat,
                 }
                 attempt = Try(job.id, client, job.weight_set, plan.round, 0, epochs, record, config)
                 job.tries.append(attempt)

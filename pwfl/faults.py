@@ -24,13 +24,17 @@ class InjectedFault(RuntimeError):
     """Raised by a ClientApp that was told to fail."""
 
 
-def fault_for(cfg: FaultsConfig, seed: int, server_round: int, client: int) -> str:
+def fault_for(
+    cfg: FaultsConfig, seed: int, server_round: int, client: int, repeat: tuple[int, ...] = ()
+) -> str:
     """The fault client ``client`` meets in ``server_round``: none, crash, transient or hang.
 
     One uniform draw is cut into consecutive intervals of length ``crash_prob``,
-    ``transient_prob`` and ``hang_prob``.
+    ``transient_prob`` and ``hang_prob``. ``repeat`` tells a client's later jobs of one
+    round apart (FedBuff can send a client two in one step; see
+    :func:`pwfl.apps.settings.repeat_key`).
     """
-    u = rng_for(seed, "fault", server_round, client).random()
+    u = rng_for(seed, "fault", server_round, client, *repeat).random()
     for kind, p in (
         (CRASH, cfg.crash_prob),
         (TRANSIENT, cfg.transient_prob),

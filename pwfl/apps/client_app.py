@@ -19,7 +19,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 
 from pwfl import arithmetic, training
-from pwfl.apps.settings import config_from_run_config, train_settings
+from pwfl.apps.settings import config_from_run_config, repeat_key, train_settings
 from pwfl.checkpoint import load_client_state, prune_client_state, save_client_state
 from pwfl.config import Config
 from pwfl.data import client_data, client_holdout_data, client_size
@@ -101,7 +101,7 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
         config, client = setup(msg, context)
         sent = msg.content[CONFIG]
         server_round = int(sent["server-round"])
-        if inject_fault(config, server_round, client, int(sent.get("attempt", 0))):
+        if inject_fault(config, server_round, client, int(sent.get("attempt", 0)), dict(sent)):
             # A hang is simulated time: the reply says so and the server never counts it.
             hang = RecordDict({METRICS: MetricRecord({HANG_KEY: 1})})
             return Message(hang, reply_to=msg)
@@ -209,11 +209,13 @@ def warm_up_once(settings: training.TrainSettings) -> None:
         _WARMED.add(key)
 
 
-def inject_fault(cfg: Config, server_round: int, client: int, attempt: int) -> bool:
+def inject_fault(
+    cfg: Config, server_round: int, client: int, attempt: int, sent: dict | None = None
+) -> bool:
     """Fail as ``[faults]`` says this client fails this round: raise, or return True
     when it hangs (it then trains nothing and its reply never arrives on the
     simulated clock; the host does not wait for it)."""
-    kind = fault_for(cfg.faults, cfg.seed, server_round, client)
+    kind = fault_for(cfg.faults, cfg.seed, server_round, client, repeat_key(sent or {}))
     if fails_attempt(kind, attempt):
         raise InjectedFault(f"injected {kind} fault (round {server_round}, try {attempt})")
     return kind == HANG

@@ -35,6 +35,13 @@ def config_from_run_config(run_config: dict[str, Any]) -> Config:
     return config_from_dict(nested)
 
 
+def repeat_key(sent: dict[str, Any]) -> tuple[int, ...]:
+    """What a client's n-th job of one (round, set) adds to its seeds: nothing for the
+    first (every synchronous round), ``(n,)`` after it."""
+    repeat = int(sent.get("repeat", 0))
+    return (repeat,) if repeat else ()
+
+
 def train_settings(
     cfg: Config,
     server_round: int = 0,
@@ -47,7 +54,8 @@ def train_settings(
     (``model``, ``local-epochs``, ``lr``, ...: the settings of the weight set the
     message carries), which win over the experiment config. The seed of batch order
     and dropout is drawn from (round, client, ``weight-set``): a client training
-    two sets in one round shuffles each its own way.
+    two sets in one round shuffles each its own way; and from ``repeat`` when that is
+    not 0 (the second job of one client in one FedBuff step trains on other batches).
     """
     overrides = overrides or {}
     info = dataset_info(cfg.data.name)
@@ -67,6 +75,7 @@ def train_settings(
             server_round,
             partition_id,
             int(overrides.get("weight-set", 0)),
+            *repeat_key(overrides),
         ),
         device="cuda" if use_gpu else "cpu",
     )
