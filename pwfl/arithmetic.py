@@ -177,6 +177,8 @@ def provenance(mode: str) -> dict[str, Any]:
     """What produced a run's numbers: the mode, the kernels and the library versions."""
     import torch
 
+    from pwfl.training import TrainSettings
+
     versions = {}
     for package in ("torch", "numpy", "flwr", "ray", "flwr-datasets"):
         try:
@@ -188,7 +190,9 @@ def provenance(mode: str) -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "machine": platform.machine(),
         "python": platform.python_version(),
-        "intra_op_threads": torch.get_num_threads(),
+        # What training and evaluation run on (pwfl.training sets it for each call),
+        # not the process default PyTorch starts with.
+        "intra_op_threads": TrainSettings().num_threads,
         "onednn": bool(torch.backends.mkldnn.enabled),
         **{f"{name}_version": version for name, version in versions.items()},
     }

@@ -66,6 +66,11 @@ def plan_runs(
     The label is the strategy name, followed by ``key=value`` when a config key
     is varied (``pwfl load_balancing=proportional``).
     """
+    if vary is not None and vary[0] == "reproducibility.arithmetic":
+        raise ConfigError(
+            "--vary reproducibility.arithmetic cannot vary within one process (the kernels "
+            "are chosen before PyTorch loads); run one pwfl compare per mode"
+        )
     variants = (
         [("", [])]
         if vary is None

@@ -913,6 +913,13 @@ def validate(cfg: Config) -> None:
         s.mode,
         "async applies to strategy.name = pwfl only",
     )
+    _check(
+        s.group_policy != "loss-aware" or cfg.train.client_state != "personal",
+        "strategy.group_policy",
+        s.group_policy,
+        "allocates by the sets' server validation losses, which personal client state "
+        "leaves empty (each client keeps its own classifier); use another group policy",
+    )
     parse_merge(s.merge)
     if s.name == "fedbuff":
         _check(

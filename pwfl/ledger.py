@@ -156,7 +156,8 @@ def error_reason(reply: Message) -> str:
     lines = [line for line in reason.strip().splitlines() if line.strip()]
     # Flower puts the client's traceback in the reason; its last line names the exception.
     last = lines[-1] if lines else reason
-    return last.split("Message: ", 1)[-1][:200]
+    # The reason can end in the repr of the exception (``...'>``): keep its message.
+    return last.split("Message: ", 1)[-1].removesuffix("'>").rstrip("'\"")[:200]
 
 
 def bytes_moved(rows: list[dict[str, Any]]) -> dict[str, int]:

@@ -83,6 +83,11 @@ def check_search(cfg: Config) -> None:
         ("strategy.mode", s.mode, "sync"),
         ("strategy.merge", s.merge, "none"),
     ]
+    if cfg.train.client_state == "personal":
+        raise ConfigError(
+            "config key 'train.client_state' = 'personal' is invalid for a search: it picks "
+            "on the server's validation accuracy, which personal state leaves empty"
+        )
     for key, value, needed in rules:
         if value != needed:
             raise ConfigError(

@@ -399,3 +399,32 @@ def test_flower_run_config_lists_every_config_key():
     assert config_from_run_config(Config().to_flat()) == Config()  # the flat form reads back
     cfg = config_from_run_config(listed)
     assert cfg.strategy.num_rounds == 3 and cfg.strategy.executor == "threads"
+
+
+def test_loss_aware_groups_with_personal_state_are_refused_in_one_line():
+    """Personal state leaves the server's validation losses empty: loss-aware would
+    silently allocate at random."""
+    with pytest.raises(ConfigError, match="strategy.group_policy") as err:
+        load_config(
+            None,
+            ["train.client_state=personal", "strategy.group_policy=loss-aware", "model.name=mlp"],
+        )
+    assert "\n" not in str(err.value)
+
+
+def test_a_search_with_personal_state_is_refused_before_it_runs(tmp_path):
+    from pwfl.search import check_search
+
+    path = tmp_path / "search.toml"
+    path.write_text("[[weight_set]]\ntrain.lr = 0.01\n\n[[weight_set]]\ntrain.lr = 0.1\n")
+    cfg = load_config(path, ["train.client_state=personal", "model.name=mlp"])
+    with pytest.raises(ConfigError, match="train.client_state"):
+        check_search(cfg)
+
+
+def test_the_arithmetic_cannot_vary_within_one_comparison():
+    from pwfl.compare import plan_runs
+
+    cfg = load_config(None, ["model.name=mlp"])
+    with pytest.raises(ConfigError, match="one pwfl compare per mode"):
+        plan_runs(cfg, ["fedavg"], [0], ("reproducibility.arithmetic", ["portable", "native"]))
