@@ -281,3 +281,32 @@ def test_a_round_short_of_online_clients_goes_on_with_those_online_and_says_so()
         online = sum(people.online(c, server_round) for c in range(6))
         assert mine["num_unfilled"].tolist() == [6 - online] * 2
     assert rounds["num_unfilled"].sum() > 0  # the seed gives some round a shortfall
+
+
+@pytest.mark.parametrize("policy", ["fixed", "round-robin"])
+def test_an_async_set_whose_own_clients_are_offline_waits_for_the_next_period(policy):
+    """A group policy that names who may train a set (fixed: ``c mod k``; round-robin:
+    the set's turn) can find free online clients none of which are the set's: with
+    nothing in flight to free one, the set waits for the next online period."""
+    from pwfl.population import Population
+
+    for seed in range(6):
+        cfg = config(
+            "strategy.name=pwfl",
+            "strategy.mode=async",
+            f"strategy.group_policy={policy}",
+            "data.num_clients=3",
+            "clients.offline_prob=0.5",
+            f"seed={seed}",
+        )
+        rows, _ = run_scripted(cfg, compute)
+        rounds, clients, _ = rows.frames()
+        assert len(rounds) == rows.expected
+        people = Population(cfg, lambda client: 10)
+        train = clients[clients["phase"] == "train"]
+        for _, row in train.iterrows():
+            assert people.online(row["client"], people.period_at(row["sim_start_s"]))
+            if policy == "fixed":
+                assert row["client"] % 2 == int(row["weight_set"])
+            else:
+                assert (row["client"] + row["round"]) % 2 == int(row["weight_set"])
