@@ -310,3 +310,36 @@ def test_an_async_set_whose_own_clients_are_offline_waits_for_the_next_period(po
                 assert row["client"] % 2 == int(row["weight_set"])
             else:
                 assert (row["client"] + row["round"]) % 2 == int(row["weight_set"])
+
+
+@pytest.mark.parametrize("policy", ["loss-aware", "complementary"])
+def test_async_runs_repeat_when_events_tie(policy):
+    """Equal compute times on the modelled clock: both sets' groups reply, and are
+    aggregated, at the same simulated moments. Ties are broken by the order in which
+    events were scheduled, itself simulated-time order, so every run draws the same
+    groups. (On the measured clock an aggregation takes its host time, and tied sets
+    finish in the host's order: those runs depend on the host, as documented.)"""
+    cfg = config(
+        "strategy.name=pwfl",
+        "strategy.mode=async",
+        f"strategy.group_policy={policy}",
+        "strategy.num_rounds=4",
+        "clock.compute=modelled",
+    )
+    runs = []
+    for _ in range(3):
+        rows, result = run_scripted(cfg, lambda client, server_round: 1.0)
+        _, clients, _ = rows.frames()
+        train = clients[clients["phase"] == "train"]
+        runs.append(
+            (
+                train[["round", "weight_set", "client", "sim_start_s", "sim_end_s"]]
+                .sort_values(["weight_set", "round", "client"])
+                .to_numpy()
+                .tolist(),
+                [result.weight_sets[ws]["w"].tolist() for ws in ("0", "1")],
+            )
+        )
+    ends = train.groupby(["weight_set", "round"])["sim_end_s"].max()
+    assert ends.loc["0"].tolist() == ends.loc["1"].tolist()  # the sets really tie
+    assert runs[0] == runs[1] == runs[2]
