@@ -281,3 +281,65 @@ def test_a_round_short_of_online_clients_goes_on_with_those_online_and_says_so()
         online = sum(people.online(c, server_round) for c in range(6))
         assert mine["num_unfilled"].tolist() == [6 - online] * 2
     assert rounds["num_unfilled"].sum() > 0  # the seed gives some round a shortfall
+
+
+@pytest.mark.parametrize("policy", ["fixed", "round-robin"])
+def test_an_async_set_whose_own_clients_are_offline_waits_for_the_next_period(policy):
+    """A group policy that names who may train a set (fixed: ``c mod k``; round-robin:
+    the set's turn) can find free online clients none of which are the set's: with
+    nothing in flight to free one, the set waits for the next online period."""
+    from pwfl.population import Population
+
+    for seed in range(6):
+        cfg = config(
+            "strategy.name=pwfl",
+            "strategy.mode=async",
+            f"strategy.group_policy={policy}",
+            "data.num_clients=3",
+            "clients.offline_prob=0.5",
+            f"seed={seed}",
+        )
+        rows, _ = run_scripted(cfg, compute)
+        rounds, clients, _ = rows.frames()
+        assert len(rounds) == rows.expected
+        people = Population(cfg, lambda client: 10)
+        train = clients[clients["phase"] == "train"]
+        for _, row in train.iterrows():
+            assert people.online(row["client"], people.period_at(row["sim_start_s"]))
+            if policy == "fixed":
+                assert row["client"] % 2 == int(row["weight_set"])
+            else:
+                assert (row["client"] + row["round"]) % 2 == int(row["weight_set"])
+
+
+@pytest.mark.parametrize("policy", ["loss-aware", "complementary"])
+def test_async_runs_repeat_when_events_tie(policy):
+    """Equal compute times on the modelled clock: both sets' groups reply, and are
+    aggregated, at the same simulated moments. Ties are broken by the order in which
+    events were scheduled, itself simulated-time order, so every run draws the same
+    groups. (On the measured clock an aggregation takes its host time, and tied sets
+    finish in the host's order: those runs depend on the host, as documented.)"""
+    cfg = config(
+        "strategy.name=pwfl",
+        "strategy.mode=async",
+        f"strategy.group_policy={policy}",
+        "strategy.num_rounds=4",
+        "clock.compute=modelled",
+    )
+    runs = []
+    for _ in range(3):
+        rows, result = run_scripted(cfg, lambda client, server_round: 1.0)
+        _, clients, _ = rows.frames()
+        train = clients[clients["phase"] == "train"]
+        runs.append(
+            (
+                train[["round", "weight_set", "client", "sim_start_s", "sim_end_s"]]
+                .sort_values(["weight_set", "round", "client"])
+                .to_numpy()
+                .tolist(),
+                [result.weight_sets[ws]["w"].tolist() for ws in ("0", "1")],
+            )
+        )
+    ends = train.groupby(["weight_set", "round"])["sim_end_s"].max()
+    assert ends.loc["0"].tolist() == ends.loc["1"].tolist()  # the sets really tie
+    assert runs[0] == runs[1] == runs[2]

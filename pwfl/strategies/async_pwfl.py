@@ -19,8 +19,11 @@ mode cannot be checkpointed: some group is always in flight.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
+
+import numpy as np
 
 from pwfl.aggregation import AggregateFn, Arrays
 from pwfl.config import Config, num_sampled
@@ -61,28 +64,33 @@ class AsyncPWFL:
         due, self._due = self._due, []
         for ws, server_round, at in due:
             rng = rng_for(self.cfg.seed, "async-sample", ws, server_round)
-            found = free_when(server, at, rng, taken)
+            choose = functools.partial(self._draw, server, ws, server_round, rng)
+            found = free_when(server, at, rng, taken, choose)
             if found is None:
                 self._waiting.append((ws, server_round))
                 continue
-            at, free = found
-            clients = draw_group(
-                self.cfg.strategy.group_policy,
-                free,
-                ws,
-                self.num_weight_sets,
-                self._group_size(server),
-                rng,
-                server.sizes(free) if self.cfg.strategy.group_policy == "balanced" else {},
-                GroupContext(server_round, server.losses()),
-            )
-            if not clients:
-                self._waiting.append((ws, server_round))
-                continue
+            at, clients = found
             taken.update(clients)
             epochs = server.local_epochs(ws, clients)
             plans.append(Plan(ws, server_round, tuple(clients), at, epochs))
         return plans
+
+    def _draw(
+        self, server: Server, ws: int, server_round: int, rng: np.random.Generator, free: list[int]
+    ) -> list[int]:
+        """Weight set ``ws``'s group for its round ``server_round`` from the ``free``
+        clients, by ``strategy.group_policy`` (none when none of them may train it)."""
+        policy = self.cfg.strategy.group_policy
+        return draw_group(
+            policy,
+            free,
+            ws,
+            self.num_weight_sets,
+            self._group_size(server),
+            rng,
+            server.sizes(free) if policy == "balanced" else {},
+            GroupContext(server_round, server.losses()),
+        )
 
     def finished(self, job: Finished, server: Server) -> RoundEnd:
         """Each group ends its weight set's round; the set's next round is due at once."""

@@ -219,22 +219,30 @@ class Policy(Protocol):
 
 
 def free_when(
-    server: Server, at: float, rng: np.random.Generator, taken: set[int]
+    server: Server,
+    at: float,
+    rng: np.random.Generator,
+    taken: set[int],
+    choose: Callable[[list[int]], list[int]],
 ) -> tuple[float, list[int]] | None:
-    """When a job due at ``at`` (or now, if later) can start, and the clients free then.
+    """When a job due at ``at`` (or now, if later) can start, and the clients it gets.
 
-    For policies without a round barrier (async PWFL, FedBuff). At ``at`` itself
-    when some client is free and online (not in ``taken``, the clients this plan
-    already gave a job). When none is but some client is busy, None: the policy
-    waits for a reply to free one. When every client is free and offline, at the
-    start of the first later online period in which one is online: the draws of
-    who is online change only from one period to the next.
+    For policies without a round barrier (async PWFL, FedBuff). ``choose`` picks
+    the job's clients from those free and online (not in ``taken``, the clients
+    this plan already gave a job); it may pick none, when none of them may train
+    the job (a group policy that names a set's clients). At ``at`` itself when it
+    picks some. When it picks none but some client is busy, None: the policy
+    waits for a reply to free one. When every client is free and it picks none
+    (every client, or every one it may pick, is offline), at the start of the
+    first later online period in which it picks some: the draws of who is online
+    change only from one period to the next.
     """
     at = max(at, server.now)
     for _ in range(MAX_PERIODS):
         free = [c for c in server.free_pool(at, rng) if c not in taken]
-        if free:
-            return at, free
+        picked = choose(free) if free else []
+        if picked:
+            return at, picked
         if server.in_flight() or taken:
             return None
         at = server.next_period_s(at)

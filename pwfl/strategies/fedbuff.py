@@ -97,12 +97,11 @@ class FedBuff:
         due, self._due = self._due, []
         for at in due:
             rng = rng_for(self.cfg.seed, "fedbuff-sample", self._sent)
-            found = free_when(server, at, rng, taken)
+            found = free_when(server, at, rng, taken, functools.partial(_one_of, rng))
             if found is None:  # try again when the next update frees a client
                 self._due.append(at)
                 continue
-            at, free = found
-            client = int(rng.choice(free))
+            at, (client,) = found
             self._sent += 1
             taken.add(client)
             epochs = server.local_epochs(0, (client,))
@@ -168,6 +167,11 @@ class FedBuff:
 
     def load_state(self, state: dict[str, Any]) -> None:
         raise NotImplementedError("fedbuff runs are not checkpointed")
+
+
+def _one_of(rng: np.random.Generator, free: list[int]) -> list[int]:
+    """One of the ``free`` clients, uniformly at random."""
+    return [int(rng.choice(free))]
 
 
 def _minus(value: np.ndarray, sent: np.ndarray) -> np.ndarray:
