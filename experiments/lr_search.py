@@ -9,28 +9,35 @@ rate of best final validation accuracy and reports its test accuracy.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from pwfl import analysis
 from pwfl.config import load_config
+from pwfl.errors import PwflError
 from pwfl.search import run_search, search_rounds
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "experiments/configs/lr_search.toml"))
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--out", default=str(ROOT / "results/lr_search"))
     parser.add_argument("--img", default=str(ROOT / "img/lr_search.png"))
     args = parser.parse_args()
-    cfg = load_config(args.config, args.set)
-    summary = run_search(cfg, args.out)
+    try:
+        cfg = load_config(args.config, args.set)
+        summary = run_search(cfg, args.out)
+    except PwflError as err:  # bad input: one line, as the pwfl command gives it
+        print(f"lr_search: error: {err}", file=sys.stderr)
+        return 2
     figure = analysis.plot_search(search_rounds(cfg, args.out))
     analysis.save_figure(figure, args.img)
     print(summary.T.to_string(header=False))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -111,3 +111,28 @@ def test_a_search_with_a_server_optimiser_and_unequal_groups_runs_end_to_end(tmp
         assert row["picked"] == max(vals, key=vals.get), approach
         assert row["picked_accuracy"] == row[f"final {row['picked']}"]
     assert (out / "search.csv").is_file()
+
+
+def test_the_search_script_refuses_bad_input_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "experiments" / "lr_search.py"),
+            "--set",
+            "train.client_state=personal",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "train.client_state" in lines[0], done.stderr[-500:]
+    assert not (tmp_path / "out").exists()
