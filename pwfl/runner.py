@@ -17,7 +17,7 @@ from pathlib import Path
 from pwfl import arithmetic
 from pwfl.callbacks import Callback
 from pwfl.checkpoint import CLIENT_STATE_DIR, Checkpoint
-from pwfl.config import Config, num_sampled
+from pwfl.config import Config
 from pwfl.errors import PwflError
 
 
@@ -82,7 +82,6 @@ def simulation_nodes(cfg: Config) -> int:
     """Flower nodes a simulation starts. Node binding: one per client. Pool binding:
     ``simulation.pool_size``, else as many as clients train at once (the clients
     sampled per round, or FedBuff's concurrency)."""
-    s = cfg.strategy
     if cfg.simulation.client_binding == "node":
         if cfg.data.num_clients > NODE_BOUND_LIMIT:
             raise PwflError(
@@ -93,9 +92,9 @@ def simulation_nodes(cfg: Config) -> int:
         return cfg.data.num_clients
     if cfg.simulation.pool_size:
         return cfg.simulation.pool_size
-    if s.name == "fedbuff" and s.concurrency:
-        return s.concurrency
-    return num_sampled(cfg.data.num_clients, s.fraction_train, s.min_train_nodes)
+    from pwfl.strategies import policy_class
+
+    return policy_class(cfg).clients_in_flight(cfg)
 
 
 def prepare_data(cfg: Config) -> None:
@@ -107,12 +106,11 @@ def prepare_data(cfg: Config) -> None:
     """
     from pwfl import data
     from pwfl.devices import make_profiles
-    from pwfl.strategies import aggregator_from_config
+    from pwfl.strategies import build_policy
 
     data.prepare(cfg.data, cfg.seed)
     make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed)
-    if cfg.strategy.name != "fedavg":
-        aggregator_from_config(cfg)
+    build_policy(cfg)
 
 
 def run_experiment(

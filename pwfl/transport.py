@@ -117,11 +117,14 @@ def client_message(
     return Message(content=content, message_type=message_type, dst_node_id=node)
 
 
-def retry_config(message: Message, reply: Message, max_retries: int) -> dict[str, Any] | None:
-    """The config of a new try of ``message`` when ``reply`` is an error and tries are left."""
+def retry_config(
+    config: dict[str, Any], reply: Message, max_retries: int
+) -> dict[str, Any] | None:
+    """The config of a new try of a message sent with ``config`` when ``reply`` is an
+    error and tries are left."""
     if not reply.has_error():
         return None
-    attempt = int(message.content[CONFIG].get("attempt", 0)) + 1
+    attempt = int(config.get("attempt", 0)) + 1
     if attempt > max_retries:
         return None
-    return {**dict(message.content[CONFIG]), "attempt": attempt}
+    return {**config, "attempt": attempt}

@@ -46,7 +46,7 @@ def test_a_pool_of_two_nodes_gives_the_numbers_of_one_node_per_client(extra, tmp
 
 
 def test_too_few_nodes_for_node_binding_is_one_line_within_the_timeout(monkeypatch):
-    monkeypatch.setattr(engine, "CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(engine.nodes, "CONNECT_TIMEOUT_S", 1.0)
     cfg = tiny("data.num_clients=10", "simulation.client_binding=node")
     grid = InlineGrid(scripted_app(lambda client, server_round: 0.1), num_nodes=2)
     start = time.monotonic()

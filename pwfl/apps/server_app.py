@@ -40,6 +40,8 @@ from pwfl.population import Population
 from pwfl.records import RunRecorder, atomic_savez, atomic_write_text
 from pwfl.schema import ROUNDS, SERVER
 from pwfl.strategies import build_policy
+from pwfl.strategies.base import Policy
+from pwfl.strategies.rounds import SynchronousRounds
 
 # What a fresh run removes from its folder, so that no stale checkpoint, client
 # state or summary of an earlier run can be mistaken for this one's.
@@ -76,10 +78,11 @@ def run_server(
     label = label or cfg.strategy.name
     arithmetic.ensure(cfg.reproducibility.arithmetic)
     policy = build_policy(cfg)
-    if resume is not None and not policy.checkpointable:
+    if resume is not None and not checkpoints_kept(cfg, policy):
         raise PwflError(
-            f"strategy '{cfg.strategy.name}' (mode {cfg.strategy.mode}) writes no checkpoints "
-            "and cannot be resumed; start it again with pwfl run --overwrite"
+            f"strategy '{cfg.strategy.name}' (mode {cfg.strategy.mode}) with client state kept "
+            "on the nodes writes no checkpoints and cannot be resumed; start it again with "
+            "pwfl run --overwrite"
         )
     if resume is None:
         clear_stale_files(out)
@@ -114,7 +117,7 @@ def run_server(
     )
     recorder = RunRecorder(out)
     watchers: list[Callback] = [recorder]
-    if cfg.checkpoint.every > 0 and policy.checkpointable:
+    if cfg.checkpoint.every > 0 and checkpoints_kept(cfg, policy):
         # After the recorder: a checkpoint holds the round's rows.
         watchers.append(Checkpointer(out / CHECKPOINT_FILE, cfg, label, engine, recorder))
     watchers += callbacks
@@ -135,6 +138,17 @@ def run_server(
         logging.getLogger(__name__).error("%s", result.stopped)
     error = PwflError(result.stopped) if result.stopped else None
     return Outcome(summary, result.weight_sets, error)
+
+
+def checkpoints_kept(cfg: Config, policy: Policy) -> bool:
+    """Whether the run can be checkpointed: always, except without a round barrier
+    (async PWFL, FedBuff) when clients keep state on their own nodes (node binding),
+    whose files follow each client's own rounds, not a checkpoint's."""
+    return (
+        isinstance(policy, SynchronousRounds)
+        or cfg.train.client_state == "none"
+        or cfg.simulation.client_binding == "pool"
+    )
 
 
 def _tester(

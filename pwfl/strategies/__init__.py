@@ -1,57 +1,49 @@
 """Strategies by name: the policies the round engine runs (``fedavg``, ``pwfl``, ...).
 
-``build_policy`` turns the config into the policy object; a strategy is one
-module here and one entry in ``STRATEGIES``.
+A strategy is one module here and one entry in :data:`STRATEGIES`: its policy
+class (a :class:`~pwfl.strategies.base.Policy`), which checks its own settings
+and says how many clients it keeps in flight. ``build_policy`` turns the config
+into the policy object.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from pwfl.aggregation import AggregateFn, load_aggregator
+from pwfl.aggregation import AggregateFn
 from pwfl.config import Config
-from pwfl.errors import ConfigError
 from pwfl.strategies.async_pwfl import AsyncPWFL
 from pwfl.strategies.base import Policy
 from pwfl.strategies.fedavg import FedAvg
 from pwfl.strategies.fedbuff import FedBuff
-from pwfl.strategies.pwfl import PWFL, SequentialPWFL
+from pwfl.strategies.pwfl import PWFL, SequentialPWFL, configured_aggregator
 
-MODES: dict[str, type[PWFL] | type[AsyncPWFL]] = {"sync": PWFL, "async": AsyncPWFL}
+MODES: dict[str, type[Policy]] = {"sync": PWFL, "async": AsyncPWFL}
 """``strategy.mode`` of the pwfl strategy -> its policy: a round barrier over the K
 groups, or none."""
 
-
-def _pwfl(cfg: Config) -> Policy:
-    return MODES[cfg.strategy.mode](cfg, aggregator_from_config(cfg))
-
-
-STRATEGIES: dict[str, Callable[[Config], Policy]] = {
+STRATEGIES: dict[str, type[Policy]] = {
     "fedavg": FedAvg,
-    "pwfl": _pwfl,
-    "pwfl-sequential": lambda cfg: SequentialPWFL(cfg, aggregator_from_config(cfg)),
+    "pwfl": PWFL,
+    "pwfl-sequential": SequentialPWFL,
     "fedbuff": FedBuff,
 }
-"""Strategy name -> the policy it runs, built from the config."""
+"""Strategy name -> its policy class."""
+
+
+def policy_class(cfg: Config) -> type[Policy]:
+    """The policy class ``cfg`` names (``strategy.name``, and its mode for pwfl)."""
+    if cfg.strategy.name == "pwfl":
+        return MODES[cfg.strategy.mode]
+    return STRATEGIES[cfg.strategy.name]
 
 
 def build_policy(cfg: Config) -> Policy:
     """The policy named by ``cfg.strategy.name``."""
-    return STRATEGIES[cfg.strategy.name](cfg)
+    return policy_class(cfg)(cfg)
 
 
 def aggregator_from_config(cfg: Config) -> AggregateFn:
     """The aggregation function named by ``strategy.aggregator``, parameters bound."""
-    s = cfg.strategy
-    params = {
-        "trimmed-mean": {"beta": s.trim_beta},
-        "krum": {"num_malicious": s.num_malicious},
-        "multi-krum": {"num_malicious": s.num_malicious, "to_keep": s.krum_keep or None},
-    }.get(s.aggregator, {})
-    try:
-        return load_aggregator(s.aggregator, **params)
-    except ValueError as err:
-        raise ConfigError(f"config key 'strategy.aggregator': {err}") from None
+    return configured_aggregator(cfg)
 
 
 __all__ = [
@@ -64,4 +56,5 @@ __all__ = [
     "Policy",
     "SequentialPWFL",
     "build_policy",
+    "policy_class",
 ]

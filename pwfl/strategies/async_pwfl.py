@@ -25,32 +25,25 @@ from typing import Any
 
 import numpy as np
 
-from pwfl.aggregation import AggregateFn, Arrays
 from pwfl.config import Config, num_sampled
 from pwfl.partition import GroupContext, draw_group
 from pwfl.seeding import rng_for
-from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, free_when
+from pwfl.strategies.base import Finished, Plan, Policy, RoundEnd, Server, free_when
+from pwfl.strategies.pwfl import check_group_count, configured_aggregator
 
 
-class AsyncPWFL:
+class AsyncPWFL(Policy):
     """PWFL without a round barrier between the K weight sets."""
 
-    aggregates_each_group = True
-    checkpointable = False
-
-    def __init__(self, cfg: Config, aggregator: AggregateFn):
-        self.cfg = cfg
+    def __init__(self, cfg: Config):
+        super().__init__(cfg)
         self.num_weight_sets = cfg.strategy.k
-        self._aggregator = aggregator
+        self.aggregate = configured_aggregator(cfg)
         self._due: list[tuple[int, int, float]] = [(ws, 1, 0.0) for ws in range(cfg.strategy.k)]
         """(weight set, round, simulated time) of the jobs to send next, in order."""
         self._waiting: list[tuple[int, int]] = []
         """Weight sets that found no free client, with the round they wait to start."""
         self._completed = dict.fromkeys(range(cfg.strategy.k), 0)
-
-    @property
-    def aggregator(self) -> AggregateFn:
-        return self._aggregator
 
     def _group_size(self, server: Server) -> int:
         s = self.cfg.strategy
@@ -103,16 +96,6 @@ class AsyncPWFL:
         self._waiting = []
         return RoundEnd(server_round, (ws,), job.plan.start_s, job.ready_s, evaluate_clients=False)
 
-    def collect(self, job: Finished, server: Server) -> Aggregation | None:
-        return None
-
-    def stepped(self, weight_set: int, ready_s: float, server: Server) -> RoundEnd | None:
-        """Not asked: every group is aggregated on its own."""
-        return None
-
-    def merge(self, end: RoundEnd, server: Server) -> Arrays | None:
-        return None
-
     def done(self) -> bool:
         finished = all(r >= self.cfg.strategy.num_rounds for r in self._completed.values())
         return finished and not self._due and not self._waiting
@@ -121,7 +104,19 @@ class AsyncPWFL:
         return self.cfg.strategy.num_rounds * self.num_weight_sets
 
     def state(self) -> dict[str, Any]:
-        raise NotImplementedError("async runs are not checkpointed")
+        """The jobs due, the sets waiting for a free client, each set's last round."""
+        return {
+            "due": [list(item) for item in self._due],
+            "waiting": [list(item) for item in self._waiting],
+            "completed": {str(ws): r for ws, r in self._completed.items()},
+        }
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError("async runs are not checkpointed")
+    def load_state(self, state: dict[str, Any], arrays: dict) -> None:
+        self._due = [(int(ws), int(r), float(at)) for ws, r, at in state["due"]]
+        self._waiting = [(int(ws), int(r)) for ws, r in state["waiting"]]
+        self._completed = {int(ws): int(r) for ws, r in state["completed"].items()}
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """K groups need K sampled clients."""
+        check_group_count(cfg)

@@ -1,18 +1,19 @@
 """What a strategy is to the round engine: a policy it asks, with no loop of its own.
 
 The engine (:mod:`pwfl.engine`) owns the round: it sends jobs, collects the
-replies with retries, applies the quorum rule, aggregates on the executor,
-applies the server optimiser, evaluates, advances the clocks, writes the
-records and calls the callbacks. A policy answers its questions:
+replies with retries, applies the quorum rule, runs the aggregations on the
+executor and prices them on the server's cores, applies the server optimiser,
+evaluates, advances the clocks, writes the records and calls the callbacks. A
+policy (:class:`Policy`, whose defaults it overrides) answers its questions:
 
 * :meth:`Policy.plan`: which jobs to send now (a *job* is one weight set sent
   to one group of clients at a simulated time), i.e. which clients, how they
   form groups, which weight set each group trains and when each group is sent;
-* :meth:`Policy.finished`: a job is done (its update applied); does a round of
-  the records end with it?
-* :meth:`Policy.collect`: for policies that do not aggregate each group on its
-  own (FedBuff), how updates become an aggregation, and :meth:`Policy.stepped`:
-  such an aggregation is applied; does a round of the records end with it?
+* :meth:`Policy.aggregations`: a job's replies are in; which aggregations follow
+  (one per group for PWFL, one per full buffer for FedBuff, one per update for
+  FedAsync);
+* :meth:`Policy.finished` and :meth:`Policy.aggregated`: a job is done, an
+  aggregation nobody waits for is applied; does a round of the records end?
 * :meth:`Policy.merge`: whether the weight sets are merged after a round.
 
 Policies see the engine through :class:`Server` and never import the
@@ -28,9 +29,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from pwfl.aggregation import AggregateFn, Arrays, Update
-from pwfl.config import Config
+from pwfl.aggregation import AggregateFn, Arrays, Update, weighted_mean
+from pwfl.config import Config, num_sampled
 from pwfl.errors import PwflError
+from pwfl.quorum import OK
 
 MAX_PERIODS = 100_000
 """Online periods a policy without a barrier looks ahead for an online client."""
@@ -85,18 +87,21 @@ class RoundEnd:
 
 @dataclass(frozen=True)
 class Aggregation:
-    """An aggregation a collecting policy asks the engine to run on its executor."""
+    """An aggregation a policy asks the engine to run on its executor."""
 
     weight_set: int
-    fn: Callable[..., Arrays]
-    """``fn(updates, base=weights)``: the set's new weights from the updates and its
-    weights when the aggregation ends (so two steps in a row build on each other)."""
+    fn: Callable[[list[Update]], Arrays]
+    """``fn(updates)``: the set's new weights (must pickle for a Ray executor)."""
     updates: list[Update]
-    start_s: float
-    """When the server asks for it on the simulated clock."""
-    sources: tuple[int, ...] = ()
+    sources: tuple[int, ...]
     """The job each of ``updates`` came from, in the same order: the engine marks
     exactly those replies as aggregated."""
+    waits: bool = True
+    """True: the set's weights change when the aggregation ends on its server core
+    (a group's aggregation, which its round waits for), and the server optimiser, if
+    any, is applied to it. False: they change at once (a server step taken when a
+    buffer fills, which is the server update itself); its time on a core is recorded,
+    and nobody waits for it."""
 
 
 class Server(Protocol):
@@ -164,58 +169,93 @@ class Server(Protocol):
         ...
 
 
-class Policy(Protocol):
-    """A strategy: the questions the engine asks it."""
+class Policy:
+    """A strategy: the rules the round engine asks about, with defaults to override.
 
-    num_weight_sets: int
-    aggregates_each_group: bool
-    """True: every job's accepted updates are aggregated on their own with
-    :attr:`aggregator` as soon as its replies are in (groups of one round
-    aggregate while others still train). False: :meth:`collect` decides."""
-    checkpointable: bool
-    """Whether the run can be checkpointed and resumed (between rounds, no job in flight)."""
+    A policy writes only what it decides: :meth:`plan` (which jobs to send now)
+    and :meth:`done` always; the rest has the default of a strategy that
+    aggregates each job's replies on their own with :attr:`aggregate` and keeps
+    no rounds of its own. Its settings are checked by :meth:`check_config` before
+    any process starts.
+    """
 
-    @property
-    def aggregator(self) -> AggregateFn:
-        """Updates -> weights, run on the executor (must pickle for Ray)."""
-        ...
+    num_weight_sets: int = 1
+    aggregate: AggregateFn = staticmethod(weighted_mean)
+    """Updates -> weights, what the default :meth:`aggregations` runs (must pickle)."""
+
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+
+    # --- what it decides ---------------------------------------------------------------
 
     def plan(self, server: Server) -> list[Plan]:
-        """Jobs to send now (called at the start and after every finished job)."""
-        ...
+        """Jobs to send now (asked at the start and after every event)."""
+        raise NotImplementedError
+
+    def aggregations(self, job: Finished, server: Server) -> list[Aggregation]:
+        """The aggregations a finished job's replies lead to (the engine runs them).
+
+        Default: one aggregation of the job's accepted updates, which the job waits for,
+        unless too few replies counted.
+        """
+        if job.status != OK:
+            return []
+        return [Aggregation(job.plan.weight_set, self.aggregate, job.updates, (job.job,))]
 
     def finished(self, job: Finished, server: Server) -> RoundEnd | None:
-        """Note a finished job (its update applied, or for collecting policies, its
-        replies in); return the round it closes, if any."""
-        ...
+        """A job is done (its waited-for aggregation applied, if any): the round it
+        closes, if any."""
+        return None
 
-    def collect(self, job: Finished, server: Server) -> Aggregation | None:
-        """For policies that do not aggregate each group: absorb a job's updates."""
-        ...
-
-    def stepped(self, weight_set: int, ready_s: float, server: Server) -> RoundEnd | None:
-        """A collected aggregation is applied at ``ready_s``; return the round it closes."""
-        ...
+    def aggregated(
+        self, aggregation: Aggregation, ready_s: float, server: Server
+    ) -> RoundEnd | None:
+        """An aggregation that nobody waits for is applied (its core is done at
+        ``ready_s``): the round it closes, if any."""
+        return None
 
     def merge(self, end: RoundEnd, server: Server) -> Arrays | None:
         """Merged weights to evaluate after ``end`` (None: no merge)."""
-        ...
+        return None
+
+    def train_config(self, weight_set: int) -> dict[str, Any]:
+        """What the policy adds to each training message's config for ``weight_set``
+        (a local-training step and its options, for instance)."""
+        return {}
 
     def done(self) -> bool:
         """Whether the run is over."""
-        ...
+        raise NotImplementedError
 
     def records_expected(self) -> int:
         """How many rounds the records will hold (for progress displays)."""
-        ...
+        return self.cfg.strategy.num_rounds
+
+    # --- checkpoints ---------------------------------------------------------------------
 
     def state(self) -> dict[str, Any]:
-        """JSON-able state for checkpoints (between rounds)."""
-        ...
+        """JSON-able state for checkpoints (taken at the end of any round of the records)."""
+        return {}
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state` returned."""
-        ...
+    def state_arrays(self) -> Arrays:
+        """Arrays the state holds (a buffer of updates), saved beside :meth:`state`."""
+        return {}
+
+    def load_state(self, state: dict[str, Any], arrays: Arrays) -> None:
+        """Restore what :meth:`state` and :meth:`state_arrays` returned."""
+
+    # --- its rules -----------------------------------------------------------------------
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """Raise :class:`~pwfl.errors.ConfigError` (one line) for settings this strategy
+        cannot run."""
+
+    @classmethod
+    def clients_in_flight(cls, cfg: Config) -> int:
+        """How many clients train at once at most (the simulation's pool size)."""
+        s = cfg.strategy
+        return num_sampled(cfg.data.num_clients, s.fraction_train, s.min_train_nodes)
 
 
 def free_when(

@@ -44,11 +44,13 @@ from typing import Any
 
 import numpy as np
 
-from pwfl.aggregation import AggregateFn, Arrays, Update, buffered_step, weighted_mean
-from pwfl.config import Config, num_sampled
+from pwfl.aggregation import Arrays, Update, buffered_step
+from pwfl.config import Config
+from pwfl.errors import ConfigError
 from pwfl.quorum import OK, QuorumLost
 from pwfl.seeding import rng_for
-from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server, free_when
+from pwfl.strategies.base import Aggregation, Finished, Plan, Policy, RoundEnd, Server, free_when
+from pwfl.strategies.fedavg import one_model_only
 
 
 def staleness_weight(staleness: int, exponent: float) -> float:
@@ -56,16 +58,12 @@ def staleness_weight(staleness: int, exponent: float) -> float:
     return float((1.0 + staleness) ** -exponent)
 
 
-class FedBuff:
+class FedBuff(Policy):
     """Buffered asynchronous aggregation of single-client updates."""
 
-    num_weight_sets = 1
-    aggregates_each_group = False
-    checkpointable = False
-
     def __init__(self, cfg: Config):
+        super().__init__(cfg)
         s = cfg.strategy
-        self.cfg = cfg
         self.buffer_size = s.buffer_size
         self.server_lr = s.server_lr or 1.0
         self.exponent = s.staleness_exponent
@@ -74,18 +72,11 @@ class FedBuff:
         self._buffer: list[Update] = []
         self._sources: list[int] = []
         """The job each buffered update came from."""
-        concurrency = s.concurrency or num_sampled(
-            cfg.data.num_clients, s.fraction_train, s.min_train_nodes
-        )
-        self._due: list[float] = [0.0] * concurrency
+        self._due: list[float] = [0.0] * self.clients_in_flight(cfg)
         """Simulated times at which a free slot sends the model to a new client."""
         self._sent = 0
         self._last_step_s = 0.0
         self._failures_in_a_row = 0
-
-    @property
-    def aggregator(self) -> AggregateFn:
-        return weighted_mean  # not used: updates are buffered, see collect()
 
     def plan(self, server: Server) -> list[Plan]:
         """Fill every free slot with a client drawn from those free and online at the
@@ -108,10 +99,10 @@ class FedBuff:
             plans.append(Plan(0, self.steps + 1, (client,), at, epochs))
         return plans
 
-    def collect(self, job: Finished, server: Server) -> Aggregation | None:
+    def aggregations(self, job: Finished, server: Server) -> list[Aggregation]:
         """Buffer the client's staleness-weighted delta; step when the buffer is full."""
         if job.status != OK or not job.updates:
-            return None
+            return []
         arrays, _ = job.updates[0]
         statistics = server.statistics
         delta = {
@@ -122,13 +113,16 @@ class FedBuff:
         self._buffer.append((delta, weight / self.buffer_size))
         self._sources.append(job.job)
         if len(self._buffer) < self.buffer_size:
-            return None
+            return []
         buffered, self._buffer = self._buffer, []
         sources, self._sources = tuple(self._sources), []
         step = functools.partial(
-            buffered_step, server_lr=self.server_lr, statistics=server.statistics
+            buffered_step,
+            base=server.weights(0),
+            server_lr=self.server_lr,
+            statistics=server.statistics,
         )
-        return Aggregation(0, step, buffered, start_s=job.end_s, sources=sources)
+        return [Aggregation(0, step, buffered, sources, waits=False)]
 
     def finished(self, job: Finished, server: Server) -> RoundEnd | None:
         """The client's update is in: its slot goes to a new client now."""
@@ -136,7 +130,7 @@ class FedBuff:
         self._count_failure(job.status == OK and bool(job.updates))
         return None
 
-    def stepped(self, weight_set: int, ready_s: float, server: Server) -> RoundEnd:
+    def aggregated(self, aggregation: Aggregation, ready_s: float, server: Server) -> RoundEnd:
         """A server step is applied: it ends a round of the records."""
         self.steps += 1
         end = RoundEnd(self.steps, (0,), self._last_step_s, ready_s, evaluate_clients=False)
@@ -153,20 +147,56 @@ class FedBuff:
                 "raise faults.max_retries or faults.round_timeout_s"
             )
 
-    def merge(self, end: RoundEnd, server: Server) -> Arrays | None:
-        return None
-
     def done(self) -> bool:
         return self.steps >= self.cfg.strategy.num_rounds
 
-    def records_expected(self) -> int:
-        return self.cfg.strategy.num_rounds
-
     def state(self) -> dict[str, Any]:
-        raise NotImplementedError("fedbuff runs are not checkpointed")
+        """Steps taken, the slots due, the buffer's weights and sources, the failure streak."""
+        return {
+            "steps": self.steps,
+            "due": self._due,
+            "sent": self._sent,
+            "last_step_s": self._last_step_s,
+            "failures_in_a_row": self._failures_in_a_row,
+            "sources": self._sources,
+            "weights": [weight for _, weight in self._buffer],
+            "names": [sorted(delta) for delta, _ in self._buffer],
+        }
 
-    def load_state(self, state: dict[str, Any]) -> None:
-        raise NotImplementedError("fedbuff runs are not checkpointed")
+    def state_arrays(self) -> Arrays:
+        return {
+            f"buffer/{i}/{name}": value
+            for i, (delta, _) in enumerate(self._buffer)
+            for name, value in delta.items()
+        }
+
+    def load_state(self, state: dict[str, Any], arrays: Arrays) -> None:
+        self.steps = int(state["steps"])
+        self._due = [float(at) for at in state["due"]]
+        self._sent = int(state["sent"])
+        self._last_step_s = float(state["last_step_s"])
+        self._failures_in_a_row = int(state["failures_in_a_row"])
+        self._sources = [int(j) for j in state["sources"]]
+        self._buffer = [
+            ({name: arrays[f"buffer/{i}/{name}"] for name in names}, float(weight))
+            for i, (names, weight) in enumerate(zip(state["names"], state["weights"], strict=True))
+        ]
+
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """One model, its own step; at most one job per client at a time."""
+        one_model_only(cfg, "fedbuff")
+        s, n = cfg.strategy, cfg.data.num_clients
+        if s.concurrency > n:
+            raise ConfigError(
+                f"config key 'strategy.concurrency' = {s.concurrency!r} is invalid: must be <= "
+                f"data.num_clients ({n}): a client trains one model at a time"
+            )
+
+    @classmethod
+    def clients_in_flight(cls, cfg: Config) -> int:
+        """``strategy.concurrency``, or as many as the other strategies sample per round."""
+        return cfg.strategy.concurrency or super().clients_in_flight(cfg)
 
 
 def _one_of(rng: np.random.Generator, free: list[int]) -> list[int]:

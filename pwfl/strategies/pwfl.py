@@ -4,119 +4,31 @@ Each round the server samples clients, splits them into K disjoint groups
 (for K=2 a random subset S and its complement S'), sends group k the weight
 set k in one push, so all K groups train at the same time, and aggregates each
 group on the executor as soon as its own replies are in. The round ends when
-the last group is aggregated. With K=1 and no merging this is FedAvg, step for
-step.
+the last group is aggregated (:mod:`pwfl.strategies.rounds`). With K=1 and no
+merging this is FedAvg, step for step.
 
 ``SequentialPWFL`` is the baseline the idea is measured against: the same K
 weight sets and the same client split, but group k+1 is sent only after
-group k has been aggregated.
-
-Load balancing plans every group's local epochs once per round, at its start,
-from the round-trip estimates as they stood then (the replies of earlier rounds):
-a group sent later in the round (``pwfl-sequential``) is asked what it would have
-been asked sent at once, so both train the same models on the same epochs.
+group k has been aggregated. ``strategy.mode = "async"`` drops the round
+barrier (:mod:`pwfl.strategies.async_pwfl`).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pwfl.aggregation import AggregateFn, Arrays, mean_of_weight_sets
+from pwfl.aggregation import AggregateFn, Arrays, load_aggregator, mean_of_weight_sets
 from pwfl.config import Config, num_sampled, parse_merge
-from pwfl.partition import GroupContext, split_clients
-from pwfl.seeding import rng_for
-from pwfl.strategies.base import Aggregation, Finished, Plan, RoundEnd, Server
+from pwfl.errors import ConfigError
+from pwfl.strategies.base import RoundEnd, Server
+from pwfl.strategies.rounds import SynchronousRounds
 
 
-class PWFL:
+class PWFL(SynchronousRounds):
     """K weight sets, K disjoint client groups per round, all sent at the round's start."""
 
-    aggregates_each_group = True
-    checkpointable = True
-    sequential = False
-    """Send group k+1 only when group k is aggregated (``pwfl-sequential``)."""
-
-    def __init__(self, cfg: Config, aggregator: AggregateFn, num_weight_sets: int | None = None):
-        self.cfg = cfg
-        self.num_weight_sets = cfg.strategy.k if num_weight_sets is None else num_weight_sets
-        self._aggregator = aggregator
+    def __init__(self, cfg: Config):
+        super().__init__(cfg, cfg.strategy.k)
+        self.aggregate = configured_aggregator(cfg)
         self.merge_kind, self.merge_every = parse_merge(cfg.strategy.merge)
-        self.round = 0
-        """The latest round started."""
-        self.round_start_s = 0.0
-        self._open = False
-        self._groups: list[list[int]] = []
-        self._epochs: list[tuple[float, ...]] = []
-        """Each group's local epochs this round, planned at its start."""
-        self._ready: dict[int, float] = {}
-        self._queued: list[Plan] = []
-
-    @property
-    def aggregator(self) -> AggregateFn:
-        return self._aggregator
-
-    def plan(self, server: Server) -> list[Plan]:
-        """A new round's groups once the last round has ended; sequential: the next group."""
-        if self._queued:
-            queued, self._queued = self._queued, []
-            return queued
-        if self._open or self.round >= self.cfg.strategy.num_rounds:
-            return []
-        self.round += 1
-        self._open = True
-        self._ready = {}
-        self._groups = self.plan_groups(server, self.round)
-        self._epochs = [server.local_epochs(ws, group) for ws, group in enumerate(self._groups)]
-        count = 1 if self.sequential else self.num_weight_sets
-        return [self._plan(ws, self.round_start_s) for ws in range(count)]
-
-    def _plan(self, ws: int, start_s: float) -> Plan:
-        return Plan(ws, self.round, tuple(self._groups[ws]), start_s, self._epochs[ws])
-
-    def plan_groups(self, server: Server, server_round: int) -> list[list[int]]:
-        """Sample this round's online clients and split them into K disjoint groups."""
-        s = self.cfg.strategy
-        count = num_sampled(server.num_clients, s.fraction_train, s.min_train_nodes)
-        sampled = server.sample(server_round, count, rng_for(self.cfg.seed, "sample", server_round))
-        if len(sampled) < self.num_weight_sets:
-            # Too few online clients for K groups: one each while they last, and the
-            # sets left without any miss quorum this round.
-            empty: list[list[int]] = [[] for _ in range(self.num_weight_sets - len(sampled))]
-            return [[c] for c in sampled] + empty
-        return split_clients(
-            s.group_policy,
-            sampled,
-            self.num_weight_sets,
-            rng_for(self.cfg.seed, "split", server_round),
-            server.sizes(sampled),
-            GroupContext(server_round, server.losses()),
-        )
-
-    def finished(self, job: Finished, server: Server) -> RoundEnd | None:
-        """The round ends when its last group is aggregated."""
-        ws = job.plan.weight_set
-        self._ready[ws] = job.ready_s
-        if self.sequential and ws + 1 < self.num_weight_sets:
-            self._queued.append(self._plan(ws + 1, job.ready_s))
-        if len(self._ready) < self.num_weight_sets:
-            return None
-        end = RoundEnd(
-            self.round,
-            tuple(range(self.num_weight_sets)),
-            self.round_start_s,
-            max(self._ready.values()),
-        )
-        self.round_start_s = end.end_s
-        self._open = False
-        return end
-
-    def collect(self, job: Finished, server: Server) -> Aggregation | None:
-        """Not asked: every group is aggregated on its own."""
-        return None
-
-    def stepped(self, weight_set: int, ready_s: float, server: Server) -> RoundEnd | None:
-        """Not asked: every group is aggregated on its own."""
-        return None
 
     def merge(self, end: RoundEnd, server: Server) -> Arrays | None:
         """Average the weight sets when the merge policy says so (every:N sets them all to it)."""
@@ -131,22 +43,38 @@ class PWFL:
                 server.set_weights(ws, {k: v.copy() for k, v in merged.items()})
         return merged
 
-    def done(self) -> bool:
-        return not self._open and self.round >= self.cfg.strategy.num_rounds
-
-    def records_expected(self) -> int:
-        return self.cfg.strategy.num_rounds
-
-    def state(self) -> dict[str, Any]:
-        """The last round ended and when; rounds always end before a checkpoint."""
-        return {"round": self.round, "round_start_s": self.round_start_s}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self.round = int(state["round"])
-        self.round_start_s = float(state["round_start_s"])
+    @classmethod
+    def check_config(cls, cfg: Config) -> None:
+        """K groups need K sampled clients."""
+        check_group_count(cfg)
 
 
 class SequentialPWFL(PWFL):
     """The same K weight sets and client split, trained one group after another."""
 
     sequential = True
+
+
+def check_group_count(cfg: Config) -> None:
+    """``strategy.k`` must not exceed the clients sampled per round."""
+    d, s = cfg.data, cfg.strategy
+    sampled = num_sampled(d.num_clients, s.fraction_train, s.min_train_nodes)
+    if s.k > sampled:
+        raise ConfigError(
+            f"config key 'strategy.k' = {s.k!r} is invalid: must be <= the {sampled} clients "
+            "sampled per round (raise strategy.fraction_train or data.num_clients, or lower k)"
+        )
+
+
+def configured_aggregator(cfg: Config) -> AggregateFn:
+    """The aggregation function named by ``strategy.aggregator``, parameters bound."""
+    s = cfg.strategy
+    params = {
+        "trimmed-mean": {"beta": s.trim_beta},
+        "krum": {"num_malicious": s.num_malicious},
+        "multi-krum": {"num_malicious": s.num_malicious, "to_keep": s.krum_keep or None},
+    }.get(s.aggregator, {})
+    try:
+        return load_aggregator(s.aggregator, **params)
+    except ValueError as err:
+        raise ConfigError(f"config key 'strategy.aggregator': {err}") from None
