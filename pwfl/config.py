@@ -84,6 +84,12 @@ class Range:
         return f"must be {kind}{bounds}{extra}"
 
 
+def ranged(default: float, **bounds: Any) -> Any:
+    """A numeric field of a settings dataclass with its :class:`Range` (a strategy's
+    own ``Settings`` declares its keys with it)."""
+    return _ranged(default, **bounds)
+
+
 def _number_text(value: float | None) -> str:
     return "" if value is None else f"{value:g}"
 
@@ -263,6 +269,14 @@ class StrategyConfig:
     0.5 is the paper's polynomial staleness function, 0 ignores staleness."""
     target_accuracy: float = _ranged(0.9, gt=0, le=1)
     """Accuracy whose first crossing is reported as rounds/time to target."""
+    tables: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    """The strategies' own tables, ``[strategy.<name>]``: keys only that strategy reads,
+    declared by its ``Settings`` (:mod:`pwfl.strategies`), as (name, ((key, value),
+    ...)) pairs; read them with :meth:`table`."""
+
+    def table(self, name: str) -> dict[str, Any]:
+        """The keys of the ``[strategy.<name>]`` table (empty when there is none)."""
+        return dict(dict(self.tables).get(name, ()))
 
 
 @dataclass(frozen=True)
@@ -538,6 +552,8 @@ class Config:
         """Return the configuration as nested plain dictionaries (``weight_set`` as the
         list of its TOML tables, left out when there are none)."""
         raw = {f.name: dataclasses.asdict(getattr(self, f.name)) for f in _section_fields()}
+        tables = raw["strategy"].pop("tables")
+        raw["strategy"].update({name: dict(table) for name, table in tables})
         raw = {"seed": self.seed, **raw}
         if self.weight_set:
             raw["weight_set"] = [ws.to_table() for ws in self.weight_set]
@@ -739,8 +755,16 @@ def _set_config(cfg: Config, weight_set: int) -> Config:
 
 
 def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    kwargs = {}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "tables"}
+    kwargs: dict[str, Any] = {}
+    if cls is StrategyConfig:
+        # A sub-table is a strategy's own table ([strategy.fedasync]); the strategy
+        # checks its keys (validate()).
+        tables = {k: v for k, v in values.items() if isinstance(v, dict)}
+        values = {k: v for k, v in values.items() if k not in tables}
+        kwargs["tables"] = tuple(
+            (name, tuple(sorted(table.items()))) for name, table in sorted(tables.items())
+        )
     for key, value in values.items():
         if key not in fields:
             raise ConfigError(
@@ -888,6 +912,7 @@ def validate(cfg: Config) -> None:
     for key, names in registered_choices().items():
         section, name = key.split(".")
         _choice(key, getattr(getattr(cfg, section), name), names)
+    _validate_strategy_tables(cfg)
     _validate_inputs(cfg)
     if cfg.weight_set:
         _validate_weight_sets(cfg)
@@ -951,6 +976,37 @@ def validate(cfg: Config) -> None:
         cfg.simulation.ray_address,
         "a Ray cluster runs the clients only with simulation.backend = ray",
     )
+
+
+def _validate_strategy_tables(cfg: Config) -> None:
+    """Each ``[strategy.<name>]`` table names a strategy with settings of its own and
+    holds only its keys, each of the declared type and range; then the strategy named
+    by ``strategy.name`` checks its rules."""
+    from pwfl.strategies import STRATEGIES, policy_class
+
+    for name, _ in cfg.strategy.tables:
+        owner = STRATEGIES.get(name)
+        if owner is None or owner.Settings is None:
+            with_tables = [n for n, cls in STRATEGIES.items() if cls.Settings is not None]
+            raise ConfigError(
+                f"config table [strategy.{name}] names no strategy with settings of its own; "
+                f"tables: {', '.join(f'[strategy.{n}]' for n in with_tables)}"
+            )
+        strategy_settings(owner.Settings, name, cfg.strategy.table(name))
+    policy_class(cfg).check_config(cfg)
+
+
+def strategy_settings(cls: type, name: str, table: dict[str, Any]) -> Any:
+    """A strategy's ``Settings`` dataclass from its ``[strategy.<name>]`` table, every key
+    checked (known, typed, in its declared range)."""
+    section = f"strategy.{name}"
+    settings = _build_section(section, cls, table)
+    for f in dataclasses.fields(cls):
+        kind = _type_name(f.type)
+        if kind in ("int", "float"):
+            rng = f.metadata.get(RANGE, Range())
+            _check_number(f"{section}.{f.name}", getattr(settings, f.name), kind == "int", rng)
+    return settings
 
 
 def _validate_weight_sets(cfg: Config) -> None:

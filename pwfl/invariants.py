@@ -96,9 +96,13 @@ class Records:
     server: pd.DataFrame
     summary: dict[str, Any] | None
 
-    @property
+    @functools.cached_property
     def fedbuff(self) -> bool:
-        return self.cfg.strategy.name == "fedbuff"
+        """Whether each round is a server step that consumes replies sent before earlier
+        steps (FedBuff, FedAsync), rather than the jobs sent for it."""
+        from pwfl.strategies import policy_class
+
+        return policy_class(self.cfg).rounds_are_steps
 
     @functools.cached_property
     def by_round(self) -> dict[tuple[int, str], pd.DataFrame]:
@@ -595,8 +599,9 @@ def _flops_per_set(cfg: Config) -> dict[int, float]:
     """Each weight set's training FLOPs per example, as the model's counter gives them."""
     from pwfl import training
     from pwfl.apps.settings import train_settings
+    from pwfl.strategies import build_policy
 
-    sets = cfg.strategy.k if cfg.strategy.name in ("pwfl", "pwfl-sequential") else 1
+    sets = build_policy(cfg).num_weight_sets
     counted: dict[str, float] = {}
     flops = {}
     for ws in range(sets):

@@ -117,9 +117,7 @@ def client_message(
     return Message(content=content, message_type=message_type, dst_node_id=node)
 
 
-def retry_config(
-    config: dict[str, Any], reply: Message, max_retries: int
-) -> dict[str, Any] | None:
+def retry_config(config: dict[str, Any], reply: Message, max_retries: int) -> dict[str, Any] | None:
     """The config of a new try of a message sent with ``config`` when ``reply`` is an
     error and tries are left."""
     if not reply.has_error():

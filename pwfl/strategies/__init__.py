@@ -12,6 +12,7 @@ from pwfl.aggregation import AggregateFn
 from pwfl.config import Config
 from pwfl.strategies.async_pwfl import AsyncPWFL
 from pwfl.strategies.base import Policy
+from pwfl.strategies.fedasync import FedAsync
 from pwfl.strategies.fedavg import FedAvg
 from pwfl.strategies.fedbuff import FedBuff
 from pwfl.strategies.pwfl import PWFL, SequentialPWFL, configured_aggregator
@@ -21,17 +22,14 @@ MODES: dict[str, type[Policy]] = {"sync": PWFL, "async": AsyncPWFL}
 groups, or none."""
 
 STRATEGIES: dict[str, type[Policy]] = {
-    "fedavg": FedAvg,
-    "pwfl": PWFL,
-    "pwfl-sequential": SequentialPWFL,
-    "fedbuff": FedBuff,
+    cls.name: cls for cls in (FedAvg, PWFL, SequentialPWFL, FedBuff, FedAsync)
 }
-"""Strategy name -> its policy class."""
+"""Strategy name -> its policy class (each class names itself)."""
 
 
 def policy_class(cfg: Config) -> type[Policy]:
     """The policy class ``cfg`` names (``strategy.name``, and its mode for pwfl)."""
-    if cfg.strategy.name == "pwfl":
+    if cfg.strategy.name == PWFL.name:
         return MODES[cfg.strategy.mode]
     return STRATEGIES[cfg.strategy.name]
 
@@ -50,6 +48,7 @@ __all__ = [
     "MODES",
     "STRATEGIES",
     "AsyncPWFL",
+    "FedAsync",
     "FedAvg",
     "FedBuff",
     "PWFL",

@@ -35,6 +35,8 @@ from pwfl.strategies.pwfl import check_group_count, configured_aggregator
 class AsyncPWFL(Policy):
     """PWFL without a round barrier between the K weight sets."""
 
+    name = "pwfl"
+
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         self.num_weight_sets = cfg.strategy.k

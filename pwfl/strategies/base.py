@@ -30,7 +30,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from pwfl.aggregation import AggregateFn, Arrays, Update, weighted_mean
-from pwfl.config import Config, num_sampled
+from pwfl.config import Config, num_sampled, strategy_settings
 from pwfl.errors import PwflError
 from pwfl.quorum import OK
 
@@ -179,12 +179,30 @@ class Policy:
     any process starts.
     """
 
+    name: str = ""
+    """The strategy's name (``strategy.name``), its key in the registry."""
+    Settings: type | None = None
+    """A frozen dataclass of the strategy's own keys (its ``[strategy.<name>]`` table),
+    each with its default, range and docstring; None when it has none."""
     num_weight_sets: int = 1
+    rounds_are_steps: bool = False
+    """Whether each round of the records is a server step that consumes replies sent
+    before earlier steps (FedBuff, FedAsync) rather than the jobs sent for it (what
+    the records' checks, :mod:`pwfl.invariants`, expect of its rows)."""
     aggregate: AggregateFn = staticmethod(weighted_mean)
     """Updates -> weights, what the default :meth:`aggregations` runs (must pickle)."""
 
     def __init__(self, cfg: Config):
         self.cfg = cfg
+        self.settings: Any = self.settings_of(cfg)
+        """The strategy's own settings (an instance of :attr:`Settings`), or None."""
+
+    @classmethod
+    def settings_of(cls, cfg: Config) -> Any:
+        """The strategy's own settings from ``cfg`` (None when it declares none)."""
+        if cls.Settings is None:
+            return None
+        return strategy_settings(cls.Settings, cls.name, cfg.strategy.table(cls.name))
 
     # --- what it decides ---------------------------------------------------------------
 

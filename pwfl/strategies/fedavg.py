@@ -24,6 +24,8 @@ from pwfl.strategies.rounds import SynchronousRounds
 class FedAvg(SynchronousRounds):
     """Synchronous rounds of one weight set, aggregated by Flower's FedAvg."""
 
+    name = "fedavg"
+
     aggregate = staticmethod(flower_fedavg)
 
     def __init__(self, cfg: Config):

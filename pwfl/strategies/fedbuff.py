@@ -61,6 +61,9 @@ def staleness_weight(staleness: int, exponent: float) -> float:
 class FedBuff(Policy):
     """Buffered asynchronous aggregation of single-client updates."""
 
+    name = "fedbuff"
+    rounds_are_steps = True
+
     def __init__(self, cfg: Config):
         super().__init__(cfg)
         s = cfg.strategy

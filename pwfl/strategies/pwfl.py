@@ -25,6 +25,8 @@ from pwfl.strategies.rounds import SynchronousRounds
 class PWFL(SynchronousRounds):
     """K weight sets, K disjoint client groups per round, all sent at the round's start."""
 
+    name = "pwfl"
+
     def __init__(self, cfg: Config):
         super().__init__(cfg, cfg.strategy.k)
         self.aggregate = configured_aggregator(cfg)
@@ -51,6 +53,8 @@ class PWFL(SynchronousRounds):
 
 class SequentialPWFL(PWFL):
     """The same K weight sets and client split, trained one group after another."""
+
+    name = "pwfl-sequential"
 
     sequential = True
 
