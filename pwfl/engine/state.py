@@ -119,10 +119,12 @@ class CheckpointState(Parts):
             "now": sim.now,
             "seq": sim._seq,
             "cores_free_at": list(sim.cores.free_at),
-            "dropped": sorted(sim._dropped),
+            # Events dropped (their job or try settled) are left out: they refer to
+            # jobs the state no longer holds.
             "queue": [
                 [item.time, item.seq, self._event_state(item.event, item.seq, arrays)]
                 for item in sim._queue
+                if item.seq not in sim._dropped
             ],
             "done": [
                 [link, list(key), self._event_state(event, -1, arrays)]
@@ -141,7 +143,7 @@ class CheckpointState(Parts):
         sim = self.sim
         sim.now, sim._seq = float(saved["now"]), int(saved["seq"])
         sim.cores.free_at = [float(t) for t in saved["cores_free_at"]]
-        sim._dropped = {int(token) for token in saved["dropped"]}
+        sim._dropped = set()
         sim._queue = [
             _Scheduled(float(t), int(seq), self._restore_event(event, arrays))
             for t, seq, event in saved["queue"]
