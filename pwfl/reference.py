@@ -22,6 +22,7 @@ import ast
 import dataclasses
 import importlib
 import inspect
+import re
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -212,22 +213,27 @@ GENERATORS: dict[str, Callable[[], str]] = {
 }
 
 
+def _markers(name: str) -> re.Pattern[str]:
+    return re.compile(rf"(<!-- {name}:start -->\n)(.*?)(<!-- {name}:end -->)", re.DOTALL)
+
+
 def block(text: str, name: str) -> str:
     """The generated block ``name`` of a page's text (between its marker lines)."""
-    start, end = f"<!-- {name}:start -->\n", f"\n<!-- {name}:end -->"
-    if start not in text or end not in text:
-        raise ValueError(f"the page has no {start.strip()} ... {end.strip()} block")
-    return text.split(start, 1)[1].split(end, 1)[0]
+    match = _markers(name).search(text)
+    if match is None:
+        raise ValueError(f"the page has no <!-- {name}:start --> ... <!-- {name}:end --> block")
+    return match.group(2).removesuffix("\n")
 
 
 def write(root: Path, name: str) -> Path:
     """Rewrite the generated block ``name`` of its page under ``root``; return the page."""
     page = root / BLOCKS[name]
     text = page.read_text()
-    old = block(text, name)
-    start = f"<!-- {name}:start -->\n"
-    text = text.replace(start + old, start + GENERATORS[name](), 1)
-    page.write_text(text)
+    block(text, name)  # the page must hold the block's markers
+    generated = GENERATORS[name]()
+    page.write_text(
+        _markers(name).sub(lambda m: f"{m.group(1)}{generated}\n{m.group(3)}", text, count=1)
+    )
     return page
 
 
