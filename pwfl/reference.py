@@ -134,9 +134,7 @@ def configuration_markdown(choices: dict[str, Any] | None = None) -> str:
             else:
                 accepts = ""
             meaning = _one_line(docs.get(f.name, ""))
-            parts.append(
-                f"| `{f.name}` | {kind} | {_default(f.default)} | {accepts} | {meaning} |"
-            )
+            parts.append(f"| `{f.name}` | {kind} | {_default(f.default)} | {accepts} | {meaning} |")
     return "\n".join(parts)
 
 
@@ -194,9 +192,7 @@ def analysis_markdown() -> str:
             if inspect.isfunction(value) or inspect.isclass(value):
                 if value.__module__ == module.__name__:
                     kind = "class " if inspect.isclass(value) else ""
-                    items.append(
-                        f"- {kind}`{public}{signature(value)}`: {_first_line(value)}"
-                    )
+                    items.append(f"- {kind}`{public}{signature(value)}`: {_first_line(value)}")
             elif public in vars(module) and public.isupper() and public not in from_schema:
                 constants.append(f"`{public}`")
         parts += ["", f"### `pwfl.analysis.{name}`", "", _first_line(module), "", *items]

@@ -82,6 +82,8 @@ def test_all_covers_the_docs_api_table_and_each_name_is_in_its_row_module():
             value = getattr(analysis, name)
             if inspect.isfunction(value) or inspect.isclass(value):
                 if value.__module__ != f"pwfl.analysis.{module}":
-                    misplaced.append(f"{name} in {value.__module__}, docs/analysis.md says {module}")
+                    misplaced.append(
+                        f"{name} in {value.__module__}, docs/analysis.md says {module}"
+                    )
     assert not unknown
     assert not misplaced

@@ -136,8 +136,7 @@ def test_ci_runs_the_readme_test_command():
     steps = [
         line.strip()
         for line in (ROOT / ".ci" / "run").read_text().splitlines()
-        if line.strip() and not line.startswith("#")
-        and not line.startswith(("set ", "cd "))
+        if line.strip() and not line.startswith("#") and not line.startswith(("set ", "cd "))
     ]
     first_block = README.read_text().split("```bash\n", 1)[1].split("```", 1)[0]
     commands = [line.split("#", 1)[0].strip() for line in first_block.splitlines()]
