@@ -41,8 +41,9 @@ def field_docstrings(cls: type) -> dict[str, str]:
     Python keeps no attribute docstrings at run time, so they are read from the
     class's source: a string expression right after an annotated assignment.
     """
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
-    body = tree.body[0].body  # the class definition's statements
+    definition = ast.parse(textwrap.dedent(inspect.getsource(cls))).body[0]
+    assert isinstance(definition, ast.ClassDef), cls
+    body = definition.body
     docs = {}
     for stmt, after in zip(body, body[1:], strict=False):
         if (
