@@ -33,7 +33,7 @@ bench: $(STAMP)
 plot: $(STAMP)
 	$(BIN)/pwfl plot results/compare/quick
 
-# Every figure and table of the README, into results/ and img/ (about 40 min on 2 cores).
+# Every figure and table of docs/results.md and the README, into results/ and img/ (about 40 min on 2 cores).
 figures: $(STAMP)
 	$(BIN)/python experiments/reproduce.py
 

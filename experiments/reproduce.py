@@ -1,4 +1,4 @@
-"""Reproduce the README's figures and tables into results/ and img/.
+"""Reproduce the figures and tables of docs/results.md (and the README) into results/ and img/.
 
 Usage::
 
@@ -8,12 +8,12 @@ Usage::
     .venv/bin/python experiments/reproduce.py --redraw paper-iid  # figures from the runs there
 
 ``make figures`` runs every step. A comparison step runs ``pwfl compare`` with the
-arguments its README section shows (printed before it starts), which writes
+arguments its section of ``docs/results.md`` shows (printed before it starts), which writes
 ``comparison.csv``, ``summary.csv`` and the figures into its ``results/compare``
-folder; the paper steps also draw the README's figures into ``img/``. After each
-comparison the script prints the README table of its summary.csv
+folder; the paper steps also draw the pages' figures into ``img/``. After each
+comparison the script prints the table of its summary.csv as the pages show it
 (``experiments/summary_table.py``). ``--set`` overrides the comparisons' configs
-for a quick smoke run; its results are not the README's. ``--redraw`` draws the
+for a quick smoke run; its results are not the published ones. ``--redraw`` draws the
 figures again from the run folders already there, without running anything.
 """
 
@@ -49,7 +49,7 @@ class Comparison:
     """Print a table row per weight set too (async: each set keeps its own rounds)."""
 
     def command(self) -> str:
-        """The equivalent command line, as the README writes it."""
+        """The equivalent command line, as ``docs/results.md`` writes it."""
         vary = f" --vary {self.vary}" if self.vary else ""
         return (
             f"pwfl compare --config {self.config} --strategies {','.join(self.strategies)}"
@@ -116,7 +116,7 @@ COMPARISONS = {
         "results/compare/paper_noniid",
     ),
 }
-"""The comparisons behind the README's sections, by step name."""
+"""The comparisons behind the sections of ``docs/results.md``, by step name."""
 
 STRUCTURE_RUN = "paper_iid/pwfl-seed0"
 """The run whose client groups ``img/round_structure.png`` shows."""
@@ -126,14 +126,14 @@ STRUCTURE_ROUNDS = 8
 
 
 def paper_figures(folder: Path, img: Path) -> list[Path]:
-    """The README's figures of a paper comparison: convergence (mean over weight sets) and timeline.
+    """The figures of a paper comparison: convergence (mean over weight sets) and timeline.
 
     Parameters
     ----------
     folder
         The comparison folder (``results/compare/paper_iid``).
     img
-        Where the README's figures go.
+        Where the pages' figures go.
 
     Returns
     -------
@@ -159,7 +159,7 @@ def round_structure(results: Path, img: Path) -> Path:
     results
         The results folder holding ``compare/<STRUCTURE_RUN>``.
     img
-        Where the README's figures go.
+        Where the pages' figures go.
 
     Returns
     -------
@@ -176,7 +176,7 @@ def round_structure(results: Path, img: Path) -> Path:
 
 
 def compression(results: Path) -> None:
-    """Run ``experiments/compression.py`` (the README's 8-bit updates table)."""
+    """Run ``experiments/compression.py`` (the 8-bit updates table of ``docs/results.md``)."""
     out = results / "compression"
     print(f"python experiments/compression.py --out {out}")
     subprocess.run(
@@ -201,7 +201,7 @@ def main() -> None:
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="override a config value of every comparison (a smoke run, not the README's)",
+        help="override a config value of every comparison (a smoke run, not the published one)",
     )
     parser.add_argument(
         "--redraw",
@@ -209,7 +209,7 @@ def main() -> None:
         help="draw the figures from the results already there instead of running again",
     )
     parser.add_argument("--results", default="results", help="folder for the run results")
-    parser.add_argument("--img", default="img", help="folder for the README's figures")
+    parser.add_argument("--img", default="img", help="folder for the pages' figures")
     args = parser.parse_args()
     unknown = [s for s in args.steps if s not in STEPS]
     if unknown:

@@ -1,4 +1,4 @@
-"""Print a comparison's summary.csv as the Markdown table the README shows.
+"""Print a comparison's summary.csv as the Markdown table the README and docs/results.md show.
 
 Usage::
 

@@ -16,14 +16,14 @@ from .conftest import ROOT
 MODULES = ["loading", "summaries", "tables", "figures", "timeline", "structure"]
 
 
-def readme_api_table() -> list[tuple[str, list[str]]]:
-    """(module, names) of every row of the README's analysis API table.
+def docs_api_table() -> list[tuple[str, list[str]]]:
+    """(module, names) of every row of the analysis API table of ``docs/analysis.md``.
 
     A name is a backticked identifier, bare or called (``load_results(path)``);
     file names such as ``summary.csv`` are not names.
     """
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("### The analysis API", 1)[1].split("\n#", 1)[0]
+    page = (ROOT / "docs" / "analysis.md").read_text()
+    section = page.split("\n## The analysis API\n", 1)[1].split("\n## ", 1)[0]
     rows = []
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
@@ -65,8 +65,8 @@ def test_all_lists_every_public_name_the_modules_define():
     assert not left_out
 
 
-def test_all_covers_the_readme_api_table_and_each_name_is_in_its_row_module():
-    table = readme_api_table()
+def test_all_covers_the_docs_api_table_and_each_name_is_in_its_row_module():
+    table = docs_api_table()
     assert [module for module, _ in table] == MODULES
     # The table names the fields of Results next to it; they are attributes, not imports.
     fields = {field.name for field in dataclasses.fields(analysis.Results)}
@@ -82,6 +82,8 @@ def test_all_covers_the_readme_api_table_and_each_name_is_in_its_row_module():
             value = getattr(analysis, name)
             if inspect.isfunction(value) or inspect.isclass(value):
                 if value.__module__ != f"pwfl.analysis.{module}":
-                    misplaced.append(f"{name} in {value.__module__}, README says {module}")
+                    misplaced.append(
+                        f"{name} in {value.__module__}, docs/analysis.md says {module}"
+                    )
     assert not unknown
     assert not misplaced
