@@ -232,11 +232,15 @@ def test_hang_faults_need_a_finite_round_timeout():
 
 
 def test_config_with_infinities_round_trips_through_toml_and_the_run_config():
-    from pwfl.apps.settings import config_from_run_config
+    from flwr.common.config import parse_config_args
+
+    from pwfl.apps.settings import config_from_run_config, run_config, run_config_argument
 
     cfg = load_config(None, [f"{key}=inf" for key in INF_KEYS])
     assert config_module.config_from_toml(cfg.to_toml()) == cfg
-    assert config_from_run_config(cfg.to_flat()) == cfg
+    assert config_from_run_config(run_config(cfg)) == cfg
+    parsed = parse_config_args([run_config_argument(cfg.to_toml())])  # as flwr run reads it
+    assert config_from_run_config(parsed) == cfg
 
 
 # ---------------------------------------------------------------- where infinity is read
