@@ -132,8 +132,10 @@ class Config:
         return raw
 
     def to_flat(self) -> dict[str, Any]:
-        """The configuration as dotted keys (``"strategy.k": 2``), as Flower's run config
-        carries it (``pwfl.apps.settings.config_from_run_config`` reads it back)."""
+        """The configuration as dotted keys (``"strategy.k": 2``, and
+        ``"weight_set.<i>.train.lr"`` for the tables): every key with its value in one
+        flat listing. Flower's run config carries the TOML text instead
+        (:meth:`to_toml`, in the key ``pwfl.apps.settings.EXPERIMENT_KEY``)."""
         flat: dict[str, Any] = {}
         for section, values in self.to_dict().items():
             if section == "weight_set":
