@@ -97,7 +97,7 @@ def check_inputs(cfg: Config) -> None:
         sets train different models).
     """
     info = dataset_info(cfg.data.name)
-    sets = range(cfg.strategy.k) if cfg.weight_set else [None]
+    sets = range(len(cfg.weight_set)) if cfg.weight_set else [None]
     for ws in sets:
         name = (cfg if ws is None else cfg.for_set(ws)).model.name
         try:
