@@ -606,7 +606,7 @@ EXECUTORS: dict[str, Callable[[int], Executor]] = {
     "serial": SerialExecutor,
 }
 """Executors by name (``strategy.executor``); each is built with the number of
-aggregations it should run at once."""
+aggregations it should run at once. Keyed by exactly ``pwfl.registry.EXECUTORS``."""
 
 
 def make_executor(name: str, workers: int = 1) -> Executor:

@@ -38,10 +38,11 @@ import sys
 from importlib import metadata
 from typing import Any
 
+from pwfl import registry
 from pwfl.errors import PwflError
 
-MODES = ("portable", "native")
-"""The values of ``reproducibility.arithmetic``."""
+MODES = registry.ARITHMETIC_MODES
+"""The values of ``reproducibility.arithmetic`` (listed in :mod:`pwfl.registry`)."""
 
 MODE_VARIABLE = "PWFL_ARITHMETIC"
 """The environment variable that carries the mode to child processes."""

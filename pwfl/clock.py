@@ -44,8 +44,10 @@ from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-COMPUTE = ("modelled", "measured")
-"""How a client's compute time is priced (``clock.compute``)."""
+from pwfl import registry
+
+COMPUTE = registry.CLOCK_MODES
+"""How a client's compute time is priced (``clock.compute``; listed in :mod:`pwfl.registry`)."""
 
 
 @dataclass(frozen=True)

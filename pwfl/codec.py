@@ -38,9 +38,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pwfl import registry
+
 Arrays = dict[str, np.ndarray]
 
-MODES = ("none", "int8", "int8-delta")
+MODES = registry.COMPRESSION_MODES
 """Compression modes by name (``comm.compression``), described above."""
 SEP = "::"
 LEVELS = 255  # uint8 codes 0..255: 255 steps between the lowest and the highest code

@@ -101,10 +101,13 @@ def run_comparison(
 
     Returns the summary table (one row per strategy and variant).
     """
+    from pwfl.data import check_inputs
     from pwfl.runner import run_experiment
 
     out = Path(out_dir)
     runs = plan_runs(cfg, strategies, seeds, vary)
+    for _, _, run_cfg in runs:  # every run's model fits its data before the first starts
+        check_inputs(run_cfg)
     for label, seed, run_cfg in runs:
         run_experiment(run_cfg, out / run_name(label, seed), quiet, verbose, label=label)
     return write_comparison(

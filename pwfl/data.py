@@ -32,8 +32,9 @@ import numpy as np
 import torch
 
 from pwfl import synthetic
-from pwfl.config import DataConfig
-from pwfl.errors import DataError
+from pwfl.config import Config, DataConfig
+from pwfl.errors import ConfigError, DataError
+from pwfl.models import build_model
 from pwfl.records import atomic_savez
 from pwfl.seeding import rng_for, seed_for
 from pwfl.training import ClientData
@@ -70,7 +71,8 @@ INFO = {
     "cifar10": DatasetInfo((3, 32, 32)),
     **{name: DatasetInfo((synthetic.FEATURES,), synthetic.CLASSES) for name in synthetic.NAMES},
 }
-"""Data sets by name (``data.name``) and their input shape."""
+"""Data sets by name (``data.name``) and their input shape; keyed by exactly
+``pwfl.registry.DATASETS`` (the image ones: ``registry.IMAGE_DATASETS``)."""
 
 
 def dataset_info(name: str) -> DatasetInfo:
@@ -78,6 +80,36 @@ def dataset_info(name: str) -> DatasetInfo:
     if name not in INFO:
         raise DataError(f"unknown data set '{name}'; choose one of {', '.join(INFO)}")
     return INFO[name]
+
+
+def check_inputs(cfg: Config) -> None:
+    """Check that every weight set's model takes the data set's examples.
+
+    The config's own validation cannot: it loads no PyTorch, and whether a network
+    accepts an input shape is known once it is built. So the runner calls this before
+    any process starts or anything is written, and so does every other place that
+    first builds a run's model.
+
+    Raises
+    ------
+    ConfigError
+        One line naming ``model.name`` and ``data.name`` (and the weight set, when the
+        sets train different models).
+    """
+    info = dataset_info(cfg.data.name)
+    sets = range(len(cfg.weight_set)) if cfg.weight_set else [None]
+    for ws in sets:
+        name = (cfg if ws is None else cfg.for_set(ws)).model.name
+        try:
+            with torch.random.fork_rng(devices=[]):  # building draws initial weights
+                build_model(name, info.input_shape, info.num_classes)
+        except ValueError as err:
+            message = (
+                f"config key 'model.name' = {name!r} does not fit data.name = "
+                f"{cfg.data.name!r}: {err}"
+            )
+            prefix = "" if ws is None else f"weight set {ws} ({cfg.set_name(ws)}): "
+            raise ConfigError(prefix + message) from None
 
 
 @lru_cache(maxsize=4)
@@ -314,7 +346,8 @@ PARTITIONERS: dict[str, Callable[[DataConfig, int], Any] | None] = {
 """Client splits by name (``data.partitioner``): each builds its flwr-datasets
 partitioner from the config and a seed; ``resample`` is drawn for each client by
 ``_resample`` instead, since its partitions overlap. The synthetic data set
-ignores the partitioner: every client is its own distribution."""
+ignores the partitioner: every client is its own distribution. Keyed by exactly
+``pwfl.registry.PARTITIONERS``."""
 
 
 def _partitioner(cfg: DataConfig, seed: int):

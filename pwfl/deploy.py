@@ -62,9 +62,12 @@ def free_port() -> int:
 
 
 def run_config_file(cfg: Config, out: Path, path: Path) -> Path:
-    """Write the experiment as Flower run-config overrides (dotted keys) to ``path``."""
-    flat = {"out-dir": str(out.resolve()), **cfg.to_flat()}
-    path.write_text(tomli_w.dumps(flat))
+    """Write the run config that carries ``cfg`` (its TOML text in the ``experiment`` key,
+    ``[[weight_set]]`` tables included) and the output folder to the TOML file ``path``,
+    which ``flwr run --run-config`` reads as it is."""
+    from pwfl.apps.settings import run_config
+
+    path.write_text(tomli_w.dumps(run_config(cfg, str(out.resolve()))))
     return path
 
 
@@ -312,13 +315,6 @@ def deploy(
     from pwfl.apps.server_app import clear_stale_files
     from pwfl.runner import prepare_data
 
-    if cfg.weight_set:
-        # Flower's run config takes only the keys pyproject.toml lists, and a
-        # [[weight_set]] table's keys are as many as the sets: not listed there.
-        raise DeployError(
-            "[[weight_set]] tables do not run under pwfl deploy yet (Flower's run config "
-            "takes only the keys pyproject.toml lists); run them with pwfl run"
-        )
     cfg = cfg.with_overrides([f"data.num_clients={clients}", "simulation.client_binding=node"])
     out = Path(out)
     prepare_data(cfg)  # a data problem is reported now; the nodes read the cached split

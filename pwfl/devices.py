@@ -107,7 +107,8 @@ PROFILES: dict[str, SpeedDraw | None] = {
 }
 """Device profiles by name (``clients.profile``): a client's speed factor from
 ``(config, seed, client, population)``, drawn for that client alone; ``trace``
-reads every profile from ``clients.trace`` instead."""
+reads every profile from ``clients.trace`` instead. Keyed by exactly
+``pwfl.registry.PROFILES``."""
 
 
 class Profiles(Mapping[int, ClientProfile]):

@@ -117,7 +117,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "logreg": LogisticRegression,
 }
-"""Models by name (``model.name``): ``(input_shape, num_classes) -> nn.Module``."""
+"""Models by name (``model.name``): ``(input_shape, num_classes) -> nn.Module``; keyed by
+exactly ``pwfl.registry.MODELS``, the names the config accepts."""
 
 
 def build_model(

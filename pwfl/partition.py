@@ -227,7 +227,8 @@ GROUP_POLICIES: dict[str, GroupPolicy] = {
         ),
     ),
 }
-"""``strategy.group_policy`` names -> their split (sync) and draw (async)."""
+"""``strategy.group_policy`` names -> their split (sync) and draw (async); keyed by exactly
+``pwfl.registry.GROUP_POLICIES``."""
 
 
 def _policy(name: str) -> GroupPolicy:

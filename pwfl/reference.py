@@ -100,7 +100,7 @@ def configuration_markdown(choices: dict[str, Any] | None = None) -> str:
     if choices is None:
         choices = {**config.registered_choices(), "simulation.backend": config.BACKENDS}
     ranges = config.ranges()
-    top = field_docstrings(config.Config)
+    top = field_docstrings(config.Config)  # seed's range below; the sections' in _rows
     parts = [
         "### Top level",
         "",
@@ -114,8 +114,12 @@ def configuration_markdown(choices: dict[str, Any] | None = None) -> str:
         f"{', '.join(f'`{k}`' for k in config.PER_SET_KEYS)}, `name` | "
         f"{_one_line(top['weight_set'])} |",
     ]
-    for section, cls in config.SECTIONS.items():
-        docs = field_docstrings(cls)
+    tables = []
+    if "strategy.name" in choices:  # the strategies that declare keys of their own
+        from pwfl.strategies import STRATEGIES
+
+        tables = [(f"strategy.{n}", c.Settings) for n, c in STRATEGIES.items() if c.Settings]
+    for section, cls in [*config.SECTIONS.items(), *tables]:
         parts += [
             "",
             f"### `[{section}]`",
@@ -124,19 +128,31 @@ def configuration_markdown(choices: dict[str, Any] | None = None) -> str:
             "",
             "| key | type | default | range / choices | meaning |",
             "|---|---|---|---|---|",
+            *_rows(section, cls, choices),
         ]
-        for f in dataclasses.fields(cls):
-            key = f"{section}.{f.name}"
-            kind = f.type if isinstance(f.type, str) else f.type.__name__
-            if key in ranges:
-                accepts = ranges[key].rule(kind == "int").removeprefix("must be ")
-            elif key in choices:
-                accepts = " / ".join(f"`{name}`" for name in choices[key])
-            else:
-                accepts = ""
-            meaning = _one_line(docs.get(f.name, ""))
-            parts.append(f"| `{f.name}` | {kind} | {_default(f.default)} | {accepts} | {meaning} |")
     return "\n".join(parts)
+
+
+def _rows(section: str, cls: type, choices: dict[str, Any]) -> list[str]:
+    """A table row per key of a section (or of a strategy's own table)."""
+    from pwfl.config import RANGE
+
+    docs = field_docstrings(cls)
+    rows = []
+    for f in dataclasses.fields(cls):
+        if f.name == "tables":  # the strategies' own tables, each listed as a section
+            continue
+        key = f"{section}.{f.name}"
+        kind = f.type if isinstance(f.type, str) else f.type.__name__
+        if RANGE in f.metadata:
+            accepts = f.metadata[RANGE].rule(kind == "int").removeprefix("must be ")
+        elif key in choices:
+            accepts = " / ".join(f"`{name}`" for name in choices[key])
+        else:
+            accepts = ""
+        meaning = _one_line(docs.get(f.name, ""))
+        rows.append(f"| `{f.name}` | {kind} | {_default(f.default)} | {accepts} | {meaning} |")
+    return rows
 
 
 class _Annotation:

@@ -100,14 +100,17 @@ def simulation_nodes(cfg: Config) -> int:
 def prepare_data(cfg: Config) -> None:
     """Check what can fail before any process starts, and cache the client split.
 
-    The data set is loaded and split (the client processes then read the cached
-    split instead of redoing it), the device profiles drawn (a bad trace file
+    Every weight set's model is built once on the data set's input shape (a model
+    that does not take its examples fails here: the config's validation loads no
+    PyTorch), the data set is loaded and split (the client processes then read the
+    cached split instead of redoing it), the device profiles drawn (a bad trace file
     fails here) and the aggregator resolved (an unknown dotted path fails here).
     """
     from pwfl import data
     from pwfl.devices import make_profiles
     from pwfl.strategies import build_policy
 
+    data.check_inputs(cfg)
     data.prepare(cfg.data, cfg.seed)
     make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed)
     build_policy(cfg)

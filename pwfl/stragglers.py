@@ -208,4 +208,5 @@ BALANCING: dict[str, Rule] = {
     "proportional": _proportional,
 }
 """Load-balancing rules by name (``stragglers.load_balancing``), described above: each
-gives the epochs of one client observed since its latest plan."""
+gives the epochs of one client observed since its latest plan. Keyed by exactly
+``pwfl.registry.BALANCING``."""

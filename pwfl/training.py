@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from pwfl import registry
 from pwfl.models import build_model
 
 StateDict = dict[str, torch.Tensor]
@@ -40,7 +41,7 @@ def _holding_rng(fn):
     return locked
 
 
-CLIENT_STATES = ("none", "momentum", "personal")
+CLIENT_STATES = registry.CLIENT_STATES
 """What a client may keep between its rounds (``train.client_state``); see
 :func:`train_keeping`."""
 

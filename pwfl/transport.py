@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 
+from pwfl import registry
 from pwfl.aggregation import Arrays, Update
 from pwfl.codec import decode_update, encode_update
 
@@ -26,7 +27,7 @@ CLIENT = "client"
 STATE = "client-state"
 WEIGHT_KEY = "num-examples"
 
-BINDINGS = ("pool", "node")
+BINDINGS = registry.BINDINGS
 """How clients bind to Flower nodes (``simulation.client_binding``): see :class:`NodeBinding`."""
 
 

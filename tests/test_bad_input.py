@@ -177,9 +177,16 @@ CASES = {
         "cannot differ between weight sets",
         _finished_run,
     ),
-    "weight sets under deploy": (
-        ["deploy", "--config", LR_SEARCH, "--clients", "4", "--out", "{out}", "--overwrite"],
-        "do not run under pwfl deploy",
+    "a model that does not fit under deploy": (
+        ["deploy", "--config", TINY, "--clients", "2", "--set", "data.name=synthetic"]
+        + ["--out", "{out}", "--overwrite"],
+        "'model.name' = 'small-cnn' does not fit data.name = 'synthetic'",
+        _finished_run,
+    ),
+    "a model that does not fit in a comparison": (
+        ["compare", "--config", TINY, "--vary", "data.name=mnist-5k,synthetic"]
+        + ["--strategies", "fedavg", "--out", "{out}"],
+        "does not fit data.name = 'synthetic'",
         _finished_run,
     ),
     "bad seeds": (

@@ -386,19 +386,39 @@ def test_malformed_file_names_the_path(tmp_path):
     assert "not valid TOML" in message
 
 
-def test_flower_run_config_lists_every_config_key():
-    """Flower rejects --run-config overrides of keys missing from pyproject.toml."""
+def test_flower_run_config_is_one_key_holding_the_experiment():
+    """Flower accepts --run-config overrides of the keys pyproject.toml lists: the one
+    ``experiment`` key (TOML text) and the app's own keys."""
     import tomllib
 
-    from pwfl.apps.settings import APP_KEYS, config_from_run_config
+    from pwfl.apps.settings import APP_KEYS, EXPERIMENT_KEY, config_from_run_config, run_config
 
     from .conftest import ROOT
 
     listed = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    assert set(listed) - set(APP_KEYS) == set(Config().to_flat())
-    assert config_from_run_config(Config().to_flat()) == Config()  # the flat form reads back
+    assert set(listed) == {EXPERIMENT_KEY, *APP_KEYS}
     cfg = config_from_run_config(listed)
-    assert cfg.strategy.num_rounds == 3 and cfg.strategy.executor == "threads"
+    assert cfg == load_config(None, ["strategy.num_rounds=3"])  # a short run, else defaults
+    assert config_from_run_config({EXPERIMENT_KEY: ""}) == Config()
+    assert config_from_run_config(run_config(cfg, "out")) == cfg
+
+
+@pytest.mark.parametrize(
+    ("run_config", "named"),
+    [
+        ({"strategy.k": 3}, "run-config key 'strategy.k' is not pwfl's"),
+        ({"experiment": 3}, "run-config key 'experiment' must be the experiment's TOML text"),
+        ({"experiment": "strategy.k = "}, "not valid TOML"),
+        ({"experiment": "strategy.k = 0"}, "config key 'strategy.k' = 0 is invalid"),
+        ({"experiment": 'data.name = "synthetic"'}, "does not fit data.name = 'synthetic'"),
+    ],
+)
+def test_a_bad_run_config_is_one_line_naming_it(run_config, named):
+    from pwfl.apps.settings import config_from_run_config
+
+    with pytest.raises(ConfigError) as info:
+        config_from_run_config(run_config)
+    assert named in str(info.value) and "\n" not in str(info.value)
 
 
 def test_loss_aware_groups_with_personal_state_are_refused_in_one_line():

@@ -43,7 +43,7 @@ INF_KEYS = {
 
 def _numeric_fields() -> dict[str, tuple[dataclasses.Field, bool]]:
     """Dotted key -> (field, is an integer) of every int or float field, found from
-    the dataclasses themselves rather than from what config.py declares."""
+    the dataclasses themselves rather than from what the config package declares."""
     found = {}
     for section, cls in (("", Config), *SECTIONS.items()):
         for f in dataclasses.fields(cls):
@@ -54,12 +54,16 @@ def _numeric_fields() -> dict[str, tuple[dataclasses.Field, bool]]:
 
 
 def _field_docstrings() -> dict[str, str]:
-    """Dotted key -> the docstring under the field in config.py's source."""
-    tree = ast.parse((ROOT / "pwfl" / "config.py").read_text())
+    """Dotted key -> the docstring under the field in the config package's source."""
+    body = [
+        node
+        for path in sorted((ROOT / "pwfl" / "config").glob("*.py"))
+        for node in ast.parse(path.read_text()).body
+    ]
     section_of = {cls.__name__: section for section, cls in SECTIONS.items()}
     section_of["Config"] = ""
     docs = {}
-    for node in tree.body:
+    for node in body:
         if not isinstance(node, ast.ClassDef) or node.name not in section_of:
             continue
         section = section_of[node.name]
@@ -228,11 +232,15 @@ def test_hang_faults_need_a_finite_round_timeout():
 
 
 def test_config_with_infinities_round_trips_through_toml_and_the_run_config():
-    from pwfl.apps.settings import config_from_run_config
+    from flwr.common.config import parse_config_args
+
+    from pwfl.apps.settings import config_from_run_config, run_config, run_config_argument
 
     cfg = load_config(None, [f"{key}=inf" for key in INF_KEYS])
     assert config_module.config_from_toml(cfg.to_toml()) == cfg
-    assert config_from_run_config(cfg.to_flat()) == cfg
+    assert config_from_run_config(run_config(cfg)) == cfg
+    parsed = parse_config_args([run_config_argument(cfg.to_toml())])  # as flwr run reads it
+    assert config_from_run_config(parsed) == cfg
 
 
 # ---------------------------------------------------------------- where infinity is read
@@ -331,39 +339,22 @@ def test_config_imports_neither_torch_nor_flower_nor_ray():
     assert out.stdout.strip() == "[]"
 
 
-def test_choice_lists_are_the_implementing_modules_registries():
-    from pwfl import (
-        aggregation,
-        clock,
-        codec,
-        data,
-        devices,
-        models,
-        partition,
-        stragglers,
-        strategies,
-        training,
-        transport,
-    )
-    from pwfl.strategies import server_optimizer
+def test_choice_lists_are_the_registrys_and_the_config_lists_none_of_its_own():
+    from pwfl import registry
 
     choices = registered_choices()
-    assert choices["data.name"] is data.INFO
-    assert choices["data.partitioner"] is data.PARTITIONERS
-    assert choices["model.name"] is models.MODELS
-    assert choices["train.client_state"] is training.CLIENT_STATES
-    assert choices["strategy.executor"] is aggregation.EXECUTORS
-    assert choices["strategy.server_opt"] is server_optimizer.OPTIMIZERS
-    assert choices["comm.compression"] is codec.MODES
-    assert choices["clients.profile"] is devices.PROFILES
-    assert choices["clock.compute"] is clock.COMPUTE
-    assert choices["strategy.name"] is strategies.STRATEGIES
-    assert choices["strategy.mode"] is strategies.MODES
-    assert choices["strategy.group_policy"] is partition.GROUP_POLICIES
-    assert choices["stragglers.load_balancing"] is stragglers.BALANCING
-    assert choices["simulation.client_binding"] is transport.BINDINGS
+    assert choices["data.name"] is registry.DATASETS
+    assert choices["model.name"] is registry.MODELS
+    assert choices["simulation.backend"] is registry.BACKENDS
+    names = {name for name in vars(registry) if name.isupper()}
+    own = {k: v for k, v in choices.items() if k not in ("strategy.name", "strategy.mode")}
+    assert {id(v) for v in own.values()} <= {id(getattr(registry, n)) for n in names}
+    from pwfl import strategies  # the strategies are their own registry
+
+    assert choices["strategy.name"] == tuple(strategies.STRATEGIES)
+    assert choices["strategy.mode"] == tuple(strategies.MODES)
     for name in ("DATASETS", "PARTITIONERS", "MODELS", "EXECUTORS", "CLIENT_STATES"):
-        assert not hasattr(config_module, name), f"config.py lists {name} again"
+        assert not hasattr(config_module, name), f"pwfl.config lists {name} again"
 
 
 def test_every_registered_name_is_accepted_and_no_other(tmp_path):
@@ -383,13 +374,12 @@ def test_every_registered_name_is_accepted_and_no_other(tmp_path):
         )
 
 
-def test_a_name_registered_in_its_module_is_accepted_by_the_config(monkeypatch):
-    from pwfl import models
+def test_a_name_added_to_the_registry_is_accepted_by_the_config(monkeypatch):
+    from pwfl import registry
 
-    monkeypatch.setitem(models.MODELS, "tiny", models.MLP)
-    assert load_config(None, ["model.name=tiny"]).model.name == "tiny"
-    monkeypatch.delitem(models.MODELS, "tiny")
     assert "'model.name'" in _error(["model.name=tiny"])
+    monkeypatch.setattr(registry, "MODELS", (*registry.MODELS, "tiny"))
+    assert load_config(None, ["model.name=tiny"]).model.name == "tiny"
 
 
 def test_registries_drive_their_implementations():

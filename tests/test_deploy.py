@@ -60,3 +60,22 @@ def test_a_killed_supernode_is_recorded_as_failed_and_the_run_finishes(tmp_path)
     assert (others["status"] == "ok").all()
     rounds = pd.read_csv(tmp_path / "rounds.csv")
     assert rounds["round"].max() == 3
+
+
+@pytest.mark.slow
+def test_weight_sets_of_their_own_deploy_in_the_run_config(tmp_path):
+    # The [[weight_set]] tables travel in the run config's experiment text.
+    path = tmp_path / "sets.toml"
+    path.write_text(
+        TINY.read_text()
+        + '\n[[weight_set]]\nname = "slow"\ntrain.lr = 0.005\n'
+        + '\n[[weight_set]]\nname = "mlp"\nmodel.name = "mlp"\n'
+    )
+    cfg = load_config(path, ["strategy.num_rounds=1", "strategy.fraction_evaluate=0"])
+    deploy(cfg, tmp_path / "run", clients=2, timeout_s=600)
+    rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
+    assert rounds["set_name"].tolist() == ["slow", "mlp"]
+    assert (rounds["status"] == "ok").all()
+    kept = load_config(tmp_path / "run" / "config.toml")
+    assert [kept.for_set(ws).train.lr for ws in range(2)] == [0.005, cfg.train.lr]
+    assert kept.for_set(1).model.name == "mlp"

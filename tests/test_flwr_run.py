@@ -18,6 +18,8 @@ import pandas as pd
 import psutil
 import pytest
 
+from pwfl.apps.settings import run_config_argument
+
 from .conftest import ROOT
 
 
@@ -41,7 +43,8 @@ def test_flwr_run_finishes_on_two_supernodes_with_ten_clients(tmp_path):
         "FLWR_HOME": str(tmp_path / "flwr-home"),
         "PATH": f"{flwr.parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
-    config = f"strategy.num_rounds=1 out-dir='{out}'"
+    # The experiment is one key of TOML text; a one-round run of pyproject.toml's app.
+    config = f"{run_config_argument('strategy.num_rounds = 1')} out-dir='{out}'"
     try:
         result = subprocess.run(
             [str(flwr), "run", ".", "--stream", "--run-config", config],

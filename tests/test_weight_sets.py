@@ -63,12 +63,32 @@ def test_set_overrides_on_the_command_line_edit_the_files_tables():
 
 
 def test_the_resolved_config_reads_back_with_its_tables(tmp_path):
-    from pwfl.apps.settings import config_from_run_config
+    from pwfl.apps.settings import config_from_run_config, run_config
     from pwfl.config import config_from_toml
 
     cfg = load_config(LR_SEARCH)
     assert config_from_toml(cfg.to_toml()) == cfg
-    assert config_from_run_config(cfg.to_flat()) == cfg  # as Flower's run config carries it
+    assert config_from_run_config(run_config(cfg)) == cfg  # as Flower's run config carries it
+
+
+def test_the_tables_travel_to_flower_in_the_run_config_file_and_on_the_command_line(tmp_path):
+    """What ``pwfl deploy`` hands ``flwr run --run-config``, read back by Flower's own
+    parser and then by the apps, is the config with its tables."""
+    from flwr.common.config import parse_config_args
+
+    from pwfl.apps.settings import config_from_run_config, run_config_argument
+    from pwfl.deploy import run_config_file
+
+    cfg = load_config(LR_SEARCH, ['weight_set.0.name="slow \\\\ \\"quoted\\"\\tset"'])
+    assert '"' in cfg.to_toml() and "\\" in cfg.to_toml()  # what Flower's pattern cuts at
+    path = run_config_file(cfg, tmp_path / "out", tmp_path / "run-config.toml")
+    parsed = parse_config_args([str(path)])
+    assert parsed["out-dir"] == str((tmp_path / "out").resolve())
+    assert config_from_run_config(parsed) == cfg
+    argument = f"{run_config_argument(cfg.to_toml())} out-dir='{tmp_path}'"
+    parsed = parse_config_args([argument])
+    assert parsed == {"experiment": cfg.to_toml(), "out-dir": str(tmp_path)}
+    assert config_from_run_config(parsed).set_name(0) == 'slow \\ "quoted"\tset'
 
 
 @pytest.mark.parametrize(

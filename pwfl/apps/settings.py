@@ -1,38 +1,95 @@
 """Reading the experiment config inside a Flower app, however the app was started.
 
 In pwfl's own runner the config object is handed to the app factories. Under
-Flower's tooling (``flwr run .``) it comes from the run config, whose dotted keys
-(``strategy.k = 2``, from ``[tool.flwr.app.config]`` or ``--run-config``) map
-one to one onto :class:`pwfl.config.Config`.
+Flower's tooling (``flwr run .``, ``pwfl deploy``) it travels in one run-config key,
+``experiment``: the experiment's TOML text, as a config file or ``config.toml`` of a
+run folder holds it (``[[weight_set]]`` tables included); empty means the defaults.
+``pyproject.toml`` lists it (Flower accepts overrides of listed keys only) with a short
+default run. On the command line its value is a TOML basic string without a ``"``
+inside (Flower splits ``--run-config`` with a pattern that ends a quoted value at the
+next ``"``); :func:`run_config_argument` writes it::
+
+    flwr run . --run-config 'experiment="strategy.k = 3\\nstrategy.num_rounds = 5"'
+    flwr run . --run-config 'experiment="strategy = {k = 3, num_rounds = 5}"'
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 
-from pwfl.config import Config, config_from_dict
-from pwfl.data import dataset_info
+from pwfl.config import Config, config_from_toml
+from pwfl.data import check_inputs, dataset_info
+from pwfl.errors import ConfigError
 from pwfl.seeding import seed_for
 from pwfl.training import TrainSettings
+
+EXPERIMENT_KEY = "experiment"
+"""The run-config key holding the experiment's TOML text (empty: the defaults)."""
 
 # Run-config keys that are about the Flower app, not the experiment.
 APP_KEYS = ("out-dir",)
 
 
 def config_from_run_config(run_config: dict[str, Any]) -> Config:
-    """Build the experiment config from Flower's flat, dotted run config."""
-    nested: dict[str, Any] = {}
-    for key, value in run_config.items():
-        if key in APP_KEYS:
-            continue
-        *sections, leaf = key.split(".")
-        node = nested
-        for name in sections:
-            node = node.setdefault(name, {})
-        node[leaf] = value
-    return config_from_dict(nested)
+    """Build the experiment config from Flower's run config (its ``experiment`` key).
+
+    Raises
+    ------
+    ConfigError
+        On another key, a value that is not TOML text, or an invalid experiment
+        (including a model that does not take the data set's examples).
+    """
+    unknown = sorted(set(run_config) - {EXPERIMENT_KEY, *APP_KEYS})
+    if unknown:
+        raise ConfigError(
+            f"run-config key '{unknown[0]}' is not pwfl's; put the experiment's settings "
+            f"in the '{EXPERIMENT_KEY}' key as TOML text"
+        )
+    text = run_config.get(EXPERIMENT_KEY, "")
+    if not isinstance(text, str):
+        raise ConfigError(
+            f"run-config key '{EXPERIMENT_KEY}' must be the experiment's TOML text, got {text!r}"
+        )
+    return _experiment(text)
+
+
+@functools.lru_cache(maxsize=8)
+def _experiment(text: str) -> Config:
+    # Cached: a ClientApp reads the run config for every message it handles.
+    cfg = config_from_toml(text)
+    check_inputs(cfg)
+    return cfg
+
+
+def run_config(cfg: Config, out_dir: str | None = None) -> dict[str, str]:
+    """The run config that carries ``cfg`` to a Flower app (and ``out-dir`` if given)."""
+    extra = {} if out_dir is None else {"out-dir": out_dir}
+    return {**extra, EXPERIMENT_KEY: cfg.to_toml()}
+
+
+def run_config_argument(text: str) -> str:
+    """``experiment="..."``: TOML text as one ``--run-config`` item of ``flwr run``.
+
+    Flower 1.41 splits ``--run-config`` with the pattern ``key=("..."|'...'|word)``
+    and parses what it found as TOML, so the value must be a TOML string with no
+    ``"`` inside. No TOML writer avoids that character (they escape it as ``\\"``), so
+    the basic string is written here: backslashes doubled, quotes and control
+    characters as ``\\uXXXX``, new lines as ``\\n``.
+    """
+    out = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif char == "\n":
+            out.append("\\n")
+        elif char == '"' or ord(char) < 0x20 or char == "\x7f":
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(char)
+    return f'{EXPERIMENT_KEY}="{"".join(out)}"'
 
 
 def repeat_key(sent: dict[str, Any]) -> tuple[int, ...]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pwfl.aggregation import AggregateFn
 from pwfl.config import Config
+from pwfl.errors import ConfigError
 from pwfl.strategies.async_pwfl import AsyncPWFL
 from pwfl.strategies.base import Policy
 from pwfl.strategies.fedasync import FedAsync
@@ -29,9 +30,15 @@ STRATEGIES: dict[str, type[Policy]] = {
 
 def policy_class(cfg: Config) -> type[Policy]:
     """The policy class ``cfg`` names (``strategy.name``, and its mode for pwfl)."""
-    if cfg.strategy.name == PWFL.name:
-        return MODES[cfg.strategy.mode]
-    return STRATEGIES[cfg.strategy.name]
+    s = cfg.strategy
+    if s.name == PWFL.name:
+        return MODES[s.mode]
+    if s.mode != "sync":
+        raise ConfigError(
+            f"config key 'strategy.mode' = {s.mode!r} is invalid: async applies to "
+            f"strategy.name = {PWFL.name} only"
+        )
+    return STRATEGIES[s.name]
 
 
 def build_policy(cfg: Config) -> Policy:

@@ -36,6 +36,7 @@ class AsyncPWFL(Policy):
     """PWFL without a round barrier between the K weight sets."""
 
     name = "pwfl"
+    weight_set_tables = True
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)

@@ -185,6 +185,8 @@ class Policy:
     """A frozen dataclass of the strategy's own keys (its ``[strategy.<name>]`` table),
     each with its default, range and docstring; None when it has none."""
     num_weight_sets: int = 1
+    weight_set_tables: bool = False
+    """Whether ``[[weight_set]]`` tables may give its weight sets settings of their own."""
     rounds_are_steps: bool = False
     """Whether each round of the records is a server step that consumes replies sent
     before earlier steps (FedBuff, FedAsync) rather than the jobs sent for it (what

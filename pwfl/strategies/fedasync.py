@@ -41,7 +41,7 @@ from pwfl.strategies.fedbuff import FedBuff, staleness_weight
 
 @dataclass(frozen=True)
 class FedAsyncSettings:
-    """The keys of ``[strategy.fedasync]``."""
+    """FedAsync's own keys (Xie et al., 2019), its table ``[strategy.fedasync]``."""
 
     alpha: float = ranged(0.6, gt=0, le=1)
     """The mixing weight α of a fresh update, in (0, 1]."""

@@ -26,6 +26,7 @@ class PWFL(SynchronousRounds):
     """K weight sets, K disjoint client groups per round, all sent at the round's start."""
 
     name = "pwfl"
+    weight_set_tables = True
 
     def __init__(self, cfg: Config):
         super().__init__(cfg, cfg.strategy.k)
