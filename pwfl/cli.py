@@ -10,7 +10,9 @@ Usage::
     pwfl check results/runs/k3       # do its records satisfy the invariants?
 
 Problems with the input (a bad key or value, a missing file, an unknown data
-set) end the command with exit code 2 and one line on stderr.
+set) end the command with exit code 2 and one line on stderr. Ctrl-C stops a run
+at the server's next poll (a second Ctrl-C at once) with exit code 130 and one
+line saying how to continue it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 
 from pwfl.config import Config, load_config
-from pwfl.errors import ConfigError, PwflError
+from pwfl.errors import ConfigError, Interrupted, PwflError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -267,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _main(args)
+    except Interrupted as err:
+        print(f"pwfl: interrupted: {err}", file=sys.stderr)
+        return 130
     except PwflError as err:
         print(f"pwfl: error: {err}", file=sys.stderr)
         return 2

@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pwfl import arithmetic
 from pwfl.callbacks import Callback
 from pwfl.checkpoint import CLIENT_STATE_DIR, Checkpoint
 from pwfl.config import Config, num_sampled
-from pwfl.errors import PwflError
+from pwfl.errors import Interrupted, PwflError
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
+
+    from pwfl.apps.server_app import Outcome
 
 
 def start_ray(cfg: Config, verbose: bool = False) -> None:
@@ -123,6 +130,7 @@ def run_experiment(
     label: str | None = None,
     resume: Checkpoint | None = None,
     callbacks: Sequence[Callback] = (),
+    stop: threading.Event | None = None,
 ) -> dict:
     """Run one experiment and write ``rounds.csv``, ``clients.csv``, ``server.csv``,
     ``config.toml``, ``summary.json``, ``checkpoint.npz`` and ``final_weights.npz``
@@ -134,15 +142,23 @@ def run_experiment(
     ``simulation.backend`` picks Flower's simulation engine on Ray (``ray``) or
     clients in threads of this process (``inline``, :mod:`pwfl.inline`).
 
+    Setting ``stop`` (another thread may), or a Ctrl-C while the run is under
+    way in the main thread, stops the run at the server's next poll
+    (:mod:`pwfl.interrupt`); Ray is shut down and the folder keeps what its last
+    checkpoint wrote, so ``pwfl resume`` continues it.
+
     Raises
     ------
     PwflError
         When the run stopped early because every weight set kept missing quorum
         (its records are kept).
+    Interrupted
+        When it was stopped; the message says how to continue it.
     """
     from pwfl.apps.client_app import make_client_app
-    from pwfl.apps.server_app import Outcome, make_server_app, run_server
+    from pwfl.apps.server_app import Outcome, run_server
     from pwfl.callbacks import Progress
+    from pwfl.interrupt import sigint_sets
 
     quiet_libraries(verbose)
     arithmetic.ensure(cfg.reproducibility.arithmetic)
@@ -154,21 +170,52 @@ def run_experiment(
     if not quiet:
         watchers.append(Progress(f"{label or cfg.strategy.name} seed {cfg.seed}"))
     client_app = make_client_app(cfg, out / CLIENT_STATE_DIR)
-    if cfg.simulation.backend == "inline":
-        from pwfl.inline import InlineGrid
+    if stop is None:
+        stop = threading.Event()
+    with sigint_sets(stop):
+        if cfg.simulation.backend == "inline":
+            from pwfl.inline import InlineGrid
 
-        grid = InlineGrid(client_app, nodes, workers=max(4, os.cpu_count() or 1))
-        try:
-            outcome = run_server(grid, cfg, out, watchers, label, resume, nodes)
-        finally:
-            grid.shutdown()
-    else:
-        from flwr.simulation import run_simulation
+            grid = InlineGrid(client_app, nodes, workers=max(4, os.cpu_count() or 1))
+            try:
+                outcome = run_server(grid, cfg, out, watchers, label, resume, nodes, stop=stop)
+            except Interrupted as err:
+                outcome = Outcome(error=err)
+            finally:
+                grid.shutdown()
+        else:
+            outcome = _simulate(cfg, out, client_app, watchers, label, resume, nodes, verbose, stop)
+    if isinstance(outcome.error, Interrupted):
+        raise Interrupted(how_to_continue(out))
+    if outcome.error is not None:
+        raise outcome.error
+    if not outcome.summary:
+        raise RuntimeError(f"the run in {out} ended without a result; rerun with --verbose")
+    return outcome.summary
 
+
+def _simulate(
+    cfg: Config,
+    out: Path,
+    client_app: ClientApp,
+    watchers: Sequence[Callback],
+    label: str | None,
+    resume: Checkpoint | None,
+    nodes: int,
+    verbose: bool,
+    stop: threading.Event,
+) -> Outcome:
+    """Run the apps on Flower's simulation engine; Ray is down when this returns."""
+    import ray
+    from flwr.simulation import run_simulation
+
+    from pwfl.apps.server_app import Outcome, make_server_app
+
+    outcome = Outcome()
+    try:
         start_ray(cfg, verbose)
-        outcome = Outcome()
         run_simulation(
-            server_app=make_server_app(cfg, out, watchers, label, resume, outcome, nodes),
+            server_app=make_server_app(cfg, out, watchers, label, resume, outcome, nodes, stop),
             client_app=client_app,
             num_supernodes=nodes,
             backend_config={
@@ -179,9 +226,30 @@ def run_experiment(
             },
             verbose_logging=verbose,
         )
+    finally:
+        # Flower's backend shuts Ray down when its runtime ends; this covers a run
+        # that ended before it started (a Ctrl-C during ray.init, an error).
+        if ray.is_initialized():
+            ray.shutdown()
         quiet_libraries(verbose)  # Flower resets its console handler level on each run
-    if outcome.error is not None:
-        raise outcome.error
-    if not outcome.summary:
-        raise RuntimeError(f"the run in {out} ended without a result; rerun with --verbose")
-    return outcome.summary
+    if stop.is_set() and outcome.error is None and not outcome.summary:
+        outcome.error = Interrupted("stopped")  # before the server app started
+    return outcome
+
+
+def how_to_continue(out: Path) -> str:
+    """The line a stopped run ends with: the round its checkpoint holds, and the command
+    that continues it (or why none can)."""
+    from pwfl.checkpoint import CHECKPOINT_FILE, load_checkpoint
+
+    path = out / CHECKPOINT_FILE
+    if not path.is_file():
+        return (
+            f"stopped by Ctrl-C before the first checkpoint of the run in {out}; "
+            "start it again with --overwrite"
+        )
+    ckpt = load_checkpoint(path)
+    return (
+        f"stopped by Ctrl-C; the run in {out} is saved at round {ckpt.round} of "
+        f"{ckpt.num_rounds}: continue it with 'pwfl resume {out}'"
+    )
