@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     compare.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a comparison already in the output folder (else a stopped one "
+        "carries on and a finished or committed one is refused)",
+    )
+    compare.add_argument(
         "--vary",
         metavar="SECTION.KEY=V1,V2",
         help="also compare values of one config key, e.g. "
@@ -119,22 +125,57 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _tracked(folder: Path) -> bool:
+    """Whether git tracks a file in ``folder`` (False outside a repository or without git)."""
+    import subprocess
+
+    if not folder.is_dir():
+        return False
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(folder), "ls-files", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return listed.returncode == 0 and bool(listed.stdout.strip())
+
+
+def _refuse(out: Path, holds: str) -> ConfigError:
+    return ConfigError(
+        f"'{out}' holds {holds}; pass --out NEW to write elsewhere or --overwrite to replace it"
+    )
+
+
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse to write over a run unless told to (nothing is touched before)."""
     from pwfl.checkpoint import CHECKPOINT_FILE
 
     if overwrite:
         return
+    if _tracked(out):
+        raise _refuse(out, "results committed to git")
     if (out / "summary.json").is_file():
-        raise ConfigError(
-            f"'{out}' holds a finished run; pass --overwrite to replace it or --out to "
-            "write elsewhere"
-        )
+        raise _refuse(out, "a finished run")
     if (out / CHECKPOINT_FILE).is_file():
         raise ConfigError(
             f"'{out}' holds an unfinished run; continue it with 'pwfl resume {out}', or "
             "pass --overwrite to start again"
         )
+
+
+def _check_comparison_dir(out: Path, overwrite: bool) -> bool:
+    """Refuse to write over a comparison unless told to; True when ``out`` holds one
+    that was stopped before its end (the comparison then carries on)."""
+    if overwrite or not out.is_dir():
+        return False
+    if _tracked(out):
+        raise _refuse(out, "results committed to git")
+    if (out / "summary.csv").is_file() or (out / "summary.json").is_file():
+        raise _refuse(out, "finished results")
+    return any(out.iterdir())
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -256,9 +297,17 @@ def _main(args: argparse.Namespace) -> int:
     from pwfl.compare import check_strategies, parse_vary, run_comparison
 
     strategies = check_strategies([s.strip() for s in args.strategies.split(",") if s.strip()])
-    summary = run_comparison(
-        cfg, strategies, _seeds(args.seeds), out, args.quiet, args.verbose, parse_vary(args.vary)
-    )
+    seeds, vary = _seeds(args.seeds), parse_vary(args.vary)
+    carry_on = _check_comparison_dir(out, args.overwrite)
+    try:
+        summary = run_comparison(
+            cfg, strategies, seeds, out, args.quiet, args.verbose, vary, carry_on=carry_on
+        )
+    except Interrupted:
+        raise Interrupted(
+            f"stopped by Ctrl-C; the comparison in {out} continues where it stopped when "
+            "the same pwfl compare command is run again"
+        ) from None
     print(format_summary(summary))
     print(f"comparison in {out} (comparison.csv, summary.csv and figures)")
     return 0

@@ -44,11 +44,16 @@ def uninterrupted(tmp_path_factory):
     return pd.read_csv(out / "rounds.csv")
 
 
-@pytest.mark.parametrize("backend", ["inline", "ray"])
-def test_one_ctrl_c_stops_the_run_and_it_resumes_exactly(backend, tmp_path, uninterrupted):
-    out = tmp_path / "run"
-    args = ["run", "--config", str(TINY), "--out", str(out), "--quiet"]
+@pytest.mark.parametrize(
+    ("command", "backend"), [("run", "inline"), ("run", "ray"), ("compare", "inline")]
+)
+def test_one_ctrl_c_stops_the_run_and_it_resumes_exactly(command, backend, tmp_path, uninterrupted):
+    folder = tmp_path / "out"
+    # A comparison of one strategy: its run folder is the one stopped.
+    out = folder / "pwfl-seed0" if command == "compare" else folder
+    args = [command, "--config", str(TINY), "--out", str(folder), "--quiet"]
     args += ["--set", f"strategy.num_rounds={ROUNDS}", "--set", f"simulation.backend={backend}"]
+    args += ["--strategies", "pwfl"] if command == "compare" else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "pwfl", *args],
         cwd=ROOT,
@@ -78,7 +83,8 @@ def test_one_ctrl_c_stops_the_run_and_it_resumes_exactly(backend, tmp_path, unin
     assert took < 10, f"the run took {took:.1f} s to stop"
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pwfl: interrupted:"), err
-    assert f"pwfl resume {out}" in lines[0]
+    again = "the same pwfl compare command" if command == "compare" else f"pwfl resume {out}"
+    assert again in lines[0]
 
     # Nothing it started outlives it (Ray's workers die a few seconds after the raylet).
     gone_by = time.monotonic() + 15
@@ -93,13 +99,15 @@ def test_one_ctrl_c_stops_the_run_and_it_resumes_exactly(backend, tmp_path, unin
     assert 1 <= saved.round < ROUNDS
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "pwfl", "resume", str(out), "--quiet"],
+        [sys.executable, "-m", "pwfl", *(args if command == "compare" else ["resume", str(out)])],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
+    if command == "compare":
+        assert (folder / "summary.csv").is_file()
     pd.testing.assert_frame_equal(
         repeated(pd.read_csv(out / "rounds.csv")), repeated(uninterrupted), check_exact=True
     )
