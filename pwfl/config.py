@@ -190,6 +190,11 @@ class TrainConfig:
     with the run's checkpoints): none, momentum (its SGD momentum buffers) or
     personal (its own classifier layer, which replaces the received one; FedPer,
     Arivazhagan et al. 2019)."""
+    step: str = ""
+    """Your training step, a dotted path ``package.module:function`` found from the
+    working directory first: ``step(model, inputs, targets, context) -> loss``, called
+    for every mini-batch (``pwfl.training.StepFn``); empty: the plain cross-entropy
+    step. It reaches the clients in each training message (``train-step``)."""
 
 
 @dataclass(frozen=True)
@@ -887,7 +892,10 @@ def validate(cfg: Config) -> None:
         _check_number(key, getattr(getattr(cfg, section) if section else cfg, name), integer, rng)
     for key, names in registered_choices().items():
         section, name = key.split(".")
-        _choice(key, getattr(getattr(cfg, section), name), names)
+        value = getattr(getattr(cfg, section), name)
+        if key in ("model.name", "data.name") and ("." in value or ":" in value):
+            continue  # your own, by dotted path: loaded and checked as the run starts
+        _choice(key, value, names)
     _validate_inputs(cfg)
     if cfg.weight_set:
         _validate_weight_sets(cfg)
@@ -993,6 +1001,8 @@ def _validate_inputs(cfg: Config) -> None:
     from pwfl.data import INFO
     from pwfl.models import build_model
 
+    if cfg.data.name not in INFO or "." in cfg.model.name or ":" in cfg.model.name:
+        return  # your own data set or model: checked as the run starts (runner.prepare_data)
     info = INFO[cfg.data.name]
     try:
         with torch.random.fork_rng(devices=[]):  # building draws initial weights

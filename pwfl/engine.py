@@ -1162,6 +1162,7 @@ class Engine:
             "lr": t.lr,
             "momentum": t.momentum,
             "augment": t.augment,
+            **({"train-step": t.step} if t.step else {}),
         }
 
     # --- checkpoints ------------------------------------------------------------------

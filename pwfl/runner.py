@@ -13,6 +13,7 @@ import os
 import threading
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,7 +21,8 @@ from pwfl import arithmetic
 from pwfl.callbacks import Callback
 from pwfl.checkpoint import CLIENT_STATE_DIR, Checkpoint
 from pwfl.config import Config, num_sampled
-from pwfl.errors import Interrupted, PwflError
+from pwfl.errors import ConfigError, Interrupted, PwflError
+from pwfl.extensions import is_dotted, search_path, working_dir_on_path
 
 if TYPE_CHECKING:
     from flwr.clientapp import ClientApp
@@ -37,6 +39,10 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
     if ray.is_initialized():
         return
     mode = cfg.reproducibility.arithmetic
+    # Your code by dotted path (a model, an aggregator shipped to Ray tasks) is
+    # imported from the working directory first in every worker, as in this process
+    # (pwfl.extensions); on a cluster that holds where the nodes share this folder.
+    user_path = {"PYTHONPATH": search_path()}
     if cfg.simulation.ray_address:
         # Joining a cluster: its size and system settings are the cluster's own
         # (ray.init raises when given num_cpus or _system_config here).
@@ -44,7 +50,7 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
             address=cfg.simulation.ray_address,
             # The cluster's workers were not started from this process: the kernel
             # pins travel with the job (a local session's workers inherit them).
-            runtime_env={"env_vars": arithmetic.child_environment(mode)},
+            runtime_env={"env_vars": {**arithmetic.child_environment(mode), **user_path}},
             logging_level=logging.INFO if verbose else logging.ERROR,
             log_to_driver=verbose,
         )
@@ -54,6 +60,7 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
         # on this machine (even a stopped one) instead of starting a session.
         address="local",
         num_cpus=cfg.simulation.ray_cpus or None,
+        runtime_env={"env_vars": user_path},
         include_dashboard=False,
         logging_level=logging.INFO if verbose else logging.ERROR,
         log_to_driver=verbose,
@@ -110,16 +117,75 @@ def prepare_data(cfg: Config) -> None:
 
     The data set is loaded and split (the client processes then read the cached
     split instead of redoing it), the device profiles drawn (a bad trace file
-    fails here) and the aggregator resolved (an unknown dotted path fails here).
+    fails here), the aggregator resolved (an unknown dotted path fails here) and
+    your own model, data set and training step checked (:func:`check_user_code`).
     """
     from pwfl import data
     from pwfl.devices import make_profiles
     from pwfl.strategies import aggregator_from_config
 
+    working_dir_on_path()
     data.prepare(cfg.data, cfg.seed)
     make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed)
     if cfg.strategy.name != "fedavg":
         aggregator_from_config(cfg)
+    check_user_code(cfg)
+
+
+def check_user_code(cfg: Config) -> None:
+    """Fail in one line, naming the key, when a model, data set or training step given
+    by dotted path does not load or does not fit: each set's model is built for the
+    data set's examples and run on two made-up ones, which must give one output per
+    class; the step is run on a made-up batch.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``model.name``, ``train.augment`` or ``train.step``.
+    """
+    import torch
+
+    from pwfl import training
+    from pwfl.apps.settings import train_settings
+    from pwfl.data import dataset_info
+    from pwfl.models import build_model
+
+    info = dataset_info(cfg.data.name)
+    sets = [cfg.for_set(ws) for ws in range(len(cfg.weight_set))] or [cfg]
+    for one in sets:
+        name = one.model.name
+        if not (is_dotted(name) or is_dotted(cfg.data.name)):
+            continue  # both registered: the config's validation built it already
+        fits = f"config key 'model.name' = {name!r} with data.name = {cfg.data.name!r}"
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                model = build_model(name, info.input_shape, info.num_classes).eval()
+                out = model(torch.zeros(2, *info.input_shape))
+        except ValueError as err:
+            raise ConfigError(f"{fits}: {err}") from None
+        except Exception as err:
+            problem = " ".join(str(err).split())
+            raise ConfigError(
+                f"{fits}: the model fails on examples of shape {info.input_shape} "
+                f"({type(err).__name__}: {problem})"
+            ) from None
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if shape != (2, info.num_classes):
+            raise ConfigError(
+                f"{fits}: the model gives {shape} for 2 examples, not (2, {info.num_classes}) "
+                "(one output per class)"
+            )
+    if cfg.train.augment and not info.images:
+        raise ConfigError(
+            f"config key 'train.augment' = true: augmentation rotates images; data.name = "
+            f"{cfg.data.name!r} has examples of shape {info.input_shape}"
+        )
+    if cfg.train.step:
+        settings = train_settings(cfg)
+        try:
+            training.check_step(replace(settings, step=cfg.train.step))
+        except ValueError as err:
+            raise ConfigError(f"config key 'train.step': {err}") from None
 
 
 def run_experiment(
