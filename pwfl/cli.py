@@ -6,13 +6,15 @@ Usage::
     pwfl resume results/runs/k3      # continue a run that was killed
     pwfl deploy --config experiments/configs/tiny.toml --clients 3   # SuperLink + 3 SuperNodes
     pwfl compare --config experiments/configs/quick.toml --strategies fedavg,pwfl --seeds 0,1
+    pwfl compare ... --out results/compare/quick --overwrite   # replace finished results
     pwfl plot results/compare/quick
     pwfl check results/runs/k3       # do its records satisfy the invariants?
 
 Problems with the input (a bad key or value, a missing file, an unknown data
 set) end the command with exit code 2 and one line on stderr. Ctrl-C stops a run
 at the server's next poll (a second Ctrl-C at once) with exit code 130 and one
-line saying how to continue it.
+line saying how to continue it. A folder that holds finished results, or results
+committed to git, is never written over without --overwrite.
 """
 
 from __future__ import annotations

@@ -311,8 +311,9 @@ def how_to_continue(out: Path) -> str:
     path = out / CHECKPOINT_FILE
     if not path.is_file():
         return (
-            f"stopped by Ctrl-C before the first checkpoint of the run in {out}; "
-            "start it again with --overwrite"
+            f"stopped by Ctrl-C; the run in {out} has no checkpoint to continue from (none "
+            "written yet, checkpoint.every = 0, or a strategy that writes none): start it "
+            "again with --overwrite"
         )
     ckpt = load_checkpoint(path)
     return (
