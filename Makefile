@@ -14,10 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The main job: FedAvg, sequential PWFL and PWFL (K=2) on the embedded mnist-5k.
+# The main job: FedAvg, sequential PWFL and PWFL (K=2) on the embedded mnist-5k. It
+# regenerates the committed results/compare/quick on purpose, hence --overwrite.
 run: $(STAMP)
 	$(BIN)/pwfl compare --config experiments/configs/quick.toml \
-		--strategies fedavg,pwfl-sequential,pwfl --seeds 0 --out results/compare/quick
+		--strategies fedavg,pwfl-sequential,pwfl --seeds 0 --out results/compare/quick --overwrite
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -32,7 +32,6 @@ their dtype, as ``weighted_mean`` does.
 from __future__ import annotations
 
 import functools
-import importlib
 import os
 import time
 from collections.abc import Callable
@@ -40,6 +39,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
+
+from pwfl.extensions import is_dotted, load_callable
 
 Arrays = dict[str, np.ndarray]
 Update = tuple[Arrays, float]
@@ -431,7 +432,8 @@ def load_aggregator(spec: str, **params: Any) -> AggregateFn:
     spec
         A name for ``get_aggregator`` (no ``:`` and no ``.``), or the path of a
         module-level function: ``package.module:function`` or
-        ``package.module.function``.
+        ``package.module.function``, looked up from the working directory first
+        (:mod:`pwfl.extensions`).
     **params
         Parameters of a named aggregator; a user's function takes none.
 
@@ -446,35 +448,11 @@ def load_aggregator(spec: str, **params: Any) -> AggregateFn:
         With one line naming ``spec`` and the problem: the module is missing or
         fails to import, the attribute is missing, or it is not callable.
     """
-    if ":" not in spec and "." not in spec:
+    if not is_dotted(spec):
         return get_aggregator(spec, **params)
     if params:
         raise ValueError(f"aggregator '{spec}' is a user function; it takes no parameters")
-    module_name, _, attr = spec.partition(":") if ":" in spec else spec.rpartition(".")
-    if not module_name or not attr:
-        raise ValueError(f"cannot load aggregator '{spec}': expected 'package.module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        raise ValueError(f"cannot load aggregator '{spec}': no module named '{err.name}'") from None
-    except Exception as err:
-        problem = " ".join(str(err).split())
-        raise ValueError(
-            f"cannot load aggregator '{spec}': importing '{module_name}' raised "
-            f"{type(err).__name__}: {problem}"
-        ) from err
-    fn: Any = module
-    for part in attr.split("."):
-        if not hasattr(fn, part):
-            raise ValueError(
-                f"cannot load aggregator '{spec}': module '{module_name}' has no attribute '{attr}'"
-            )
-        fn = getattr(fn, part)
-    if not callable(fn):
-        raise ValueError(
-            f"cannot load aggregator '{spec}': '{attr}' is not callable ({type(fn).__name__})"
-        )
-    return fn
+    return load_callable(spec, "aggregator")
 
 
 class Handle(Protocol):

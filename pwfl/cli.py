@@ -6,11 +6,15 @@ Usage::
     pwfl resume results/runs/k3      # continue a run that was killed
     pwfl deploy --config experiments/configs/tiny.toml --clients 3   # SuperLink + 3 SuperNodes
     pwfl compare --config experiments/configs/quick.toml --strategies fedavg,pwfl --seeds 0,1
+    pwfl compare ... --out results/compare/quick --overwrite   # replace finished results
     pwfl plot results/compare/quick
     pwfl check results/runs/k3       # do its records satisfy the invariants?
 
 Problems with the input (a bad key or value, a missing file, an unknown data
-set) end the command with exit code 2 and one line on stderr.
+set) end the command with exit code 2 and one line on stderr. Ctrl-C stops a run
+at the server's next poll (a second Ctrl-C at once) with exit code 130 and one
+line saying how to continue it. A folder that holds finished results, or results
+committed to git, is never written over without --overwrite.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import sys
 from pathlib import Path
 
 from pwfl.config import Config, load_config
-from pwfl.errors import ConfigError, PwflError
+from pwfl.errors import ConfigError, Interrupted, PwflError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -78,6 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("--seeds", default="0", help="comma-separated seeds, e.g. 0,1,2")
     compare.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a comparison already in the output folder (else a stopped one "
+        "carries on and a finished or committed one is refused)",
+    )
+    compare.add_argument(
         "--vary",
         metavar="SECTION.KEY=V1,V2",
         help="also compare values of one config key, e.g. "
@@ -117,22 +127,57 @@ def _seeds(text: str) -> list[int]:
     return seeds
 
 
+def _tracked(folder: Path) -> bool:
+    """Whether git tracks a file in ``folder`` (False outside a repository or without git)."""
+    import subprocess
+
+    if not folder.is_dir():
+        return False
+    try:
+        listed = subprocess.run(
+            ["git", "-C", str(folder), "ls-files", "--", "."],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return listed.returncode == 0 and bool(listed.stdout.strip())
+
+
+def _refuse(out: Path, holds: str) -> ConfigError:
+    return ConfigError(
+        f"'{out}' holds {holds}; pass --out NEW to write elsewhere or --overwrite to replace it"
+    )
+
+
 def _check_out_dir(out: Path, overwrite: bool) -> None:
     """Refuse to write over a run unless told to (nothing is touched before)."""
     from pwfl.checkpoint import CHECKPOINT_FILE
 
     if overwrite:
         return
+    if _tracked(out):
+        raise _refuse(out, "results committed to git")
     if (out / "summary.json").is_file():
-        raise ConfigError(
-            f"'{out}' holds a finished run; pass --overwrite to replace it or --out to "
-            "write elsewhere"
-        )
+        raise _refuse(out, "a finished run")
     if (out / CHECKPOINT_FILE).is_file():
         raise ConfigError(
             f"'{out}' holds an unfinished run; continue it with 'pwfl resume {out}', or "
             "pass --overwrite to start again"
         )
+
+
+def _check_comparison_dir(out: Path, overwrite: bool) -> bool:
+    """Refuse to write over a comparison unless told to; True when ``out`` holds one
+    that was stopped before its end (the comparison then carries on)."""
+    if overwrite or not out.is_dir():
+        return False
+    if _tracked(out):
+        raise _refuse(out, "results committed to git")
+    if (out / "summary.csv").is_file() or (out / "summary.json").is_file():
+        raise _refuse(out, "finished results")
+    return any(out.iterdir())
 
 
 def _resume(args: argparse.Namespace) -> int:
@@ -254,9 +299,17 @@ def _main(args: argparse.Namespace) -> int:
     from pwfl.compare import check_strategies, parse_vary, run_comparison
 
     strategies = check_strategies([s.strip() for s in args.strategies.split(",") if s.strip()])
-    summary = run_comparison(
-        cfg, strategies, _seeds(args.seeds), out, args.quiet, args.verbose, parse_vary(args.vary)
-    )
+    seeds, vary = _seeds(args.seeds), parse_vary(args.vary)
+    carry_on = _check_comparison_dir(out, args.overwrite)
+    try:
+        summary = run_comparison(
+            cfg, strategies, seeds, out, args.quiet, args.verbose, vary, carry_on=carry_on
+        )
+    except Interrupted:
+        raise Interrupted(
+            f"stopped by Ctrl-C; the comparison in {out} continues where it stopped when "
+            "the same pwfl compare command is run again"
+        ) from None
     print(format_summary(summary))
     print(f"comparison in {out} (comparison.csv, summary.csv and figures)")
     return 0
@@ -267,6 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _main(args)
+    except Interrupted as err:
+        print(f"pwfl: interrupted: {err}", file=sys.stderr)
+        return 130
     except PwflError as err:
         print(f"pwfl: error: {err}", file=sys.stderr)
         return 2

@@ -18,12 +18,16 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from pwfl import analysis
 from pwfl.config import Config, ConfigError
 from pwfl.records import atomic_write_text
+
+if TYPE_CHECKING:
+    from pwfl.checkpoint import Checkpoint
 
 
 def run_name(label: str, seed: int) -> str:
@@ -96,8 +100,14 @@ def run_comparison(
     quiet: bool = False,
     verbose: bool = False,
     vary: tuple[str, list[str]] | None = None,
+    carry_on: bool = False,
 ) -> pd.DataFrame:
     """Run every strategy (and variant) for every seed, then write the comparison files.
+
+    With ``carry_on`` the comparison continues one that was stopped in this folder:
+    a run folder that already holds this run finished is kept, one stopped halfway
+    resumes from its checkpoint, the rest run (:func:`continue_from`). Without it
+    every run starts afresh.
 
     Returns the summary table (one row per strategy and variant).
     """
@@ -109,10 +119,41 @@ def run_comparison(
     for _, _, run_cfg in runs:  # every run's model fits its data before the first starts
         check_inputs(run_cfg)
     for label, seed, run_cfg in runs:
-        run_experiment(run_cfg, out / run_name(label, seed), quiet, verbose, label=label)
+        folder = out / run_name(label, seed)
+        done, resume = continue_from(folder, run_cfg) if carry_on else (False, None)
+        if not done:
+            run_experiment(run_cfg, folder, quiet, verbose, label=label, resume=resume)
     return write_comparison(
         out, [(label, seed) for label, seed, _ in runs], cfg.strategy.target_accuracy
     )
+
+
+def continue_from(folder: Path, cfg: Config) -> tuple[bool, Checkpoint | None]:
+    """What a continued comparison does with one run's folder: (it is finished, the
+    checkpoint to resume from). A folder holding another experiment is refused.
+
+    Raises
+    ------
+    ConfigError
+        When ``folder`` holds a run of another config.
+    """
+    from pwfl.checkpoint import CHECKPOINT_FILE, load_checkpoint
+
+    other = ConfigError(
+        f"'{folder}' holds a run of another config than this comparison's; pass --out NEW "
+        "to write elsewhere or --overwrite to replace it"
+    )
+    if (folder / "summary.json").is_file():
+        written = folder / "config.toml"
+        if not written.is_file() or not written.read_text().endswith(cfg.to_toml()):
+            raise other
+        return True, None
+    if (folder / CHECKPOINT_FILE).is_file():
+        ckpt = load_checkpoint(folder / CHECKPOINT_FILE)
+        if ckpt.config != cfg:
+            raise other
+        return False, ckpt
+    return False, None
 
 
 def write_comparison(out: Path, runs: Sequence[tuple[str, int]], target: float) -> pd.DataFrame:

@@ -16,6 +16,13 @@ that can share out one training split. Two sources serve any population, one
 client at a time, without a list of it: ``resample`` (each client draws
 ``examples_per_client`` images of its own from ``(seed, client)``) and the
 ``synthetic`` data set (:mod:`pwfl.synthetic`).
+
+A dotted path (``data.name = "mylab.data:load"``, :mod:`pwfl.extensions`) names
+your own data set: a function of no arguments returning NumPy arrays
+``(x_train, y_train, x_test, y_test)``, examples ``(N, *input_shape)`` as the
+model takes them (pwfl does not normalise them) and integer labels
+``0..num_classes-1``; its input shape and classes are read from the arrays, and
+it is split between clients as the built-in sets are.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import torch
 from pwfl import synthetic
 from pwfl.config import Config, DataConfig
 from pwfl.errors import ConfigError, DataError
+from pwfl.extensions import is_dotted, load_callable
 from pwfl.models import build_model
 from pwfl.records import atomic_savez
 from pwfl.seeding import rng_for, seed_for
@@ -76,7 +84,10 @@ INFO = {
 
 
 def dataset_info(name: str) -> DatasetInfo:
-    """Return the input shape of a named data set."""
+    """Return the input shape of a named data set (of your own: read from its arrays)."""
+    if is_dotted(name):
+        x_train, y_train, _, y_test = _load_user(name)
+        return DatasetInfo(tuple(int(n) for n in x_train.shape[1:]), _num_classes(y_train, y_test))
     if name not in INFO:
         raise DataError(f"unknown data set '{name}'; choose one of {', '.join(INFO)}")
     return INFO[name]
@@ -96,10 +107,14 @@ def check_inputs(cfg: Config) -> None:
         One line naming ``model.name`` and ``data.name`` (and the weight set, when the
         sets train different models).
     """
+    if is_dotted(cfg.data.name):
+        return  # a data set of your own: pwfl.runner.check_user_code runs the model on it
     info = dataset_info(cfg.data.name)
     sets = range(len(cfg.weight_set)) if cfg.weight_set else [None]
     for ws in sets:
         name = (cfg if ws is None else cfg.for_set(ws)).model.name
+        if is_dotted(name):
+            continue  # a model of your own: pwfl.runner.check_user_code builds and runs it
         try:
             with torch.random.fork_rng(devices=[]):  # building draws initial weights
                 build_model(name, info.input_shape, info.num_classes)
@@ -131,11 +146,59 @@ def _load_raw(
     # Cached per process: every client actor loads the data set once, not per message.
     if name in synthetic.NAMES:
         raise DataError(f"the {name} data set is drawn per client, not loaded")
+    if is_dotted(name):
+        return _load_user(name)
     if name == "mnist-5k":
         return _load_mnist_5k(test_fraction, seed)
     if name in ("mnist", "fashion-mnist", "cifar10"):
         return _load_torchvision(name, root, download)
     raise DataError(f"unknown data set '{name}'; choose one of {', '.join(INFO)}")
+
+
+@lru_cache(maxsize=4)
+def _load_user(spec: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Your data set: the arrays your function returns, checked (one line on a problem)."""
+    try:
+        load = load_callable(spec, "data set")
+    except ValueError as err:
+        raise DataError(f"config key 'data.name': {err}") from None
+    rule = (
+        f"config key 'data.name' = {spec!r} must return NumPy arrays (x_train, y_train, "
+        "x_test, y_test), examples (N, ...) and integer labels 0.. (N,)"
+    )
+    try:
+        got = load()
+    except Exception as err:
+        problem = " ".join(str(err).split())
+        raise DataError(
+            f"config key 'data.name' = {spec!r} raised {type(err).__name__}: {problem}"
+        ) from err
+    if not isinstance(got, (tuple, list)) or len(got) != 4:
+        raise DataError(f"{rule}; it returned {type(got).__name__}")
+    x_train, y_train, x_test, y_test = (np.asarray(a) for a in got)
+    for x, y, part in ((x_train, y_train, "train"), (x_test, y_test, "test")):
+        if x.ndim < 2 or not np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_:
+            raise DataError(f"{rule}; x_{part} has shape {x.shape} and dtype {x.dtype}")
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or len(y) != len(x):
+            raise DataError(
+                f"{rule}; y_{part} has shape {y.shape} and dtype {y.dtype} for {len(x)} examples"
+            )
+        if len(y) == 0 or y.min() < 0:
+            raise DataError(f"{rule}; y_{part} is empty or has a negative label")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise DataError(
+            f"{rule}; x_train's examples are {x_train.shape[1:]}, x_test's {x_test.shape[1:]}"
+        )
+    return (
+        np.ascontiguousarray(x_train, dtype=np.float32),
+        y_train.astype(np.int64),
+        np.ascontiguousarray(x_test, dtype=np.float32),
+        y_test.astype(np.int64),
+    )
+
+
+def _num_classes(*labels: np.ndarray) -> int:
+    return int(max(int(y.max()) for y in labels)) + 1
 
 
 def _load_mnist_5k(
@@ -198,6 +261,8 @@ def _arrays(ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _to_client_data(name: str, images: np.ndarray, labels: np.ndarray) -> ClientData:
+    if is_dotted(name):  # your examples, as your function gave them
+        return ClientData(x=torch.from_numpy(images), y=torch.from_numpy(labels))
     mean, std = _STATS[name]
     x = torch.from_numpy(images).float().div_(255.0)
     x = (x - torch.tensor(mean).view(1, -1, 1, 1)) / torch.tensor(std).view(1, -1, 1, 1)
@@ -241,6 +306,10 @@ def cache_dir() -> Path:
 def _partition_key(cfg: DataConfig, seed: int) -> str:
     from importlib.metadata import version
 
+    # Your data set can change under the same name: its labels are part of the key.
+    labels = (
+        hashlib.sha256(_load_user(cfg.name)[1].tobytes()).hexdigest() if is_dotted(cfg.name) else ""
+    )
     fields = (
         _PARTITION_FORMAT,
         version("flwr-datasets"),
@@ -253,6 +322,7 @@ def _partition_key(cfg: DataConfig, seed: int) -> str:
         cfg.classes_per_client,
         cfg.examples_per_client if cfg.partitioner == "resample" else 0,
         seed,
+        *((labels,) if labels else ()),
     )
     return hashlib.sha256(repr(fields).encode()).hexdigest()[:20]
 

@@ -32,6 +32,7 @@ import tomli_w
 from pwfl import arithmetic
 from pwfl.config import Config
 from pwfl.errors import PwflError
+from pwfl.extensions import search_path
 
 CONNECTION = "pwfl-local"
 START_TIMEOUT_S = 60.0
@@ -99,12 +100,14 @@ class LocalDeployment:
         # Python's bin folder goes first on their PATH.
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
         # The arithmetic mode and its kernel pins reach every process Flower starts
-        # (the ServerApp and ClientApp processes load PyTorch after them).
+        # (the ServerApp and ClientApp processes load PyTorch after them), and so
+        # does this working directory, where your code by dotted path is found first.
         self.env = {
             **os.environ,
             **arithmetic.child_environment(cfg.reproducibility.arithmetic),
             "FLWR_HOME": str(home.resolve()),
             "PATH": path,
+            "PYTHONPATH": search_path(),
         }
         self.run_id: int | None = None
 

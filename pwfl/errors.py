@@ -11,3 +11,8 @@ class ConfigError(PwflError, ValueError):
 
 class DataError(PwflError, ValueError):
     """A data set that cannot be loaded or split."""
+
+
+class Interrupted(PwflError):
+    """A run stopped by the user (Ctrl-C); the CLI prints ``pwfl: interrupted: <message>``
+    and exits with 130."""

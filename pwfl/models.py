@@ -3,7 +3,9 @@
 Every model is built from ``input_shape`` (an example's shape without the batch
 dimension: ``(1, 28, 28)`` for MNIST, ``(3, 32, 32)`` for CIFAR-10, ``(60,)`` for
 the synthetic data set) and ``num_classes``. The convolutional networks need an
-image, ``(channels, side, side)``; ``mlp`` and ``logreg`` take any shape.
+image, ``(channels, side, side)``; ``mlp`` and ``logreg`` take any shape. A dotted
+path (``model.name = "mylab.nets:make"``) names your own function of the same
+signature, ``(input_shape, num_classes) -> torch.nn.Module`` (:mod:`pwfl.extensions`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from pwfl.extensions import is_dotted, load_callable
 from pwfl.seeding import seed_for
 
 Shape = tuple[int, ...]
@@ -127,11 +130,40 @@ def build_model(
     num_classes: int = 10,
     seed: int | None = None,
 ) -> nn.Module:
-    """Build a registered model; with ``seed`` its initial weights are reproducible."""
-    if name not in MODELS:
-        raise ValueError(f"unknown model '{name}'; choose one of {', '.join(MODELS)}")
+    """Build a registered model, or the one your function at a dotted path returns;
+    with ``seed`` its initial weights are reproducible.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, a dotted path that does not load, or a function that
+        does not return a ``torch.nn.Module`` with parameters.
+    """
+    if is_dotted(name):
+        make = load_callable(name, "model")
+    elif name in MODELS:
+        make = MODELS[name]
+    else:
+        raise ValueError(
+            f"unknown model '{name}'; choose one of {', '.join(MODELS)} or give "
+            "'package.module:function'"
+        )
     if seed is None:
-        return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)
+        return _built(name, make, tuple(input_shape), num_classes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed_for(seed, "model-init"))
-        return MODELS[name](input_shape=tuple(input_shape), num_classes=num_classes)
+        return _built(name, make, tuple(input_shape), num_classes)
+
+
+def _built(name: str, make: Callable[..., nn.Module], shape: Shape, classes: int) -> nn.Module:
+    if name in MODELS:
+        return make(input_shape=shape, num_classes=classes)
+    model = make(shape, classes)  # your function: (input_shape, num_classes), by position
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"model '{name}' returned {type(model).__name__}, not a torch.nn.Module; "
+            "return the network built for (input_shape, num_classes)"
+        )
+    if not any(True for _ in model.parameters()):
+        raise ValueError(f"model '{name}' returned a module without parameters to train")
+    return model

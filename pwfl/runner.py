@@ -10,15 +10,24 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pwfl import arithmetic
 from pwfl.callbacks import Callback
 from pwfl.checkpoint import CLIENT_STATE_DIR, Checkpoint
 from pwfl.config import Config
-from pwfl.errors import PwflError
+from pwfl.errors import ConfigError, Interrupted, PwflError
+from pwfl.extensions import is_dotted, search_path, working_dir_on_path
+
+if TYPE_CHECKING:
+    from flwr.clientapp import ClientApp
+
+    from pwfl.apps.server_app import Outcome
 
 
 def start_ray(cfg: Config, verbose: bool = False) -> None:
@@ -30,6 +39,10 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
     if ray.is_initialized():
         return
     mode = cfg.reproducibility.arithmetic
+    # Your code by dotted path (a model, an aggregator shipped to Ray tasks) is
+    # imported from the working directory first in every worker, as in this process
+    # (pwfl.extensions); on a cluster that holds where the nodes share this folder.
+    user_path = {"PYTHONPATH": search_path()}
     if cfg.simulation.ray_address:
         # Joining a cluster: its size and system settings are the cluster's own
         # (ray.init raises when given num_cpus or _system_config here).
@@ -37,7 +50,7 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
             address=cfg.simulation.ray_address,
             # The cluster's workers were not started from this process: the kernel
             # pins travel with the job (a local session's workers inherit them).
-            runtime_env={"env_vars": arithmetic.child_environment(mode)},
+            runtime_env={"env_vars": {**arithmetic.child_environment(mode), **user_path}},
             logging_level=logging.INFO if verbose else logging.ERROR,
             log_to_driver=verbose,
         )
@@ -47,6 +60,7 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
         # on this machine (even a stopped one) instead of starting a session.
         address="local",
         num_cpus=cfg.simulation.ray_cpus or None,
+        runtime_env={"env_vars": user_path},
         include_dashboard=False,
         logging_level=logging.INFO if verbose else logging.ERROR,
         log_to_driver=verbose,
@@ -104,16 +118,75 @@ def prepare_data(cfg: Config) -> None:
     that does not take its examples fails here: the config's validation loads no
     PyTorch), the data set is loaded and split (the client processes then read the
     cached split instead of redoing it), the device profiles drawn (a bad trace file
-    fails here) and the aggregator resolved (an unknown dotted path fails here).
+    fails here), the policy built (an unknown aggregator path fails here) and your own
+    model, data set and training step checked (:func:`check_user_code`).
     """
     from pwfl import data
     from pwfl.devices import make_profiles
     from pwfl.strategies import build_policy
 
+    working_dir_on_path()
     data.check_inputs(cfg)
     data.prepare(cfg.data, cfg.seed)
     make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed)
     build_policy(cfg)
+    check_user_code(cfg)
+
+
+def check_user_code(cfg: Config) -> None:
+    """Fail in one line, naming the key, when a model, data set or training step given
+    by dotted path does not load or does not fit: each set's model is built for the
+    data set's examples and run on two made-up ones, which must give one output per
+    class; the step is run on a made-up batch.
+
+    Raises
+    ------
+    ConfigError
+        Naming ``model.name``, ``train.augment`` or ``train.step``.
+    """
+    import torch
+
+    from pwfl import training
+    from pwfl.apps.settings import train_settings
+    from pwfl.data import dataset_info
+    from pwfl.models import build_model
+
+    info = dataset_info(cfg.data.name)
+    sets = [cfg.for_set(ws) for ws in range(len(cfg.weight_set))] or [cfg]
+    for one in sets:
+        name = one.model.name
+        if not (is_dotted(name) or is_dotted(cfg.data.name)):
+            continue  # both registered: the config's validation built it already
+        fits = f"config key 'model.name' = {name!r} with data.name = {cfg.data.name!r}"
+        try:
+            with torch.random.fork_rng(devices=[]), torch.no_grad():
+                model = build_model(name, info.input_shape, info.num_classes).eval()
+                out = model(torch.zeros(2, *info.input_shape))
+        except ValueError as err:
+            raise ConfigError(f"{fits}: {err}") from None
+        except Exception as err:
+            problem = " ".join(str(err).split())
+            raise ConfigError(
+                f"{fits}: the model fails on examples of shape {info.input_shape} "
+                f"({type(err).__name__}: {problem})"
+            ) from None
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if shape != (2, info.num_classes):
+            raise ConfigError(
+                f"{fits}: the model gives {shape} for 2 examples, not (2, {info.num_classes}) "
+                "(one output per class)"
+            )
+    if cfg.train.augment and not info.images:
+        raise ConfigError(
+            f"config key 'train.augment' = true: augmentation rotates images; data.name = "
+            f"{cfg.data.name!r} has examples of shape {info.input_shape}"
+        )
+    if cfg.train.step:
+        settings = train_settings(cfg)
+        try:
+            training.check_step(replace(settings, step=cfg.train.step))
+        except ValueError as err:
+            raise ConfigError(f"config key 'train.step': {err}") from None
 
 
 def run_experiment(
@@ -124,6 +197,7 @@ def run_experiment(
     label: str | None = None,
     resume: Checkpoint | None = None,
     callbacks: Sequence[Callback] = (),
+    stop: threading.Event | None = None,
 ) -> dict:
     """Run one experiment and write ``rounds.csv``, ``clients.csv``, ``server.csv``,
     ``config.toml``, ``summary.json``, ``checkpoint.npz`` and ``final_weights.npz``
@@ -135,15 +209,23 @@ def run_experiment(
     ``simulation.backend`` picks Flower's simulation engine on Ray (``ray``) or
     clients in threads of this process (``inline``, :mod:`pwfl.inline`).
 
+    Setting ``stop`` (another thread may), or a Ctrl-C while the run is under
+    way in the main thread, stops the run at the server's next poll
+    (:mod:`pwfl.interrupt`); Ray is shut down and the folder keeps what its last
+    checkpoint wrote, so ``pwfl resume`` continues it.
+
     Raises
     ------
     PwflError
         When the run stopped early because every weight set kept missing quorum
         (its records are kept).
+    Interrupted
+        When it was stopped; the message says how to continue it.
     """
     from pwfl.apps.client_app import make_client_app
-    from pwfl.apps.server_app import Outcome, make_server_app, run_server
+    from pwfl.apps.server_app import Outcome, run_server
     from pwfl.callbacks import Progress
+    from pwfl.interrupt import sigint_sets
 
     quiet_libraries(verbose)
     arithmetic.ensure(cfg.reproducibility.arithmetic)
@@ -155,21 +237,52 @@ def run_experiment(
     if not quiet:
         watchers.append(Progress(f"{label or cfg.strategy.name} seed {cfg.seed}"))
     client_app = make_client_app(cfg, out / CLIENT_STATE_DIR)
-    if cfg.simulation.backend == "inline":
-        from pwfl.inline import InlineGrid
+    if stop is None:
+        stop = threading.Event()
+    with sigint_sets(stop):
+        if cfg.simulation.backend == "inline":
+            from pwfl.inline import InlineGrid
 
-        grid = InlineGrid(client_app, nodes, workers=max(4, os.cpu_count() or 1))
-        try:
-            outcome = run_server(grid, cfg, out, watchers, label, resume, nodes)
-        finally:
-            grid.shutdown()
-    else:
-        from flwr.simulation import run_simulation
+            grid = InlineGrid(client_app, nodes, workers=max(4, os.cpu_count() or 1))
+            try:
+                outcome = run_server(grid, cfg, out, watchers, label, resume, nodes, stop=stop)
+            except Interrupted as err:
+                outcome = Outcome(error=err)
+            finally:
+                grid.shutdown()
+        else:
+            outcome = _simulate(cfg, out, client_app, watchers, label, resume, nodes, verbose, stop)
+    if isinstance(outcome.error, Interrupted):
+        raise Interrupted(how_to_continue(out))
+    if outcome.error is not None:
+        raise outcome.error
+    if not outcome.summary:
+        raise RuntimeError(f"the run in {out} ended without a result; rerun with --verbose")
+    return outcome.summary
 
+
+def _simulate(
+    cfg: Config,
+    out: Path,
+    client_app: ClientApp,
+    watchers: Sequence[Callback],
+    label: str | None,
+    resume: Checkpoint | None,
+    nodes: int,
+    verbose: bool,
+    stop: threading.Event,
+) -> Outcome:
+    """Run the apps on Flower's simulation engine; Ray is down when this returns."""
+    import ray
+    from flwr.simulation import run_simulation
+
+    from pwfl.apps.server_app import Outcome, make_server_app
+
+    outcome = Outcome()
+    try:
         start_ray(cfg, verbose)
-        outcome = Outcome()
         run_simulation(
-            server_app=make_server_app(cfg, out, watchers, label, resume, outcome, nodes),
+            server_app=make_server_app(cfg, out, watchers, label, resume, outcome, nodes, stop),
             client_app=client_app,
             num_supernodes=nodes,
             backend_config={
@@ -180,9 +293,31 @@ def run_experiment(
             },
             verbose_logging=verbose,
         )
+    finally:
+        # Flower's backend shuts Ray down when its runtime ends; this covers a run
+        # that ended before it started (a Ctrl-C during ray.init, an error).
+        if ray.is_initialized():
+            ray.shutdown()
         quiet_libraries(verbose)  # Flower resets its console handler level on each run
-    if outcome.error is not None:
-        raise outcome.error
-    if not outcome.summary:
-        raise RuntimeError(f"the run in {out} ended without a result; rerun with --verbose")
-    return outcome.summary
+    if stop.is_set() and outcome.error is None and not outcome.summary:
+        outcome.error = Interrupted("stopped")  # before the server app started
+    return outcome
+
+
+def how_to_continue(out: Path) -> str:
+    """The line a stopped run ends with: the round its checkpoint holds, and the command
+    that continues it (or why none can)."""
+    from pwfl.checkpoint import CHECKPOINT_FILE, load_checkpoint
+
+    path = out / CHECKPOINT_FILE
+    if not path.is_file():
+        return (
+            f"stopped by Ctrl-C; the run in {out} has no checkpoint to continue from (none "
+            "written yet, checkpoint.every = 0, or a strategy that writes none): start it "
+            "again with --overwrite"
+        )
+    ckpt = load_checkpoint(path)
+    return (
+        f"stopped by Ctrl-C; the run in {out} is saved at round {ckpt.round} of "
+        f"{ckpt.num_rounds}: continue it with 'pwfl resume {out}'"
+    )

@@ -4,6 +4,11 @@ This module never imports Flower, so it can be tested, profiled and reused alone
 
     state, metrics = train(state, ClientData(x, y), TrainSettings(model="cnn"))
     evaluate(state, test_data, TrainSettings(model="cnn"))["accuracy"]
+
+Each mini-batch's loss comes from a training step: the plain cross-entropy of
+the model's outputs, or your function named by ``TrainSettings.step``
+(``train.step``, :data:`StepFn`), for instance one that adds a proximal term
+towards the weights the client was sent.
 """
 
 from __future__ import annotations
@@ -12,13 +17,15 @@ import functools
 import math
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 from torch import nn
 
 from pwfl import registry
+from pwfl.extensions import load_callable
 from pwfl.models import build_model
 
 StateDict = dict[str, torch.Tensor]
@@ -77,6 +84,54 @@ class TrainSettings:
     device: str = "cpu"
     num_threads: int = 1
     """Torch intra-op threads: one per client, so concurrent clients share cores."""
+    step: str = ""
+    """Dotted path of the function that gives each mini-batch's loss (:data:`StepFn`);
+    empty: the plain cross-entropy step."""
+    step_options: tuple[tuple[str, Any], ...] = ()
+    """The step's options as sorted (name, scalar) pairs: a tuple, so that settings
+    stay hashable (``flops_per_example`` caches by them)."""
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a training step sees besides its batch."""
+
+    received: StateDict
+    """The weights the client was sent for this job, its parameters only (no running
+    statistics), on the training device; a step reads them and leaves them alone."""
+    options: Mapping[str, Any] = field(default_factory=dict)
+    """The step's options by name (the message's ``step.mu`` arrives as ``"mu"``)."""
+
+
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, StepContext], torch.Tensor]
+"""A training step: ``step(model, inputs, targets, context) -> loss``, called for every
+mini-batch with the model in training mode; the scalar it returns is back-propagated
+and its mean over an epoch reported as the client's loss."""
+
+
+def cross_entropy_step(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, context: StepContext
+) -> torch.Tensor:
+    """The default step: the mean cross-entropy of the model's outputs."""
+    return nn.functional.cross_entropy(model(inputs), targets)
+
+
+def load_step(spec: str) -> StepFn:
+    """The step function at dotted path ``spec`` (:mod:`pwfl.extensions`)."""
+    return load_callable(spec, "train step")
+
+
+def _stepped(
+    step: StepFn, spec: str, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, ctx: StepContext
+) -> torch.Tensor:
+    loss = step(model, xb, yb, ctx)
+    if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or not loss.requires_grad:
+        shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise ValueError(
+            f"train step '{spec}' returned {shape}, not a scalar tensor to back-propagate; "
+            "return the batch's loss computed from model(inputs)"
+        )
+    return loss
 
 
 def train(
@@ -113,9 +168,16 @@ def train_keeping(
     torch.set_num_threads(settings.num_threads)
     clock = device_timer(settings.device)
     start = clock()
+    sent = state
     if keep == "personal":
         state = with_personal(state, local)
     model = _model_from_state(state, settings)
+    step = load_step(settings.step) if settings.step else None
+    if step is not None:
+        context = StepContext(
+            {k: sent[k].detach().clone().to(settings.device) for k, _ in model.named_parameters()},
+            dict(settings.step_options),
+        )
     optimiser = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
     if keep == "momentum":
         _load_momentum(model, optimiser, local)
@@ -136,7 +198,10 @@ def train_keeping(
                     xb = torch.stack([augment(img) for img in xb])  # per-image draws
                 xb, yb = xb.to(settings.device), yb.to(settings.device)
                 optimiser.zero_grad()
-                loss = loss_fn(model(xb), yb)
+                if step is None:
+                    loss = loss_fn(model(xb), yb)
+                else:
+                    loss = _stepped(step, settings.step, model, xb, yb, context)
                 loss.backward()
                 optimiser.step()
                 total += float(loss.detach()) * len(yb)
@@ -261,6 +326,27 @@ def warm_up(settings: TrainSettings) -> None:
     )
     state = initial_state(settings, seed=0)
     train(state, one_batch, replace(settings, local_epochs=1, augment=False))
+
+
+def check_step(settings: TrainSettings) -> None:
+    """Run ``settings.step`` on one made-up batch of a fresh model (before any client
+    does); raise ValueError, one line, when it does not load or fails."""
+    generator = torch.Generator().manual_seed(0)
+    batch = ClientData(
+        torch.randn(2, *settings.input_shape, generator=generator),
+        torch.randint(0, settings.num_classes, (2,), generator=generator),
+    )
+    load_step(settings.step)
+    try:
+        train(initial_state(settings, seed=0), batch, replace(settings, augment=False))
+    except ValueError:
+        raise
+    except Exception as err:
+        problem = " ".join(str(err).split())
+        raise ValueError(
+            f"train step '{settings.step}' raised {type(err).__name__} on a made-up batch: "
+            f"{problem}"
+        ) from err
 
 
 @functools.lru_cache(maxsize=16)

@@ -185,7 +185,7 @@ CASES = {
     ),
     "a model that does not fit in a comparison": (
         ["compare", "--config", TINY, "--vary", "data.name=mnist-5k,synthetic"]
-        + ["--strategies", "fedavg", "--out", "{out}"],
+        + ["--strategies", "fedavg", "--out", "{out}", "--overwrite"],
         "does not fit data.name = 'synthetic'",
         _finished_run,
     ),

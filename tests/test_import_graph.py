@@ -65,6 +65,8 @@ def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
                 # the name y of the module pwfl.x.
                 target = f"{base}.{alias.name}"
                 edges |= _runs(target if target in modules else base, module, modules)
+        elif isinstance(node, ast.If) and _type_checking(node.test):
+            todo.extend(node.orelse)  # imports for the type checker run nowhere
         elif isinstance(node, (ast.If, ast.Try, ast.With)):
             todo.extend(node.body)
             todo.extend(getattr(node, "orelse", []))
@@ -74,6 +76,13 @@ def _imports(module: str, path: Path, modules: dict[str, Path]) -> set[str]:
         elif isinstance(node, ast.ClassDef):
             todo.extend(n for n in node.body if not isinstance(n, ast.FunctionDef))
     return edges - {module}
+
+
+def _type_checking(test: ast.expr) -> bool:
+    """Whether an ``if`` tests ``TYPE_CHECKING`` (or ``typing.TYPE_CHECKING``)."""
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
 def import_graph() -> dict[str, set[str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,7 @@ from pwfl.data import client_size, server_test_data, server_validation_data
 from pwfl.devices import make_profiles
 from pwfl.engine import Engine, SetModel, connect
 from pwfl.errors import PwflError
+from pwfl.interrupt import StoppableGrid
 from pwfl.population import Population
 from pwfl.records import RunRecorder, atomic_savez, atomic_write_text
 from pwfl.schema import ROUNDS, SERVER
@@ -65,6 +67,7 @@ def run_server(
     label: str | None = None,
     resume: Checkpoint | None = None,
     pool_size: int = 0,
+    stop: threading.Event | None = None,
 ) -> Outcome:
     """Run one experiment on a Flower grid and write its records to ``out_dir``.
 
@@ -72,8 +75,12 @@ def run_server(
     ``resume`` continues the run saved in that checkpoint; ``pool_size`` is the
     number of nodes a pool-bound run waits for (0: those connected). A run
     whose every weight set keeps missing quorum stops early; its outcome (and
-    ``summary.json``) says why.
+    ``summary.json``) says why. Once ``stop`` is set, the next grid call raises
+    :class:`pwfl.errors.Interrupted` (:mod:`pwfl.interrupt`): the run ends with
+    its folder as its last round's records and checkpoint left it.
     """
+    if stop is not None:
+        grid = StoppableGrid(grid, stop)
     out = Path(out_dir)
     label = label or cfg.strategy.name
     arithmetic.ensure(cfg.reproducibility.arithmetic)
@@ -248,12 +255,14 @@ def make_server_app(
     resume: Checkpoint | None = None,
     outcome: Outcome | None = None,
     pool_size: int = 0,
+    stop: threading.Event | None = None,
 ) -> ServerApp:
     """A ServerApp for ``cfg``, or for the run config when ``cfg`` is None.
 
     ``resume`` continues the run saved in that checkpoint; ``outcome`` (when
     given) receives the run's summary and weights, or the one-line error that
-    ended it, so the caller in this process gets them as values.
+    ended it, so the caller in this process gets them as values; ``stop`` stops the
+    run (:func:`run_server`).
     """
     app = ServerApp()
 
@@ -266,7 +275,9 @@ def make_server_app(
                 if out_dir is not None
                 else context.run_config.get("out-dir", "results/flwr-run")
             )
-            done = run_server(grid, config, str(out), callbacks, label, resume, pool_size)
+            done = run_server(
+                grid, config, str(out), callbacks, label, resume, pool_size, stop=stop
+            )
         except PwflError as err:
             if outcome is None:
                 raise

@@ -32,6 +32,12 @@ EXPERIMENT_KEY = "experiment"
 # Run-config keys that are about the Flower app, not the experiment.
 APP_KEYS = ("out-dir",)
 
+STEP_KEY = "train-step"
+"""Message config key of the training step's dotted path (empty or absent: the plain
+cross-entropy step)."""
+STEP_OPTION = "step."
+"""Prefix of the message config keys that are the step's options (``step.mu``)."""
+
 
 def config_from_run_config(run_config: dict[str, Any]) -> Config:
     """Build the experiment config from Flower's run config (its ``experiment`` key).
@@ -113,6 +119,9 @@ def train_settings(
     and dropout is drawn from (round, client, ``weight-set``): a client training
     two sets in one round shuffles each its own way; and from ``repeat`` when that is
     not 0 (the second job of one client in one FedBuff step trains on other batches).
+    The training step and its options come from the message alone (``train-step``,
+    ``step.<name>``): the server's engine sends ``train.step``, and a strategy may
+    send a step of its own.
     """
     overrides = overrides or {}
     info = dataset_info(cfg.data.name)
@@ -135,4 +144,12 @@ def train_settings(
             *repeat_key(overrides),
         ),
         device="cuda" if use_gpu else "cpu",
+        step=str(overrides.get(STEP_KEY, "")),
+        step_options=tuple(
+            sorted(
+                (key[len(STEP_OPTION) :], value)
+                for key, value in overrides.items()
+                if key.startswith(STEP_OPTION)
+            )
+        ),
     )

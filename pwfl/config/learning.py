@@ -91,6 +91,11 @@ class TrainConfig:
     with the run's checkpoints): none, momentum (its SGD momentum buffers) or
     personal (its own classifier layer, which replaces the received one; FedPer,
     Arivazhagan et al. 2019)."""
+    step: str = ""
+    """Your training step, a dotted path ``package.module:function`` found from the
+    working directory first: ``step(model, inputs, targets, context) -> loss``, called
+    for every mini-batch (``pwfl.training.StepFn``); empty: the plain cross-entropy
+    step. It reaches the clients in each training message (``train-step``)."""
 
 
 @dataclass(frozen=True)

@@ -116,7 +116,10 @@ def validate(cfg: Config) -> None:
         check_number(key, getattr(getattr(cfg, section) if section else cfg, name), integer, rng)
     for key, names in registered_choices().items():
         section, name = key.split(".")
-        _choice(key, getattr(getattr(cfg, section), name), names)
+        value = getattr(getattr(cfg, section), name)
+        if key in ("model.name", "data.name") and ("." in value or ":" in value):
+            continue  # your own, by dotted path: loaded and checked as the run starts
+        _choice(key, value, names)
     _validate_augment(cfg)
     if cfg.weight_set:
         _validate_weight_sets(cfg)
@@ -184,7 +187,10 @@ def _validate_weight_sets(cfg: Config) -> None:
 def _validate_augment(cfg: Config) -> None:
     """Only images are augmented (rotated, flipped)."""
     _check(
-        cfg.data.name in registry.IMAGE_DATASETS or not cfg.train.augment,
+        cfg.data.name in registry.IMAGE_DATASETS
+        or not cfg.train.augment
+        or "." in cfg.data.name  # your own, checked as the run starts (check_user_code)
+        or ":" in cfg.data.name,
         "train.augment",
         cfg.train.augment,
         f"augmentation rotates images; data.name = {cfg.data.name!r} has none",

@@ -24,7 +24,7 @@ within ``simulation.reply_timeout_s`` (host seconds) is recorded as ``lost``.
 """
 
 from pwfl.engine.jobs import EvaluateFn, RunResult, SetModel, train_loss
-from pwfl.engine.loop import Engine, Stopped
+from pwfl.engine.loop import Engine
 from pwfl.engine.nodes import CONNECT_TIMEOUT_S, connect
 
 __all__ = [
@@ -33,7 +33,6 @@ __all__ = [
     "EvaluateFn",
     "RunResult",
     "SetModel",
-    "Stopped",
     "connect",
     "train_loss",
 ]

@@ -12,7 +12,6 @@ alone, never the order in which this host happened to run the clients.
 from __future__ import annotations
 
 import math
-import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -45,10 +44,6 @@ POOL_LIMIT = 10_000
 the free clients (async, FedBuff); a larger one offers a uniform sample this big."""
 
 
-class Stopped(Exception):
-    """The run was asked to stop (its stop event was set) between two events."""
-
-
 class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
     """Runs one experiment's rounds for a policy on a Flower grid.
 
@@ -75,8 +70,8 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
         The model's training FLOPs per example (the modelled clock's compute).
     set_models
         One per weight set when the sets' models or settings differ, else empty.
-    stop
-        When set, the loop stops between two events (:class:`Stopped`).
+
+    A Ctrl-C stops the loop at its next grid call (:mod:`pwfl.interrupt`).
     """
 
     def __init__(
@@ -94,7 +89,6 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
         statistics: frozenset[str] = frozenset(),
         flops_per_example: float = 0.0,
         set_models: Sequence[SetModel] = (),
-        stop: threading.Event | None = None,
     ):
         self.cfg, self.label, self.policy = cfg, label, policy
         self.grid, self.population, self.nodes = grid, population, nodes
@@ -103,7 +97,6 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
         self.statistics = statistics
         self.flops_per_example = flops_per_example
         self.set_models = list(set_models)
-        self.stop = stop or threading.Event()
         if cfg.clock.compute == "modelled" and flops_per_example <= 0:
             raise ValueError("the modelled clock needs the model's FLOPs per example")
         self.tracker = StragglerTracker(cfg.stragglers, cfg.train.local_epochs)
@@ -210,8 +203,6 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
     def _step(self) -> None:
         """Pull the replies that are in; handle the next event on the simulated clock
         once the host knows what it needs, and send what the policy plans then."""
-        if self.stop.is_set():
-            raise Stopped("the run was stopped")
         self.messenger.poll()
         upcoming = self.sim.peek()
         if upcoming is None:
@@ -296,6 +287,7 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
             "lr": t.lr,
             "momentum": t.momentum,
             "augment": t.augment,
+            **({"train-step": t.step} if t.step else {}),
             **self.policy.train_config(weight_set),
         }
 
