@@ -16,6 +16,7 @@ from pwfl.strategies.base import Policy
 from pwfl.strategies.fedasync import FedAsync
 from pwfl.strategies.fedavg import FedAvg
 from pwfl.strategies.fedbuff import FedBuff
+from pwfl.strategies.fedprox import FedProx
 from pwfl.strategies.pwfl import PWFL, SequentialPWFL, configured_aggregator
 
 MODES: dict[str, type[Policy]] = {"sync": PWFL, "async": AsyncPWFL}
@@ -23,7 +24,7 @@ MODES: dict[str, type[Policy]] = {"sync": PWFL, "async": AsyncPWFL}
 groups, or none."""
 
 STRATEGIES: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (FedAvg, PWFL, SequentialPWFL, FedBuff, FedAsync)
+    cls.name: cls for cls in (FedAvg, PWFL, SequentialPWFL, FedBuff, FedAsync, FedProx)
 }
 """Strategy name -> its policy class (each class names itself)."""
 
@@ -58,6 +59,7 @@ __all__ = [
     "FedAsync",
     "FedAvg",
     "FedBuff",
+    "FedProx",
     "PWFL",
     "Policy",
     "SequentialPWFL",
