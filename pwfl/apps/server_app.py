@@ -149,7 +149,7 @@ def run_server(
 
 def checkpoints_kept(cfg: Config, policy: Policy) -> bool:
     """Whether the run can be checkpointed: always, except without a round barrier
-    (async PWFL, FedBuff) when clients keep state on their own nodes (node binding),
+    (async PWFL, FedBuff, FedAsync) when clients keep state on their own nodes (node binding),
     whose files follow each client's own rounds, not a checkpoint's."""
     return (
         isinstance(policy, SynchronousRounds)

@@ -13,8 +13,9 @@ Clients do not run federated evaluation in this mode (``client_accuracy`` is
 empty); every weight set is evaluated on the server's test set after each of
 its rounds. Load balancing plans a group's local epochs when its set's round
 starts (its group is drawn), from the round-trip estimates as they stand then:
-with no common round start, each set's round has its own moment. Runs in this
-mode cannot be checkpointed: some group is always in flight.
+with no common round start, each set's round has its own moment. A checkpoint
+taken at the end of a set's round holds the groups still in flight
+(:mod:`pwfl.engine.state`).
 """
 
 from __future__ import annotations

@@ -287,7 +287,7 @@ def free_when(
 ) -> tuple[float, list[int]] | None:
     """When a job due at ``at`` (or now, if later) can start, and the clients it gets.
 
-    For policies without a round barrier (async PWFL, FedBuff). ``choose`` picks
+    For policies without a round barrier (async PWFL, FedBuff, FedAsync). ``choose`` picks
     the job's clients from those free and online (not in ``taken``, the clients
     this plan already gave a job); it may pick none, when none of them may train
     the job (a group policy that names a set's clients). At ``at`` itself when it
