@@ -128,8 +128,16 @@ def allocation(mode: str, losses: list[tuple[float, float]]) -> pd.DataFrame:
         f"strategy.mode={mode}",
         "data.num_clients=12",
         "strategy.num_rounds=4",
+        # The modelled clock: on the measured one an aggregation takes its host time,
+        # and in async mode which set's group comes first would follow this host.
+        "clock.compute=modelled",
     )
-    rows, _ = run_scripted(cfg, compute, set_evaluate=[constant(*p) for p in losses])
+    rows, _ = run_scripted(
+        cfg,
+        compute,
+        examples=lambda client, server_round: int(10 * compute(client, server_round)),
+        set_evaluate=[constant(*p) for p in losses],
+    )
     _, clients, _ = rows.frames()
     train = clients[clients["phase"] == "train"]
     return train[["round", "client", "weight_set"]].sort_values(["round", "client"])
