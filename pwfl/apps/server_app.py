@@ -127,6 +127,8 @@ def run_server(
     if cfg.checkpoint.every > 0 and checkpoints_kept(cfg, policy):
         # After the recorder: a checkpoint holds the round's rows.
         watchers.append(Checkpointer(out / CHECKPOINT_FILE, cfg, label, engine, recorder))
+    else:
+        engine.checkpoint_round = -1  # no checkpoint will need the clients' older state
     watchers += callbacks
     engine.callbacks = watchers
     if resume is not None:
