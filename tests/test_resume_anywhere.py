@@ -47,6 +47,7 @@ CASES = {
                    "clock.reference_gflops=0.0001"],  # compute, not transfers, sets the pace
     "fedbuff": ["strategy.name=fedbuff", "strategy.buffer_size=2", "strategy.concurrency=4",
                 "clients.profile=tiers", "clients.tiers=0.5:1.0,0.5:0.3"],
+    "fedprox": ["strategy.name=fedprox", "strategy.fedprox.mu=0.1"],
     "fedasync": ["strategy.name=fedasync", "strategy.fedasync.concurrency=3",
                  "faults.crash_prob=0.2"],
 }  # fmt: skip
