@@ -152,3 +152,63 @@ def test_a_run_killed_anywhere_resumes_to_the_uninterrupted_records(case, tmp_pa
             check_exact=True,
             obj=f"{case}: {name}",
         )
+
+
+def test_an_async_run_killed_with_sigkill_resumes_to_the_uninterrupted_records(tmp_path):
+    """A real kill: the process group gets SIGKILL at a seeded random moment after its
+    second checkpoint, with groups in flight; ``pwfl resume`` finishes the run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import ROOT
+
+    overrides = [*BASE, *CASES["pwfl-async"], "strategy.num_rounds=30", "simulation.backend=inline"]
+    killed = tmp_path / "killed"
+    args = ["run", "--config", str(CONFIGS / "tiny.toml"), "--out", str(killed), "--quiet"]
+    for item in overrides:
+        args += ["--set", item]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pwfl", *args],
+        cwd=ROOT,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    delay = random.Random("sigkill").uniform(0.0, 0.2)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            ckpt = killed / CHECKPOINT_FILE
+            if ckpt.is_file() and load_checkpoint(ckpt).round >= 2:
+                time.sleep(delay)
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, f"the run ended before it was killed: {proc.stderr.read()}"
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+    saved = load_checkpoint(killed / CHECKPOINT_FILE)
+    assert saved.round < 30 and saved.strategy["jobs"]  # killed with a group in flight
+    resumed = subprocess.run(
+        [sys.executable, "-m", "pwfl", "resume", str(killed), "--quiet"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    full = tmp_path / "full"
+    run_experiment(load_config(CONFIGS / "tiny.toml", overrides), full, quiet=True)
+    for name in ("rounds.csv", "clients.csv", "server.csv"):
+        pd.testing.assert_frame_equal(
+            host_free(pd.read_csv(killed / name)),
+            host_free(pd.read_csv(full / name)),
+            check_exact=True,
+            obj=name,
+        )
