@@ -9,6 +9,10 @@ Each mini-batch's loss comes from a training step: the plain cross-entropy of
 the model's outputs, or your function named by ``TrainSettings.step``
 (``train.step``, :data:`StepFn`), for instance one that adds a proximal term
 towards the weights the client was sent.
+
+Why one module of about 420 lines: local training, its steps, the client
+state kept between rounds and evaluation share one model-building path and one
+lock on PyTorch's generator; cutting them apart would split that lock.
 """
 
 from __future__ import annotations
