@@ -27,7 +27,7 @@ NODE_BOUND_UP_TO = 1_000
 (Flower 1.41's simulation loop scans every stored message for every node)."""
 
 
-def _config(clients: int, sampled: int, strategy: str, binding: str, rounds: int):
+def _config(clients: int, sampled: int, strategy: str, binding: str, rounds: int, backend: str):
     return load_config(
         None,
         [
@@ -42,6 +42,7 @@ def _config(clients: int, sampled: int, strategy: str, binding: str, rounds: int
             "strategy.fraction_evaluate=0.0",
             "checkpoint.every=0",
             f"simulation.client_binding={binding}",
+            f"simulation.backend={backend}",
         ],
     )
 
@@ -51,15 +52,17 @@ def run(smoke: bool = False) -> pd.DataFrame:
     populations, sampled = ((200, 2_000), 10) if smoke else (POPULATIONS, SAMPLED)
     node_up_to = 200 if smoke else NODE_BOUND_UP_TO
     # Each run starts Ray's client actors afresh (~10 s here); the smoke check of the
-    # script needs one strategy only.
+    # script needs one strategy only, and its clients in threads of this process (the
+    # same apps and bindings without Ray; tests/test_e2e.py runs the Ray backend).
     strategies = ("pwfl",) if smoke else ("pwfl", "fedavg")
+    backend = "inline" if smoke else "ray"
     rows = []
     for strategy in strategies:
         for binding in ("pool", "node"):
             for clients in populations:
                 if binding == "node" and clients > node_up_to:
                     continue
-                cfg = _config(clients, sampled, strategy, binding, rounds=2 if smoke else 3)
+                cfg = _config(clients, sampled, strategy, binding, 2 if smoke else 3, backend)
                 with tempfile.TemporaryDirectory() as tmp, PeakMemory() as memory:
                     timing = timed_run(cfg, Path(tmp) / "run")
                 rows.append(

@@ -1,5 +1,6 @@
-"""Shared fixtures: a private data cache, the --runslow switch, one Ray session per test
-run, and the run checker on every run a test makes."""
+"""Shared fixtures: a private data cache, the --runslow switch (and the Hypothesis
+profile it picks), one Ray session per test run, and the run checker on every run a
+test makes."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 import pwfl  # noqa: F401  (first: pins the CPU kernels before any test loads PyTorch)
 
@@ -19,7 +21,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", help="also run tests marked slow")
 
 
+# Hypothesis's own profiles size the property tests that leave ``max_examples`` to
+# them: a CI run draws a sample that keeps the suite short, ``--runslow`` the full one
+# (``--hypothesis-profile NAME`` still picks any profile by name).
+settings.register_profile("ci", max_examples=60)
+settings.register_profile("thorough", max_examples=200)
+
+
 def pytest_configure(config: pytest.Config) -> None:
+    if config.getoption("hypothesis_profile", None) is None:
+        settings.load_profile("thorough" if config.getoption("--runslow") else "ci")
     config.addinivalue_line(
         "markers",
         "checks_its_own_records: the test checks every run it makes itself "

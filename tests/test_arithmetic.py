@@ -96,6 +96,11 @@ def test_portable_run_through_ray_actors_matches_the_inline_run(tmp_path):
                 f"simulation.backend={backend}",
                 "--set",
                 "strategy.executor=threads",
+                # 100 resampled examples per client: the records compared stay whole.
+                "--set",
+                "data.partitioner=resample",
+                "--set",
+                "data.examples_per_client=100",
                 "--out",
                 str(out),
             ],

@@ -32,6 +32,7 @@ def numbers(folder, name: str) -> pd.DataFrame:
 @pytest.mark.parametrize("extra", [[], ["train.client_state=momentum", "clients.offline_prob=0.3"]])
 def test_a_pool_of_two_nodes_gives_the_numbers_of_one_node_per_client(extra, tmp_path):
     common = ["data.num_clients=6", "strategy.fraction_train=0.67", "strategy.num_rounds=3"]
+    common += ["data.partitioner=resample", "data.examples_per_client=100"]  # a second a run
     pool = tiny(*common, *extra, "simulation.pool_size=2")
     node = tiny(*common, *extra, "simulation.client_binding=node")
     assert simulation_nodes(pool) == 2 and simulation_nodes(node) == 6

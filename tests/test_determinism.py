@@ -23,11 +23,15 @@ from .conftest import CONFIGS
 
 SETTING = [
     "data.num_clients=6",
-    "strategy.num_rounds=3",
+    "strategy.num_rounds=2",  # round 2 is planned from round 1's simulated times
     "clients.profile=tiers",
     "clients.tiers=0.5:1.0,0.34:0.5,0.16:0.1",  # 3 fast, 2 slower, 1 always late
     "stragglers.load_balancing=proportional",
-    "stragglers.deadline_s=1.2",
+    # 100 resampled examples per client (80 to train on): replies of 0.08 to 0.12
+    # simulated seconds, so the deadline that the slowest tier misses is 0.2.
+    "data.partitioner=resample",
+    "data.examples_per_client=100",
+    "stragglers.deadline_s=0.2",
 ]
 STRATEGIES = {
     "fedavg": ["strategy.name=fedavg"],

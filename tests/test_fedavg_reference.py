@@ -43,6 +43,9 @@ OVERRIDES = [
     "strategy.fraction_train=0.5",
     "strategy.num_rounds=2",
     "strategy.fraction_evaluate=0",
+    # 200 resampled examples per client: equal arrays at any size, learning in two rounds.
+    "data.partitioner=resample",
+    "data.examples_per_client=200",
 ]
 
 

@@ -93,6 +93,8 @@ def test_pwfl_and_sequential_pwfl_ask_the_same_epochs_and_train_the_same_models(
     overrides = [
         "seed=2",  # round 1 puts the slow client in the first group (checked below)
         "data.num_clients=4",
+        "data.partitioner=resample",  # 100 examples each: the epochs compared stay exact
+        "data.examples_per_client=100",
         "strategy.num_rounds=2",
         "strategy.fraction_evaluate=0",
         "clients.profile=tiers",

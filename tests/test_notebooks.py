@@ -14,16 +14,18 @@ from .conftest import CONFIGS, ROOT
 NOTEBOOKS = ROOT / "notebooks"
 TINY = str(CONFIGS / "tiny.toml")
 KERNEL = "pwfl-test"
+SMALL = ["data.partitioner=resample", "data.examples_per_client=100"]
+"""100 resampled training examples per client: each run a second or two, not ten."""
 
 
 def tiny_settings(tmp) -> dict[str, dict]:
     """Per notebook, the values that replace its ``parameters`` cell: seconds, not minutes."""
     return {
-        "01_quickstart.ipynb": {"CONFIG": TINY, "OVERRIDES": [], "OUT": str(tmp / "run")},
+        "01_quickstart.ipynb": {"CONFIG": TINY, "OVERRIDES": SMALL, "OUT": str(tmp / "run")},
         "02_pwfl_vs_baselines.ipynb": {
             "COMPARISON": str(tmp / "compare"),  # empty: the notebook runs the comparison
             "CONFIG": TINY,
-            "OVERRIDES": [],
+            "OVERRIDES": SMALL,
             "STRATEGIES": ["fedavg", "pwfl"],
             "SEEDS": [0],
         },
@@ -31,7 +33,7 @@ def tiny_settings(tmp) -> dict[str, dict]:
             "OUT": str(tmp / "heterogeneity"),
             "CONFIG": TINY,
             # One of the four tiny clients computes five times slower.
-            "OVERRIDES": ["clients.profile=tiers", "clients.tiers=0.75:1.0,0.25:0.2"],
+            "OVERRIDES": [*SMALL, "clients.profile=tiers", "clients.tiers=0.75:1.0,0.25:0.2"],
             "STRATEGIES": ["pwfl"],
             "VARY": "stragglers.load_balancing=off,proportional",
             "SEEDS": [0],
@@ -41,6 +43,7 @@ def tiny_settings(tmp) -> dict[str, dict]:
             "CONFIG": str(CONFIGS / "lr_search.toml"),
             # Four sets of two clients, two rounds, the small CNN, no Ray: seconds.
             "OVERRIDES": [
+                *SMALL,
                 "data.num_clients=8",
                 "strategy.num_rounds=2",
                 "model.name=small-cnn",

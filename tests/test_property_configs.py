@@ -7,6 +7,10 @@ are slowed so that round trips take simulated seconds, far above the host's
 milliseconds: a deadline or ``faults.round_timeout_s`` (both a number of seconds on
 the simulated clock, the timeout also the host's) then bites on the simulated clock
 while no client ever comes near it on the host, and the run stays deterministic.
+
+The first test draws Hypothesis's profile's count of configs (``ci``: 60, the
+``thorough`` one that ``--runslow`` loads: 200), always the same ones; the second,
+with ``--runslow``, 2,000 random ones.
 """
 
 from __future__ import annotations
@@ -170,8 +174,7 @@ def check_config(raw: dict[str, Any], overrides: list[str]) -> None:
 
 
 @pytest.mark.checks_its_own_records
-@settings(
-    max_examples=200,
+@settings(  # max_examples from the profile tests/conftest.py loads: 60, 200 with --runslow
     deadline=None,
     derandomize=True,
     database=None,

@@ -64,6 +64,11 @@ def test_simulation_runs_on_a_ray_head_started_apart(tmp_path):
                 str(CONFIGS / "tiny.toml"),
                 "--ray-address",
                 address,
+                # 100 resampled examples per client: the run is about where clients run.
+                "--set",
+                "data.partitioner=resample",
+                "--set",
+                "data.examples_per_client=100",
                 "--out",
                 str(tmp_path),
                 "--quiet",

@@ -12,6 +12,8 @@ from .conftest import CONFIGS
 
 TINY = CONFIGS / "tiny.toml"
 LR_SEARCH = CONFIGS / "lr_search.toml"
+SMALL = ["data.partitioner=resample", "data.examples_per_client=100"]
+"""A tenth of tiny's training data per client: the sets' runs take a second each."""
 
 
 def two_sets(tmp_path, *tables: str, extra: str = ""):
@@ -30,10 +32,10 @@ def set_rows(folder, weight_set: str) -> pd.DataFrame:
 
 def test_each_set_trains_exactly_as_a_run_whose_every_set_has_its_settings(tmp_path):
     a, b = 0.01, 0.05
-    mixed = load_config(two_sets(tmp_path, f"train.lr = {a}", f"train.lr = {b}"))
+    mixed = load_config(two_sets(tmp_path, f"train.lr = {a}", f"train.lr = {b}"), SMALL)
     run_experiment(mixed, tmp_path / "mixed", quiet=True)
-    run_experiment(load_config(TINY, [f"train.lr={a}"]), tmp_path / "a", quiet=True)
-    run_experiment(load_config(TINY, [f"train.lr={b}"]), tmp_path / "b", quiet=True)
+    run_experiment(load_config(TINY, [*SMALL, f"train.lr={a}"]), tmp_path / "a", quiet=True)
+    run_experiment(load_config(TINY, [*SMALL, f"train.lr={b}"]), tmp_path / "b", quiet=True)
     pd.testing.assert_frame_equal(set_rows(tmp_path / "mixed", "0"), set_rows(tmp_path / "a", "0"))
     pd.testing.assert_frame_equal(set_rows(tmp_path / "mixed", "1"), set_rows(tmp_path / "b", "1"))
     # And the two settings did train differently.
@@ -43,7 +45,7 @@ def test_each_set_trains_exactly_as_a_run_whose_every_set_has_its_settings(tmp_p
 def test_an_mlp_set_beside_a_cnn_set_trains_both_and_names_them(tmp_path):
     cfg = load_config(
         two_sets(tmp_path, 'name = "cnn"', 'name = "mlp"\nmodel.name = "mlp"'),
-        ["model.name=cnn"],
+        ["model.name=cnn", "data.partitioner=resample", "data.examples_per_client=250"],
     )
     run_experiment(cfg, tmp_path / "run", quiet=True)
     rounds = pd.read_csv(tmp_path / "run" / "rounds.csv")
