@@ -50,6 +50,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def _append(path: Path, data: bytes) -> None:
+    # One write of a round's bytes at the end of the file; a kill that cuts it short
+    # leaves a tail that a resume cuts off (it lies past the checkpoint's mark).
+    with path.open("ab") as handle:
+        handle.write(data)
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a temporary file and a rename."""
     _atomic_write(path, text.encode(ENCODING))
@@ -115,14 +122,13 @@ def rows_from_csv(table: Table, text: str) -> list[dict[str, Any]]:
     """The rows of a CSV text written by :func:`csv_text` (header included), as the
     writer was given them: Python values, ``None`` for an empty cell.
 
-    Floats are read with the round-trip parser, so every value is the one written.
+    pandas reads every float back to the value written (its parser rounds exactly).
     """
     frame = pd.read_csv(
         io.StringIO(text),
         dtype=_read_types(table),  # type: ignore[arg-type]
         keep_default_na=False,  # only an empty cell is empty: a note may read "NA"
         na_values={name: [""] for name in table.names},
-        float_precision="round_trip",
     )
     if list(frame.columns) != table.names:
         raise ValueError(f"{table.file} does not have this pwfl's columns")
@@ -166,10 +172,7 @@ class RecordFile:
         """Append ``rows``; the first call writes the header and replaces any earlier file."""
         data = csv_text(self.table, rows, header=not self._started).encode(ENCODING)
         if self._started:
-            # One write of the round's bytes at the end of the file; a kill that cuts
-            # it short leaves a tail that a resume cuts off (it lies past the mark).
-            with self.path.open("ab") as handle:
-                handle.write(data)
+            _append(self.path, data)
         else:
             _atomic_write(self.path, data)
             self._started = True
@@ -181,8 +184,8 @@ class RecordFile:
         """Where the file stands now."""
         return FileMark(self.rows, self.size, self._digest.hexdigest())
 
-    def cut_back(self, mark: FileMark) -> str:
-        """Cut the file back to ``mark`` (a resume) and return the text kept.
+    def kept(self, mark: FileMark) -> str:
+        """The text of the file up to ``mark``, checked against it.
 
         Raises
         ------
@@ -195,8 +198,12 @@ class RecordFile:
             raise PwflError(f"'{self.path}' is missing but the checkpoint needs it; {fix}")
         with self.path.open("rb") as handle:
             kept = handle.read(mark.size)
-        digest = hashlib.sha256(kept)
-        if len(kept) < mark.size or digest.hexdigest() != mark.sha256:
+        if len(kept) < mark.size:
+            raise PwflError(
+                f"'{self.path}' holds {len(kept)} bytes, fewer than the {mark.size} the "
+                f"checkpoint was written after; {fix}"
+            )
+        if hashlib.sha256(kept).hexdigest() != mark.sha256:
             raise PwflError(
                 f"'{self.path}' is not the file the checkpoint was written with "
                 f"(its first {mark.size} bytes differ); {fix}"
@@ -207,9 +214,14 @@ class RecordFile:
             raise PwflError(
                 f"'{self.path}' holds {rows} rows where the checkpoint says {mark.rows}; {fix}"
             )
-        os.truncate(self.path, mark.size)
-        self.rows, self.size, self._digest, self._started = mark.rows, mark.size, digest, bool(text)
         return text
+
+    def cut_back(self, mark: FileMark, text: str) -> None:
+        """Cut the file back to ``mark``, whose ``text`` :meth:`kept` returned, and
+        append after it from now on (a resume)."""
+        os.truncate(self.path, mark.size)
+        self.rows, self.size, self._started = mark.rows, mark.size, bool(text)
+        self._digest = hashlib.sha256(text.encode(ENCODING))
 
 
 class RunRecorder:
@@ -232,7 +244,8 @@ class RunRecorder:
         return {name: record.mark() for name, record in self.files.items()}
 
     def restore(self, marks: dict[str, FileMark]) -> None:
-        """Continue the files a checkpoint marked: cut each back to its mark.
+        """Continue the files a checkpoint marked: check each against its mark, then
+        cut each back to it (no file is cut unless every one matches).
 
         Raises
         ------
@@ -247,7 +260,9 @@ class RunRecorder:
                     f"the checkpoint holds no mark for {name}; start the run again with "
                     "pwfl run --overwrite"
                 )
-            texts[name] = record.cut_back(marks[name])
+            texts[name] = record.kept(marks[name])
+        for name, record in self.files.items():
+            record.cut_back(marks[name], texts[name])
         try:
             self.rounds = rows_from_csv(ROUNDS, texts[ROUNDS.file]) if texts[ROUNDS.file] else []
             self.server = rows_from_csv(SERVER, texts[SERVER.file]) if texts[SERVER.file] else []
