@@ -101,11 +101,6 @@ def csv_text(table: Table, rows: list[dict[str, Any]], header: bool = False) -> 
     return frame.to_csv(index=False, header=header)
 
 
-def write_table(path: Path, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Write all ``rows`` of ``table`` as one CSV file, atomically (header included)."""
-    atomic_write_text(path, csv_text(table, rows, header=True))
-
-
 def _read_types(table: Table) -> dict[str, str]:
     """How :func:`rows_from_csv` reads each column back: text as text, the rest as written."""
     read = {TEXT: "str", NOTE: "str", FLAG: "boolean", **_WRITTEN_AS}
@@ -126,7 +121,7 @@ def rows_from_csv(table: Table, text: str) -> list[dict[str, Any]]:
     """
     frame = pd.read_csv(
         io.StringIO(text),
-        dtype=_read_types(table),  # type: ignore[arg-type]
+        dtype=_read_types(table),
         keep_default_na=False,  # only an empty cell is empty: a note may read "NA"
         na_values={name: [""] for name in table.names},
     )
