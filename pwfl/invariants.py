@@ -27,10 +27,10 @@ from typing import Any
 
 import pandas as pd
 
-from pwfl.analysis.summaries import first_reaching, total_bytes
 from pwfl.clock import compute_seconds, idle_time, transfer_seconds
 from pwfl.config import Config, config_from_toml
 from pwfl.errors import PwflError
+from pwfl.measures import first_reaching, total_bytes
 from pwfl.schema import CLIENTS, MERGED, ROUNDS, SERVER
 
 INVARIANTS = {

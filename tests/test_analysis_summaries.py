@@ -154,21 +154,3 @@ def test_round_groups_is_a_round_by_client_table():
     assert groups.loc[2].tolist() == ["1", "0", "1", "0"]
     wider = analysis.round_groups(clients_table(), num_clients=6)
     assert wider.columns.tolist() == list(range(6)) and wider[5].isna().all()
-
-
-def test_time_to_target_and_bytes_moved_by_hand():
-    rows = pd.DataFrame(
-        {
-            "round": [1, 2, 3, 4],
-            "accuracy": [0.5, 0.91, 0.85, 0.95],
-            "sim_time_s": [2.0, 4.5, 7.0, 9.0],
-            "bytes_up": [100, None, 300, 50],
-        }
-    )
-    # The first crossing counts, even when a later round falls back below.
-    assert analysis.first_reaching(rows, 0.9, "round") == 2.0
-    assert analysis.first_reaching(rows, 0.9, "sim_time_s") == 4.5
-    assert analysis.first_reaching(rows, 0.95, "round") == 4.0
-    assert np.isnan(analysis.first_reaching(rows, 0.99, "round"))
-    assert analysis.total_bytes(rows, "bytes_up") == 450  # an empty cell moved nothing
-    assert isinstance(analysis.total_bytes(rows, "bytes_up"), int)

@@ -54,7 +54,6 @@ from pwfl.analysis.summaries import (
     client_summary,
     communication_per_round,
     finish_spread,
-    first_reaching,
     idle_fraction,
     idle_per_round,
     round_groups,
@@ -63,7 +62,6 @@ from pwfl.analysis.summaries import (
     summarize_idle,
     summarize_run,
     summarize_runs,
-    total_bytes,
     worst_set,
 )
 from pwfl.analysis.tables import SUMMARY_COLUMNS, format_summary, summary_markdown, summary_view
@@ -100,8 +98,6 @@ __all__ = [
     "idle_per_round",
     "idle_fraction",
     "summarize_idle",
-    "first_reaching",
-    "total_bytes",
     "communication_per_round",
     "client_summary",
     "round_groups",

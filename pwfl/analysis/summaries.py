@@ -9,32 +9,10 @@ import pandas as pd
 
 from pwfl.analysis._shared import MERGED, weight_set_rows
 from pwfl.clock import idle_share
+from pwfl.measures import first_reaching, total_bytes
 
 ALL = "all"
 """The ``weight_set`` of a summary row that covers every weight set of a run."""
-
-
-def first_reaching(rows: pd.DataFrame, target: float, column: str) -> float:
-    """``column`` (round, simulated or host time) of the first row whose accuracy
-    reaches ``target``: the time to target of one weight set; NaN when none does.
-
-    Parameters
-    ----------
-    rows
-        ``rounds.csv`` rows of one weight set of one run.
-    target
-        The accuracy to reach.
-    column
-        ``round``, ``sim_time_s`` or ``elapsed_wall_s``.
-    """
-    hit = rows[rows["accuracy"] >= target]
-    return float(hit[column].min()) if len(hit) else float("nan")
-
-
-def total_bytes(rows: pd.DataFrame, column: str) -> int:
-    """Bytes moved: the sum of ``column`` (``bytes_up`` or ``bytes_down``) over
-    ``rounds.csv`` or ``clients.csv`` rows, an empty cell counting as none."""
-    return int(rows[column].fillna(0).sum())
 
 
 def _set_numbers(rows: pd.DataFrame, target: float) -> dict[str, Any]:
