@@ -272,10 +272,7 @@ def test_a_run_killed_between_its_rows_and_its_checkpoint_resumes_to_the_same_fi
     tmp_path, monkeypatch
 ):
     tiny = CONFIGS / "tiny.toml"
-    # Without a round timeout no give-up event waits on the clock at a round's end:
-    # this test is about the record files, not about restoring events in flight.
-    overrides = ["strategy.num_rounds=4", "checkpoint.every=1", "faults.round_timeout_s=inf"]
-    cfg = load_config(tiny, overrides)
+    cfg = load_config(tiny, ["strategy.num_rounds=4", "checkpoint.every=1"])
     killed = tmp_path / "killed"
     real = pwfl.checkpoint.save_checkpoint
 
