@@ -4,8 +4,9 @@ Usage::
 
     python experiments/bench_checkpoint.py            # the quick setting: CNN, K=2, 10 rounds
 
-The checkpoint holds K CNN weight sets and the records of ``--rounds`` rounds
-(rows shaped like those of experiments/configs/quick.toml).
+The checkpoint holds K CNN weight sets and, for each record file of ``--rounds``
+rounds, how far it is written (its rows are appended to the CSV files, not copied
+into the checkpoint, so its size does not grow with the rounds).
 """
 
 from __future__ import annotations
@@ -19,21 +20,13 @@ from pathlib import Path
 from pwfl import training
 from pwfl.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from pwfl.config import load_config
+from pwfl.records import FileMark
 
 
-def _records(rounds: int, k: int, clients: int) -> dict[str, list[dict]]:
-    row = {"strategy": "pwfl", "seed": 0, "accuracy": 0.9, "loss": 0.3, "sim_time_s": 1.0}
-    return {
-        "rounds": [
-            {**row, "round": r, "weight_set": str(w)} for r in range(rounds) for w in range(k)
-        ],
-        "clients": [
-            {**row, "round": r, "client": c, "status": "ok", "rtt_s": 1.0}
-            for r in range(rounds)
-            for c in range(clients)
-        ],
-        "server": [],
-    }
+def _marks(rounds: int, k: int, clients: int) -> dict[str, FileMark]:
+    # A checkpoint holds no rows, only how far each record file is written.
+    rows = {"rounds.csv": rounds * k, "clients.csv": rounds * clients, "server.csv": rounds * k}
+    return {name: FileMark(n, 300 * (n + 1), "0" * 64) for name, n in rows.items()}
 
 
 def main() -> None:
@@ -56,7 +49,7 @@ def main() -> None:
         label="pwfl",
         config_toml=cfg.to_toml(),
         arrays=arrays,
-        records=_records(args.rounds, cfg.strategy.k, cfg.data.num_clients + 2),
+        files=_marks(args.rounds, cfg.strategy.k, cfg.data.num_clients + 2),
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "checkpoint.npz"

@@ -2,8 +2,12 @@
 
 A server checkpoint (``checkpoint.npz`` in the run folder) holds the weight
 sets, the round, the strategy's state (straggler estimates, server-optimiser
-moments, the simulated clock, the quorum streak), the records so far and the
-resolved config. Random choices need no saved generator state: each is drawn
+moments, the simulated clock, the quorum streak), the resolved config, and for
+each record file (``rounds.csv``, ``clients.csv``, ``server.csv``) not its rows
+but its mark (:class:`pwfl.records.FileMark`): how many rows and bytes of it
+belong to this state, and their digest. The files are appended to after every
+round; a resume cuts each back to its mark, so a checkpoint's size does not grow
+with the rows. Random choices need no saved generator state: each is drawn
 from ``(seed, purpose, round, client)``, so knowing the round is enough.
 
 Clients that keep state between rounds (``train.client_state``) write it after
@@ -31,9 +35,9 @@ from pwfl import __version__
 from pwfl.callbacks import RoundRecord
 from pwfl.config import Config, config_from_toml
 from pwfl.errors import ConfigError, PwflError
-from pwfl.records import atomic_savez
+from pwfl.records import FileMark, atomic_savez
 
-FORMAT_VERSION = 3  # 3: round-trip estimates per (client, cost of a weight set's work)
+FORMAT_VERSION = 4  # 4: the record files' marks instead of their rows
 CHECKPOINT_FILE = "checkpoint.npz"
 CLIENT_STATE_DIR = "client_state"
 _HEADER = "__header__"
@@ -58,8 +62,8 @@ class Checkpoint:
     """The run's own state (clocks, estimates, the strategy's), as JSON-able values."""
     arrays: Arrays = field(default_factory=dict)
     """The run's arrays (weight sets, optimiser moments) by key."""
-    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    """The rows of ``rounds.csv``, ``clients.csv`` and ``server.csv`` so far."""
+    files: dict[str, FileMark] = field(default_factory=dict)
+    """Record file name -> how much of it belongs to this state (rows, bytes, digest)."""
 
     @property
     def config(self) -> Config:
@@ -82,7 +86,7 @@ class Checkpointable(Protocol):
 
 
 def _to_json(value: Any) -> Any:
-    if isinstance(value, np.generic):  # numpy scalars in record rows
+    if isinstance(value, np.generic):  # numpy scalars in the run's state
         return value.item()
     raise TypeError(f"cannot store {type(value).__name__} in a checkpoint")
 
@@ -98,7 +102,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
         "label": ckpt.label,
         "config": ckpt.config_toml,
         "strategy": ckpt.strategy,
-        "records": ckpt.records,
+        "files": {name: mark.to_json() for name, mark in ckpt.files.items()},
     }
     payload = {_HEADER: np.array(json.dumps(header, default=_to_json))}
     payload.update(ckpt.arrays)
@@ -145,7 +149,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
             config_toml=str(header["config"]),
             strategy=dict(header["strategy"]),
             arrays=arrays,
-            records={k: list(v) for k, v in header["records"].items()},
+            files={k: FileMark.from_json(v) for k, v in header["files"].items()},
         )
         ckpt.config  # noqa: B018 - validates the stored config now, not mid-resume
     except (KeyError, TypeError, ValueError) as err:
@@ -174,7 +178,7 @@ class Checkpointer:
         self.label = label
         self.engine = engine
         self.records = records
-        """Something with ``rounds``, ``clients`` and ``server`` row lists (the recorder)."""
+        """The recorder: its ``marks()`` say how far each record file is written."""
 
     def on_run_start(self, total_rounds: int, done: int) -> None:
         """Nothing to save before the first round."""
@@ -203,11 +207,7 @@ class Checkpointer:
                 config_toml=self.cfg.to_toml(),
                 strategy=state,
                 arrays=arrays,
-                records={
-                    "rounds": self.records.rounds,
-                    "clients": self.records.clients,
-                    "server": self.records.server,
-                },
+                files=self.records.marks(),
             ),
         )
         self.engine.checkpoint_round = record.server_round

@@ -283,3 +283,26 @@ def busy_time(
             total += finish - begin
         reach = max(reach, finish)
     return total
+
+
+def idle_time(intervals: Sequence[tuple[float, float]], start: float, end: float) -> float:
+    """Seconds of ``[start, end]`` in which the server aggregated nothing.
+
+    The span less the server's busy time in it (:func:`busy_time`: overlapping
+    aggregations count once). This is ``rounds.csv``'s ``idle_s`` of a round; the
+    invariants recompute it from ``server.csv`` with this same function.
+    """
+    return end - start - busy_time(intervals, start, end)
+
+
+def idle_share(intervals: Sequence[tuple[float, float]], start: float, end: float) -> float:
+    """Share of ``[start, end]`` in which the server aggregated nothing; NaN for an
+    empty span.
+
+    Written as one less the busy share, ``1 - busy / span``, which is how every
+    committed summary's ``idle_fraction`` was computed (``idle_time / span`` can
+    differ from it in the last bit).
+    """
+    if not end > start:
+        return float("nan")
+    return float(1 - busy_time(intervals, start, end) / (end - start))

@@ -32,9 +32,10 @@ from typing import Any
 
 import pandas as pd
 
-from pwfl.clock import busy_time, compute_seconds, transfer_seconds
+from pwfl.clock import compute_seconds, idle_time, transfer_seconds
 from pwfl.config import Config, config_from_toml
 from pwfl.errors import PwflError
+from pwfl.measures import first_reaching, total_bytes
 from pwfl.schema import CLIENTS, MERGED, ROUNDS, SERVER
 
 INVARIANTS = {
@@ -403,7 +404,7 @@ def _bytes(records: Records) -> Found:
     bad = []
     for row in records.rounds.itertuples():
         tries = _rows_of(groups, row)
-        down, up = int(tries["bytes_down"].fillna(0).sum()), int(tries["bytes_up"].fillna(0).sum())
+        down, up = total_bytes(tries, "bytes_down"), total_bytes(tries, "bytes_up")
         if down != _num(row.bytes_down) or up != _num(row.bytes_up):
             bad.append(
                 f"{_key(row)}: clients sum {down} down / {up} up, "
@@ -425,10 +426,7 @@ def _bytes(records: Records) -> Found:
     if bad:
         yield "bytes", _listed(bad)
     for column in ("bytes_down", "bytes_up"):
-        total, recorded = (
-            int(train[column].fillna(0).sum()),
-            int(records.rounds[column].fillna(0).sum()),
-        )
+        total, recorded = total_bytes(train, column), total_bytes(records.rounds, column)
         if total != recorded:
             yield "bytes-total", f"{column}: clients.csv sum {total}, rounds.csv sum {recorded}"
 
@@ -541,13 +539,8 @@ def _idle(records: Records) -> Found:
         end = float(rows["sim_time_s"].max())
         start = end - float(rows["round_sim_s"].max())
         busy = records.server[records.server["round"] == number]
-        expected = (
-            end
-            - start
-            - busy_time(
-                list(zip(busy["busy_start_s"], busy["busy_end_s"], strict=True)), start, end
-            )
-        )
+        intervals = list(zip(busy["busy_start_s"], busy["busy_end_s"], strict=True))
+        expected = idle_time(intervals, start, end)
         if not all(_close(value, expected) for value in idle):
             bad.append(
                 f"round {number}: idle_s {sorted(set(idle))}, from server.csv {expected:.9g}"
@@ -645,17 +638,15 @@ def _summary(records: Records) -> Found:
         compare(str(ws), "final_accuracy", float(acc.iloc[-1]))
         compare(str(ws), "best_accuracy", float(acc.max()))
         compare(str(ws), "reached", float(len(reached) > 0))
-        compare(
-            str(ws), "rounds_to_target", float(reached["round"].min()) if len(reached) else math.nan
-        )
+        compare(str(ws), "rounds_to_target", first_reaching(rows, target, "round"))
         compare(str(ws), "total_sim_time_s", float(rows["sim_time_s"].max()))
-        compare(str(ws), "total_bytes_up", float(rows["bytes_up"].fillna(0).sum()))
-        compare(str(ws), "total_bytes_down", float(rows["bytes_down"].fillna(0).sum()))
+        compare(str(ws), "total_bytes_up", float(total_bytes(rows, "bytes_up")))
+        compare(str(ws), "total_bytes_down", float(total_bytes(rows, "bytes_down")))
     compare("all", "sets", float(len(finals)))
     compare("all", "final_accuracy", sum(finals) / len(finals))
     compare("all", "best_of_k_final_accuracy", max(finals))
     compare("all", "total_sim_time_s", float(records.rounds["sim_time_s"].max()))
-    compare("all", "total_bytes_up", float(records.rounds["bytes_up"].fillna(0).sum()))
+    compare("all", "total_bytes_up", float(total_bytes(records.rounds, "bytes_up")))
     if len(records.merged):
         last = records.merged.sort_values("round")["accuracy"].iloc[-1]
         compare("all", "merged_final_accuracy", float(last))

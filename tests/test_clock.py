@@ -14,6 +14,8 @@ from pwfl.clock import (
     aggregation_seconds,
     busy_time,
     compute_seconds,
+    idle_share,
+    idle_time,
     transfer_seconds,
 )
 
@@ -41,6 +43,16 @@ def test_busy_time_is_clipped_to_the_window():
     assert busy_time(intervals, 1.0, 7.0) == pytest.approx(1.0 + 2.0 + 1.0)
     assert busy_time(intervals, 2.0, 3.0) == 0.0
     assert busy_time(intervals, 10.0, 12.0) == 0.0
+
+
+def test_idle_time_is_the_window_less_the_union_of_aggregations():
+    # [1, 7] holds 1 + 2 + 1 busy seconds (overlaps counted once), so 2 idle ones.
+    intervals = [(0.0, 2.0), (3.0, 4.5), (4.0, 5.0), (6.0, 9.0)]
+    assert idle_time(intervals, 1.0, 7.0) == pytest.approx(2.0)
+    assert idle_share(intervals, 1.0, 7.0) == pytest.approx(2.0 / 6.0)
+    assert idle_time([], 2.0, 5.0) == 3.0 and idle_share([], 2.0, 5.0) == 1.0
+    assert idle_time([(0.0, 10.0)], 2.0, 5.0) == 0.0 and idle_share([(0.0, 10.0)], 2.0, 5.0) == 0.0
+    assert math.isnan(idle_share(intervals, 3.0, 3.0))  # an empty window has no share
 
 
 # --- the shared link ----------------------------------------------------------------

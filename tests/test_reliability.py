@@ -11,6 +11,7 @@ import torch
 
 from pwfl import training
 from pwfl.checkpoint import (
+    FORMAT_VERSION,
     Checkpoint,
     CheckpointError,
     client_state_rounds,
@@ -24,6 +25,7 @@ from pwfl.checkpoint import (
 from pwfl.config import Config, FaultsConfig, StragglerConfig, StrategyConfig
 from pwfl.faults import CRASH, HANG, NONE, TRANSIENT, fails_attempt, fault_for
 from pwfl.quorum import QUORUM_MISSED, QuorumLost, QuorumWatch, has_quorum, replies_needed
+from pwfl.records import FileMark
 from pwfl.stragglers import StragglerTracker
 from pwfl.strategies.server_optimizer import ServerOptimizer
 from pwfl.training import ClientData, TrainSettings
@@ -117,7 +119,7 @@ def _checkpoint(round_: int = 2) -> Checkpoint:
         config_toml=Config().to_toml(),
         strategy={"sim_time_s": 1.5, "tracker": {"estimates": {"3": [0.1, 0.2]}}},
         arrays={"weights/0/w": np.arange(6, dtype=np.float32).reshape(2, 3)},
-        records={"rounds": [{"round": 1, "accuracy": 0.5, "loss": float("nan")}]},
+        files={"rounds.csv": FileMark(rows=2, size=120, sha256="ab" * 32)},
     )
 
 
@@ -130,8 +132,7 @@ def test_checkpoint_round_trip(tmp_path):
     assert back.strategy["tracker"]["estimates"]["3"] == [0.1, 0.2]
     np.testing.assert_array_equal(back.arrays["weights/0/w"], np.arange(6).reshape(2, 3))
     assert back.arrays["weights/0/w"].dtype == np.float32
-    assert back.records["rounds"][0]["accuracy"] == 0.5
-    assert np.isnan(back.records["rounds"][0]["loss"])
+    assert back.files == {"rounds.csv": FileMark(rows=2, size=120, sha256="ab" * 32)}
     assert [p.name for p in tmp_path.iterdir()] == ["checkpoint.npz"]  # no temporary left
 
 
@@ -159,7 +160,7 @@ def test_checkpoint_of_another_format_names_both_versions(tmp_path, monkeypatch)
     monkeypatch.setattr(checkpoint, "FORMAT_VERSION", 99)
     save_checkpoint(path, _checkpoint())
     monkeypatch.undo()
-    with pytest.raises(CheckpointError, match="format 99.*reads format 3"):
+    with pytest.raises(CheckpointError, match=f"format 99.*reads format {FORMAT_VERSION}"):
         load_checkpoint(path)
 
 

@@ -8,15 +8,11 @@ import numpy as np
 import pandas as pd
 
 from pwfl.analysis._shared import MERGED, weight_set_rows
-from pwfl.clock import busy_time
+from pwfl.clock import idle_share
+from pwfl.measures import first_reaching, total_bytes
 
 ALL = "all"
 """The ``weight_set`` of a summary row that covers every weight set of a run."""
-
-
-def _first_reaching(rows: pd.DataFrame, target: float, column: str) -> float:
-    hit = rows[rows["accuracy"] >= target]
-    return float(hit[column].min()) if len(hit) else float("nan")
 
 
 def _set_numbers(rows: pd.DataFrame, target: float) -> dict[str, Any]:
@@ -29,9 +25,9 @@ def _set_numbers(rows: pd.DataFrame, target: float) -> dict[str, Any]:
         "best_accuracy": float(rows["accuracy"].max()),
         "reached": int(reached),
         "sets": 1,
-        "rounds_to_target": _first_reaching(rows, target, "round"),
-        "sim_time_to_target_s": _first_reaching(rows, target, "sim_time_s"),
-        "wall_time_to_target_s": _first_reaching(rows, target, "elapsed_wall_s"),
+        "rounds_to_target": first_reaching(rows, target, "round"),
+        "sim_time_to_target_s": first_reaching(rows, target, "sim_time_s"),
+        "wall_time_to_target_s": first_reaching(rows, target, "elapsed_wall_s"),
         "mean_round_sim_s": float(rows["round_sim_s"].mean()),
         "mean_round_wall_s": float(rows["round_wall_s"].mean()),
         "total_sim_time_s": float(rows["sim_time_s"].max()),
@@ -39,7 +35,7 @@ def _set_numbers(rows: pd.DataFrame, target: float) -> dict[str, Any]:
     }
     for column in ("bytes_up", "bytes_down"):
         if column in rows:
-            numbers[f"total_{column}"] = int(rows[column].fillna(0).sum())
+            numbers[f"total_{column}"] = total_bytes(rows, column)
     return numbers
 
 
@@ -404,8 +400,8 @@ def _idle_of_span(server: pd.DataFrame, start_s: float, end_s: float) -> float:
     """Share of ``[start_s, end_s]`` in which the server aggregated nothing.
 
     The server's busy time is the union of its aggregation intervals
-    (:func:`pwfl.clock.busy_time`, as ``rounds.csv``'s ``idle_s``): two
-    aggregations that overlap count once.
+    (:func:`pwfl.clock.idle_share`, from the busy time that ``rounds.csv``'s
+    ``idle_s`` is computed from): two aggregations that overlap count once.
 
     Parameters
     ----------
@@ -419,10 +415,8 @@ def _idle_of_span(server: pd.DataFrame, start_s: float, end_s: float) -> float:
     float
         Idle share in [0, 1]; NaN for an empty span.
     """
-    if not end_s > start_s:
-        return float("nan")
     intervals = list(zip(server["busy_start_s"], server["busy_end_s"], strict=True))
-    return float(1 - busy_time(intervals, start_s, end_s) / (end_s - start_s))
+    return idle_share(intervals, start_s, end_s)
 
 
 def summarize_idle(server: pd.DataFrame, clients: pd.DataFrame) -> float:

@@ -125,14 +125,14 @@ def run_server(
     recorder = RunRecorder(out)
     watchers: list[Callback] = [recorder]
     if cfg.checkpoint.every > 0 and checkpoints_kept(cfg, policy):
-        # After the recorder: a checkpoint holds the round's rows.
+        # After the recorder: a checkpoint marks the files with the round's rows.
         watchers.append(Checkpointer(out / CHECKPOINT_FILE, cfg, label, engine, recorder))
     else:
         engine.checkpoint_round = -1  # no checkpoint will need the clients' older state
     watchers += callbacks
     engine.callbacks = watchers
     if resume is not None:
-        recorder.restore(resume.records)
+        recorder.restore(resume.files)
     try:
         initial = {k: v.numpy() for k, v in training.initial_state(settings, cfg.seed).items()}
         result = engine.run(initial, resume)

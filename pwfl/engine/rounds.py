@@ -17,7 +17,7 @@ from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from pwfl.aggregation import Arrays
 from pwfl.callbacks import RoundRecord
-from pwfl.clock import busy_time
+from pwfl.clock import idle_time
 from pwfl.engine.jobs import Job, Tally, train_loss
 from pwfl.engine.messaging import Evaluation
 from pwfl.engine.parts import Parts
@@ -84,7 +84,7 @@ class RoundRecords(Parts):
             "elapsed_wall_s": now - self.run_started,
             "round_sim_s": length,
             "sim_time_s": end.end_s,
-            "idle_s": length - busy_time(busy, end.start_s, end.end_s) if everyone else None,
+            "idle_s": idle_time(busy, end.start_s, end.end_s) if everyone else None,
         }
         record = RoundRecord(end.round)
         for ws in end.weight_sets:
