@@ -180,7 +180,7 @@ def test_section_must_be_a_table():
         ("data.name=imagenet", "data.name"),
         ("data.partitioner=random", "data.partitioner"),
         ("model.name=resnet", "model.name"),
-        ("strategy.name=fedprox", "strategy.name"),
+        ("strategy.name=fedsgd", "strategy.name"),
         ("strategy.num_rounds=0", "strategy.num_rounds"),
         ("strategy.k=0", "strategy.k"),
         ("strategy.min_train_nodes=0", "strategy.min_train_nodes"),
