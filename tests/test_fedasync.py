@@ -14,6 +14,7 @@ from pwfl.strategies.fedasync import mix
 
 from .conftest import CONFIGS
 from .scripted import run_scripted
+from .test_engine import FAST_LINKS
 
 
 def test_mix_is_the_convex_combination_and_keeps_integer_counters():
@@ -37,11 +38,7 @@ def scripted_fedasync(**settings: float):
             "strategy.executor=serial",
             "checkpoint.every=0",
             "clock.compute=measured",
-            "clients.up_mbps=inf",
-            "clients.down_mbps=inf",
-            "clients.latency_ms=0",
-            "server.up_mbps=inf",
-            "server.down_mbps=inf",
+            *FAST_LINKS,
             "strategy.fedasync.concurrency=2",
             *[f"strategy.fedasync.{k}={v}" for k, v in settings.items()],
         ],
