@@ -85,7 +85,7 @@ COMPARISONS = {
         ("fedbuff",),
         (0, 1, 2),
         "results/compare/fedbuff_concurrency",
-        vary="strategy.concurrency=10,5",
+        vary="strategy.fedbuff.concurrency=10,5",
     ),
     "async": Comparison(
         "experiments/configs/heterogeneous.toml",

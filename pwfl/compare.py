@@ -85,8 +85,12 @@ def plan_runs(
         for suffix, overrides in variants:
             base = cfg.with_overrides(overrides)
             for strategy in strategies:
+                # Each run keeps only the table of the strategy it runs (the base
+                # may hold the tables of every compared strategy).
+                tables = tuple(t for t in base.strategy.tables if t[0] == strategy)
                 run_cfg = base.replace(
-                    seed=seed, strategy=dataclasses.replace(base.strategy, name=strategy)
+                    seed=seed,
+                    strategy=dataclasses.replace(base.strategy, name=strategy, tables=tables),
                 )
                 runs.append((strategy + suffix, seed, run_cfg))
     return runs

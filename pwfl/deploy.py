@@ -30,7 +30,7 @@ import psutil
 import tomli_w
 
 from pwfl import arithmetic
-from pwfl.config import Config
+from pwfl.config import Config, check_single_run
 from pwfl.errors import PwflError
 from pwfl.extensions import search_path
 
@@ -318,6 +318,7 @@ def deploy(
     from pwfl.apps.server_app import clear_stale_files
     from pwfl.runner import prepare_data
 
+    check_single_run(cfg)
     cfg = cfg.with_overrides([f"data.num_clients={clients}", "simulation.client_binding=node"])
     out = Path(out)
     prepare_data(cfg)  # a data problem is reported now; the nodes read the cached split

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from pwfl import arithmetic
 from pwfl.callbacks import Callback
 from pwfl.checkpoint import CLIENT_STATE_DIR, Checkpoint
-from pwfl.config import Config
+from pwfl.config import Config, check_single_run
 from pwfl.errors import ConfigError, Interrupted, PwflError
 from pwfl.extensions import is_dotted, search_path, working_dir_on_path
 
@@ -227,6 +227,7 @@ def run_experiment(
     from pwfl.callbacks import Progress
     from pwfl.interrupt import sigint_sets
 
+    check_single_run(cfg)
     quiet_libraries(verbose)
     arithmetic.ensure(cfg.reproducibility.arithmetic)
     nodes = simulation_nodes(cfg)

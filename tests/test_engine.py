@@ -231,7 +231,11 @@ def test_a_reply_the_host_stops_waiting_for_is_lost_not_a_timeout():
         ("strategy.name=pwfl",),
         ("strategy.name=pwfl", "strategy.mode=async"),
         ("strategy.name=pwfl-sequential",),
-        ("strategy.name=fedbuff", "strategy.buffer_size=2", "strategy.concurrency=3"),
+        (
+            "strategy.name=fedbuff",
+            "strategy.fedbuff.buffer_size=2",
+            "strategy.fedbuff.concurrency=3",
+        ),
     ],
 )
 def test_aggregated_marks_exactly_the_counted_replies(overrides):
@@ -254,7 +258,7 @@ def test_aggregated_marks_exactly_the_counted_replies(overrides):
 @pytest.mark.parametrize(
     "overrides",
     [
-        ("strategy.name=fedbuff", "strategy.buffer_size=2"),
+        ("strategy.name=fedbuff", "strategy.fedbuff.buffer_size=2"),
         ("strategy.name=pwfl", "strategy.mode=async"),
     ],
 )

@@ -61,8 +61,8 @@ def scripted_fedbuff(clients: int):
             "strategy.name=fedbuff",
             f"data.num_clients={clients}",
             "strategy.min_train_nodes=1",
-            f"strategy.concurrency={clients}",
-            "strategy.buffer_size=2",
+            f"strategy.fedbuff.concurrency={clients}",
+            "strategy.fedbuff.buffer_size=2",
             "strategy.num_rounds=2",
             "strategy.executor=serial",
             "checkpoint.every=0",
@@ -122,8 +122,8 @@ def test_fedbuff_prices_its_step_as_a_group_aggregation_int8_included(tmp_path):
         CONFIGS / "tiny.toml",
         [
             "strategy.name=fedbuff",
-            "strategy.concurrency=2",
-            "strategy.buffer_size=2",
+            "strategy.fedbuff.concurrency=2",
+            "strategy.fedbuff.buffer_size=2",
             "strategy.num_rounds=2",
             "comm.compression=int8",
         ],
@@ -166,8 +166,8 @@ def test_fedbuff_learns_end_to_end_and_no_client_trains_twice_at_once(tmp_path):
         CONFIGS / "tiny.toml",
         [
             "strategy.name=fedbuff",
-            "strategy.concurrency=3",
-            "strategy.buffer_size=2",
+            "strategy.fedbuff.concurrency=3",
+            "strategy.fedbuff.buffer_size=2",
             "strategy.num_rounds=4",
             "clients.profile=tiers",
             "clients.tiers=0.75:1.0,0.25:0.2",
@@ -195,7 +195,7 @@ def test_fedbuff_learns_end_to_end_and_no_client_trains_twice_at_once(tmp_path):
 @pytest.mark.parametrize(
     ("override", "named"),
     [
-        ("strategy.concurrency=5", "strategy.concurrency"),
+        ("strategy.fedbuff.concurrency=5", "strategy.fedbuff.concurrency"),
         ("strategy.aggregator=median", "strategy.aggregator"),
         ("strategy.server_opt=fedadam", "strategy.server_opt"),
     ],
@@ -212,8 +212,8 @@ def test_a_client_sent_twice_in_one_step_trains_other_batches(tmp_path):
         CONFIGS / "tiny.toml",
         [
             "strategy.name=fedbuff",
-            "strategy.concurrency=2",
-            "strategy.buffer_size=3",
+            "strategy.fedbuff.concurrency=2",
+            "strategy.fedbuff.buffer_size=3",
             "strategy.num_rounds=3",
             "simulation.backend=inline",
             "checkpoint.every=0",

@@ -110,8 +110,8 @@ def configs(draw, hangs: bool = True) -> tuple[dict[str, Any], list[str]]:
     ]
     if name == "fedbuff":
         overrides += [
-            f"strategy.buffer_size={draw(st.integers(1, 3))}",
-            f"strategy.concurrency={draw(st.integers(0, 3))}",
+            f"strategy.fedbuff.buffer_size={draw(st.integers(1, 3))}",
+            f"strategy.fedbuff.concurrency={draw(st.integers(0, 3))}",
         ]
     # A hanging client costs the host the whole timeout (real seconds): rare.
     hang = draw(st.sampled_from([0.0] * 24 + [0.25])) if hangs else 0.0

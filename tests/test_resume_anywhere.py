@@ -45,8 +45,9 @@ CASES = {
     "pwfl-async": ["strategy.name=pwfl", "strategy.mode=async", "faults.transient_prob=0.3",
                    "clients.profile=tiers", "clients.tiers=0.5:1.0,0.5:0.2",
                    "clock.reference_gflops=0.0001"],  # compute, not transfers, sets the pace
-    "fedbuff": ["strategy.name=fedbuff", "strategy.buffer_size=2", "strategy.concurrency=4",
-                "clients.profile=tiers", "clients.tiers=0.5:1.0,0.5:0.3"],
+    "fedbuff": ["strategy.name=fedbuff", "strategy.fedbuff.buffer_size=2",
+                "strategy.fedbuff.concurrency=4", "clients.profile=tiers",
+                "clients.tiers=0.5:1.0,0.5:0.3"],
     "fedprox": ["strategy.name=fedprox", "strategy.fedprox.mu=0.1"],
     "fedasync": ["strategy.name=fedasync", "strategy.fedasync.concurrency=3",
                  "faults.crash_prob=0.2"],

@@ -32,6 +32,7 @@ from pwfl.config.system import (
     StragglerConfig,
 )
 from pwfl.config.validation import (
+    check_single_run,
     num_sampled,
     parse_merge,
     parse_tiers,
@@ -66,6 +67,7 @@ __all__ = [
     "StrategyConfig",
     "TrainConfig",
     "WeightSetConfig",
+    "check_single_run",
     "config_from_dict",
     "config_from_toml",
     "load_config",

@@ -134,10 +134,12 @@ class Config:
         return raw
 
     def to_flat(self) -> dict[str, Any]:
-        """The configuration as dotted keys (``"strategy.k": 2``, and
-        ``"weight_set.<i>.train.lr"`` for the tables): every key with its value in one
-        flat listing. Flower's run config carries the TOML text instead
-        (:meth:`to_toml`, in the key ``pwfl.apps.settings.EXPERIMENT_KEY``)."""
+        """The configuration as dotted keys (``"strategy.k": 2``,
+        ``"strategy.fedasync.alpha"`` for a strategy's own table and
+        ``"weight_set.<i>.train.lr"`` for the ``[[weight_set]]`` tables): every key with
+        its value in one flat listing, each one a ``--set`` override would name. Flower's
+        run config carries the TOML text instead (:meth:`to_toml`, in the key
+        ``pwfl.apps.settings.EXPERIMENT_KEY``)."""
         flat: dict[str, Any] = {}
         for section, values in self.to_dict().items():
             if section == "weight_set":
@@ -145,7 +147,7 @@ class Config:
                     for key, value in flatten(table):
                         flat[f"weight_set.{index}.{key}"] = value
             elif isinstance(values, dict):
-                flat.update({f"{section}.{key}": value for key, value in values.items()})
+                flat.update(flatten(values, f"{section}."))
             else:
                 flat[section] = values
         return flat

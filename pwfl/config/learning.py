@@ -155,19 +155,6 @@ class StrategyConfig:
     fedavgm, 0.1 for the adaptive ones), 1.0 for fedbuff's step."""
     server_momentum: float = ranged(0.0, ge=0, lt=1)
     """fedavgm: server momentum, in [0, 1)."""
-    buffer_size: int = ranged(5, ge=1)
-    """fedbuff: client updates buffered before each server step (K in Nguyen et al.,
-    AISTATS 2022); half of the quick setting's 10 clients, so a step averages as
-    many updates as a PWFL group of five."""
-    concurrency: int = ranged(0, ge=0)
-    """fedbuff: clients training at any moment, at most data.num_clients; 0 means as
-    many as the other strategies sample per round (fraction_train, min_train_nodes), so
-    the same number of devices is busy. Above buffer_size, equal devices' updates
-    arrive together, all computed from one model, and are applied over several steps
-    (their staleness is in clients.csv)."""
-    staleness_exponent: float = ranged(0.5, ge=0)
-    """fedbuff: an update sent tau server steps ago is weighted (1 + tau)^-a with this a;
-    0.5 is the paper's polynomial staleness function, 0 ignores staleness."""
     target_accuracy: float = ranged(0.9, gt=0, le=1)
     """Accuracy whose first crossing is reported as rounds/time to target."""
     tables: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()

@@ -164,6 +164,14 @@ def _weight_sets(value: Any) -> tuple[WeightSetConfig, ...]:
     return tuple(sets)
 
 
+MOVED = {
+    "strategy.buffer_size": "strategy.fedbuff.buffer_size",
+    "strategy.concurrency": "strategy.fedbuff.concurrency",
+    "strategy.staleness_exponent": "strategy.fedbuff.staleness_exponent",
+}
+"""Keys that moved into a strategy's own table: old dotted key -> new one."""
+
+
 def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "tables"}
     kwargs: dict[str, Any] = {}
@@ -172,10 +180,13 @@ def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
         # declares and checks its keys (strategy_settings).
         tables = {k: v for k, v in values.items() if isinstance(v, dict)}
         values = {k: v for k, v in values.items() if k not in tables}
-        kwargs["tables"] = tuple(
-            (name, tuple(sorted(table.items()))) for name, table in sorted(tables.items())
-        )
+        kwargs["tables"] = _strategy_tables(tables)
     for key, value in values.items():
+        if f"{section}.{key}" in MOVED:
+            *table, leaf = MOVED[f"{section}.{key}"].split(".")
+            raise ConfigError(
+                f"{section}.{key} moved: write it as {leaf} under [{'.'.join(table)}]"
+            )
         if key not in fields:
             raise ConfigError(
                 f"unknown config key '{section}.{key}'"
@@ -183,6 +194,32 @@ def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
             )
         kwargs[key] = _coerce(f"{section}.{key}", fields[key].type, value)
     return cls(**kwargs)
+
+
+def _strategy_tables(tables: dict[str, dict[str, Any]]) -> tuple[tuple[str, Any], ...]:
+    """The ``[strategy.<name>]`` tables as ``StrategyConfig.tables`` holds them: each
+    named by a strategy with settings of its own (else one line, the closest name
+    suggested), its keys checked and coerced to their types, sorted; an empty table
+    is left out, so that it reads as no table at all."""
+    # Imported here: the strategies build on this package.
+    from pwfl.strategies import STRATEGIES
+
+    owners = {name: cls.Settings for name, cls in STRATEGIES.items() if cls.Settings}
+    out = []
+    for name, table in sorted(tables.items()):
+        if name not in owners:
+            listed = ", ".join(f"[strategy.{n}]" for n in owners)
+            close = difflib.get_close_matches(name, list(owners), n=1)
+            hint = f"; did you mean [strategy.{close[0]}]?" if close else ""
+            raise ConfigError(
+                f"config table [strategy.{name}] names no strategy with settings of its "
+                f"own{hint} (tables: {listed})"
+            )
+        settings = strategy_settings(owners[name], name, table)
+        given = tuple((key, getattr(settings, key)) for key in sorted(table))
+        if given:
+            out.append((name, given))
+    return tuple(out)
 
 
 def strategy_settings(cls: type, name: str, table: dict[str, Any]) -> Any:

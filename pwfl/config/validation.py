@@ -245,6 +245,10 @@ def _validate_strategy(cfg: Config) -> None:
     """Each ``[strategy.<name>]`` table names a strategy with settings of its own and
     holds only its keys; then the strategy named by ``strategy.name`` checks its rules.
 
+    A table of another strategy than the one named passes here: the one config may be
+    the base of a comparison that switches ``strategy.name`` (:func:`unread_tables`
+    is what a single run refuses).
+
     The strategies' modules import neither Flower nor PyTorch (``pwfl.strategies``);
     they are imported here, not at the top, because they build on this package.
     """
@@ -261,3 +265,22 @@ def _validate_strategy(cfg: Config) -> None:
             )
         strategy_settings(owner.Settings, name, cfg.strategy.table(name))
     policy_class(cfg).check_config(cfg)
+
+
+def unread_tables(cfg: Config) -> list[str]:
+    """The ``[strategy.<name>]`` tables that the strategy ``cfg`` runs does not read
+    (each strategy reads its own table only, FedAsync included)."""
+    return [name for name, _ in cfg.strategy.tables if name != cfg.strategy.name]
+
+
+def check_single_run(cfg: Config) -> None:
+    """Refuse, in one line, a strategy table that this one run would ignore: only a
+    comparison that switches ``strategy.name`` to that strategy reads it."""
+    unread = unread_tables(cfg)
+    if unread:
+        name = unread[0]
+        raise ConfigError(
+            f"config table [strategy.{name}] is not read by strategy.name = "
+            f"{cfg.strategy.name!r} (a strategy reads only its own table); remove it, set "
+            f"strategy.name = {name!r}, or compare with --strategies {name}"
+        )

@@ -15,7 +15,9 @@ Clients are dispatched as in FedBuff (:mod:`pwfl.strategies.fedbuff`):
 online client drawn from the seed when its client's update arrives. Integer
 arrays (batch-norm counters) are not mixed: the arriving client's values are kept.
 
-Settings, in the strategy's own table::
+Settings, in the strategy's own table (FedBuff's, ``[strategy.fedbuff]``, is not read:
+a FedAsync run refuses it; ``check_config`` and ``clients_in_flight`` are FedBuff's,
+reading this table's ``concurrency``)::
 
     [strategy.fedasync]
     alpha = 0.6              # the paper's experiments use 0.6 and 0.9
@@ -31,11 +33,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from pwfl.aggregation import Arrays, Update
-from pwfl.config import Config, ranged
-from pwfl.errors import ConfigError
+from pwfl.config import ranged
 from pwfl.quorum import OK
 from pwfl.strategies.base import Aggregation, Finished, Server
-from pwfl.strategies.fedavg import one_model_only
 from pwfl.strategies.fedbuff import FedBuff, staleness_weight
 
 
@@ -58,9 +58,9 @@ class FedAsync(FedBuff):
     name = "fedasync"
     Settings = FedAsyncSettings
 
-    def __init__(self, cfg: Config):
-        super().__init__(cfg)
-        self.buffer_size = 1  # every update is a step (also the failure streak's unit)
+    def steps_every(self) -> int:
+        """Every update is a step (and the failure streak's unit)."""
+        return 1
 
     def aggregations(self, job: Finished, server: Server) -> list[Aggregation]:
         """Mix the client's model into the global one now."""
@@ -70,21 +70,6 @@ class FedAsync(FedBuff):
         weight = s.alpha * staleness_weight(job.staleness, s.staleness_exponent)
         step = functools.partial(mix, base=server.weights(0), weight=weight)
         return [Aggregation(0, step, job.updates, (job.job,), waits=False)]
-
-    @classmethod
-    def check_config(cls, cfg: Config) -> None:
-        """One model and its own update rule; at most one job per client at a time."""
-        one_model_only(cfg, cls.name)
-        concurrency, n = cls.settings_of(cfg).concurrency, cfg.data.num_clients
-        if concurrency > n:
-            raise ConfigError(
-                f"config key 'strategy.fedasync.concurrency' = {concurrency!r} is invalid: must "
-                f"be <= data.num_clients ({n}): a client trains one model at a time"
-            )
-
-    @classmethod
-    def clients_in_flight(cls, cfg: Config) -> int:
-        return cls.settings_of(cfg).concurrency or super(FedBuff, cls).clients_in_flight(cfg)
 
 
 def mix(updates: list[Update], base: Arrays, weight: float) -> Arrays:

@@ -1,5 +1,7 @@
 """FedBuff: clients train asynchronously; the server steps every ``buffer_size`` updates.
 
+Its keys live in its own table, ``[strategy.fedbuff]`` (:class:`FedBuffSettings`).
+
 Nguyen et al., "Federated Learning with Buffered Asynchronous Aggregation",
 AISTATS 2022, Algorithm 1. ``concurrency`` clients (by default as many as the
 other strategies sample per round) train at any moment, each on the global
@@ -40,12 +42,13 @@ A run stops, with its records kept, when ``faults.max_missed_rounds`` x
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from pwfl.aggregation import Arrays, Update, buffered_step
-from pwfl.config import Config
+from pwfl.config import Config, ranged
 from pwfl.errors import ConfigError
 from pwfl.quorum import OK, QuorumLost
 from pwfl.seeding import rng_for
@@ -58,18 +61,38 @@ def staleness_weight(staleness: int, exponent: float) -> float:
     return float((1.0 + staleness) ** -exponent)
 
 
+@dataclass(frozen=True)
+class FedBuffSettings:
+    """FedBuff's own keys (Nguyen et al., 2022), its table ``[strategy.fedbuff]``."""
+
+    buffer_size: int = ranged(5, ge=1)
+    """Client updates buffered before each server step (K in Nguyen et al.,
+    AISTATS 2022); half of the quick setting's 10 clients, so a step averages as
+    many updates as a PWFL group of five."""
+    concurrency: int = ranged(0, ge=0)
+    """Clients training at any moment, at most data.num_clients; 0 means as many as
+    the other strategies sample per round (fraction_train, min_train_nodes), so the
+    same number of devices is busy. Above buffer_size, equal devices' updates arrive
+    together, all computed from one model, and are applied over several steps (their
+    staleness is in clients.csv)."""
+    staleness_exponent: float = ranged(0.5, ge=0)
+    """An update sent tau server steps ago is weighted (1 + tau)^-a with this a; 0.5
+    is the paper's polynomial staleness function, 0 ignores staleness."""
+
+
 class FedBuff(Policy):
     """Buffered asynchronous aggregation of single-client updates."""
 
     name = "fedbuff"
+    Settings = FedBuffSettings
     rounds_are_steps = True
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        s = cfg.strategy
-        self.buffer_size = s.buffer_size
-        self.server_lr = s.server_lr or 1.0
-        self.exponent = s.staleness_exponent
+        self.buffer_size = self.steps_every()
+        """Client updates per server step (the failure streak's unit too)."""
+        self.server_lr = cfg.strategy.server_lr or 1.0
+        self.exponent = self.settings.staleness_exponent
         self.steps = 0
         """Server steps taken so far."""
         self._buffer: list[Update] = []
@@ -80,6 +103,10 @@ class FedBuff(Policy):
         self._sent = 0
         self._last_step_s = 0.0
         self._failures_in_a_row = 0
+
+    def steps_every(self) -> int:
+        """Client updates per server step: ``buffer_size``."""
+        return int(self.settings.buffer_size)
 
     def plan(self, server: Server) -> list[Plan]:
         """Fill every free slot with a client drawn from those free and online at the
@@ -188,18 +215,19 @@ class FedBuff(Policy):
     @classmethod
     def check_config(cls, cfg: Config) -> None:
         """One model, its own step; at most one job per client at a time."""
-        one_model_only(cfg, "fedbuff")
-        s, n = cfg.strategy, cfg.data.num_clients
-        if s.concurrency > n:
+        one_model_only(cfg, cls.name)
+        concurrency, n = cls.settings_of(cfg).concurrency, cfg.data.num_clients
+        if concurrency > n:
             raise ConfigError(
-                f"config key 'strategy.concurrency' = {s.concurrency!r} is invalid: must be <= "
-                f"data.num_clients ({n}): a client trains one model at a time"
+                f"config key 'strategy.{cls.name}.concurrency' = {concurrency!r} is invalid: "
+                f"must be <= data.num_clients ({n}): a client trains one model at a time"
             )
 
     @classmethod
     def clients_in_flight(cls, cfg: Config) -> int:
-        """``strategy.concurrency``, or as many as the other strategies sample per round."""
-        return cfg.strategy.concurrency or super().clients_in_flight(cfg)
+        """``strategy.<name>.concurrency``, or as many as the other strategies sample per
+        round."""
+        return cls.settings_of(cfg).concurrency or Policy.clients_in_flight(cfg)
 
 
 def _one_of(rng: np.random.Generator, free: list[int]) -> list[int]:
