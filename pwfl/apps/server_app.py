@@ -32,7 +32,7 @@ from pwfl.checkpoint import (
     Checkpointer,
     drop_client_state_after,
 )
-from pwfl.config import Config
+from pwfl.config import Config, check_single_run
 from pwfl.data import client_size, server_test_data, server_validation_data
 from pwfl.devices import make_profiles
 from pwfl.engine import Engine, SetModel, connect
@@ -272,6 +272,7 @@ def make_server_app(
     def main(grid: Grid, context: Context) -> None:
         try:
             config = cfg if cfg is not None else config_from_run_config(context.run_config)
+            check_single_run(config)  # flwr run: a table this strategy would ignore
             out = (
                 out_dir
                 if out_dir is not None
