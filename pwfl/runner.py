@@ -151,7 +151,7 @@ def check_user_code(cfg: Config) -> None:
     from pwfl.data import dataset_info
     from pwfl.models import build_model
 
-    info = dataset_info(cfg.data.name)
+    info = dataset_info(cfg.data)
     sets = [cfg.for_set(ws) for ws in range(len(cfg.weight_set))] or [cfg]
     for one in sets:
         name = one.model.name

@@ -258,7 +258,7 @@ def test_convolutional_models_reject_flat_input(name):
 
 
 def test_registry_names():
-    assert set(MODELS) == {"cnn", "small-cnn", "mlp", "logreg"}
+    assert set(MODELS) == {"cnn", "small-cnn", "mlp", "logreg", "cnn1d"}
     with pytest.raises(ValueError, match="unknown model 'resnet'"):
         build_model("resnet")
 

@@ -124,7 +124,7 @@ def train_settings(
     send a step of its own.
     """
     overrides = overrides or {}
-    info = dataset_info(cfg.data.name)
+    info = dataset_info(cfg.data)
     use_gpu = cfg.simulation.client_gpus > 0 and torch.cuda.is_available()
     return TrainSettings(
         model=str(overrides.get("model", cfg.model.name)),

@@ -18,15 +18,18 @@ class DataConfig:
     """Where client data comes from and how it is split between clients."""
 
     name: str = "mnist-5k"
-    """Data set: mnist-5k (embedded, no download), mnist, fashion-mnist, cifar10, or
-    synthetic and synthetic-iid (Li et al.'s Synthetic(alpha, beta) and Synthetic-IID,
-    drawn per client: any population)."""
+    """Data set: mnist-5k (embedded, no download), mnist, fashion-mnist, cifar10,
+    mnist1d (MNIST-1D drawn from the seed, no download), digits (scikit-learn's 8x8
+    digits), hf (a Hugging Face data set: hf_dataset), or synthetic and synthetic-iid
+    (Li et al.'s Synthetic(alpha, beta) and Synthetic-IID, drawn per client: any
+    population)."""
     root: str = "data"
-    """Folder holding torchvision data sets (ignored by mnist-5k)."""
+    """Folder holding torchvision data sets (ignored by the others)."""
     download: bool = False
     """Let torchvision download a missing data set into ``root``."""
     test_fraction: float = ranged(0.2, gt=0, lt=1)
-    """Share of mnist-5k held out for the server's test set (others ship one)."""
+    """Share of mnist-5k, mnist1d, digits (and an hf set without hf_test_split) held
+    out, stratified by label, for the server's test set (others ship one)."""
     validation_fraction: float = ranged(0.2, gt=0, lt=1)
     """Share of the server's held-out examples (mnist-5k's test_fraction, a torchvision
     set's test split, the synthetic test clients' fresh examples) kept apart, by a
@@ -40,7 +43,22 @@ class DataConfig:
     partitioner: str = "iid"
     """Client split: iid, dirichlet (alpha), pathological (classes_per_client),
     size-skewed (client sizes grow linearly: the largest holds ~N x the smallest),
-    resample (examples_per_client drawn per client; partitions overlap)."""
+    resample (examples_per_client drawn per client; partitions overlap), natural
+    (hf only: one client per value of partition_by; num_clients must be their count)."""
+    hf_dataset: str = ""
+    """hf only: a Hugging Face hub id (read through flwr-datasets' FederatedDataset,
+    which needs a network or the local hub cache) or a folder written by
+    ``Dataset.save_to_disk`` / ``DatasetDict.save_to_disk``."""
+    hf_features: str = "image"
+    """hf only: the column of examples (images become (channels, side, side) in [0, 1];
+    numbers or lists of numbers are taken as they are)."""
+    hf_label: str = "label"
+    """hf only: the column of labels (integers, or strings numbered in sorted order)."""
+    hf_test_split: str = "test"
+    """hf only: the split the server tests on; a set without it holds out
+    test_fraction of its train split."""
+    partition_by: str = "writer_id"
+    """natural only: the column whose values are the clients (FEMNIST's writer_id)."""
     alpha: float = ranged(0.5, gt=0)
     """Dirichlet concentration; small values give very non-IID clients."""
     classes_per_client: int = ranged(2, ge=1)
@@ -69,7 +87,8 @@ class ModelConfig:
     """Which network every client trains."""
 
     name: str = "cnn"
-    """Registry name: cnn (two conv+BN+pool blocks, dropout FC), small-cnn, mlp."""
+    """Registry name: cnn (two conv+BN+pool blocks, dropout FC), small-cnn, mlp,
+    logreg, cnn1d (two 1D conv+pool blocks, for signals such as mnist1d)."""
 
 
 @dataclass(frozen=True)
