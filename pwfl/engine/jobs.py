@@ -8,12 +8,27 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pwfl.aggregation import Arrays, flower_metric_mean
+from pwfl.engine.messaging import Evaluation
 from pwfl.ledger import OK, Try
-from pwfl.strategies.base import Plan
+from pwfl.strategies.base import Plan, RoundEnd
 
 EvaluateFn = Callable[[Arrays], dict[str, float]]
 """The server's evaluation of one set of weights: ``accuracy`` and ``loss`` on its test
 set, ``val_accuracy`` and ``val_loss`` on its validation set (:mod:`pwfl.data`)."""
+
+
+@dataclass
+class Closing:
+    """A round whose rows wait for its clients' evaluation replies (host time only:
+    evaluation takes no simulated time)."""
+
+    end: RoundEnd
+    tallies: dict[int, Tally]
+    asked: list[Evaluation]
+
+    @property
+    def settled(self) -> bool:
+        return all(item.settled for item in self.asked)
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,7 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
         self.wall_before = 0.0  # host seconds spent before a resume
         self.run_started = 0.0
         self.last_wall = {}
+        self.closing = None
 
     # --- what policies may read (pwfl.strategies.base.Server) ---------------------------
 
@@ -194,7 +195,7 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
             callback.on_run_start(self.policy.records_expected(), resume.round if resume else 0)
         try:
             self.launch(self.policy.plan(self))
-            while not self.policy.done():
+            while not self.policy.done() or self.closing is not None:
                 self._step()
         except QuorumLost as err:
             return RunResult(self._weights(), str(err))
@@ -204,6 +205,16 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
         """Pull the replies that are in; handle the next event on the simulated clock
         once the host knows what it needs, and send what the policy plans then."""
         self.messenger.poll()
+        if self.closing is not None:
+            # A round waits for its clients' evaluations: no event is handled and
+            # nothing planned until they are in, so its records and checkpoint hold
+            # the state at the round's end.
+            if not self.closing.settled:
+                time.sleep(POLL_S)
+                return
+            self.finish_round()
+            self.launch(self.policy.plan(self))
+            return
         upcoming = self.sim.peek()
         if upcoming is None:
             # A job without clients ends as it is sent, its round with it: the
@@ -214,7 +225,8 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
             self.launch(plans)
         elif self.ready(upcoming[1]):
             self.handle(self.sim.pop()[1])
-            self.launch(self.policy.plan(self))
+            if self.closing is None:
+                self.launch(self.policy.plan(self))
         else:
             time.sleep(POLL_S)
 

@@ -115,19 +115,6 @@ class Messenger:
             self._release(item)
         self._outbox = deque(entry for entry in self._outbox if entry[0] is not item)
 
-    def evaluate(self, asked: list[Evaluation]) -> None:
-        """Send evaluation messages and wait until each has a reply or is lost.
-
-        The same pushes and pulls as training (replies of training messages that
-        come meanwhile are taken too); evaluation takes no simulated time, so the
-        engine waits for it here on the host.
-        """
-        for item in asked:
-            self.send(item, MessageType.EVALUATE)
-        while not all(item.settled for item in asked):
-            time.sleep(POLL_S)
-            self.poll()
-
     def _release(self, item: Sendable) -> None:
         if item.node is not None:
             self.nodes.release(item.node)

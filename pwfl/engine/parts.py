@@ -18,7 +18,7 @@ from pwfl.callbacks import Callback
 from pwfl.clock import Simulation
 from pwfl.config import Config
 from pwfl.devices import ClientProfile
-from pwfl.engine.jobs import EvaluateFn, Job, SetModel, Tally, WeightSet
+from pwfl.engine.jobs import Closing, EvaluateFn, Job, SetModel, Tally, WeightSet
 from pwfl.engine.messaging import Messenger
 from pwfl.ledger import Try
 from pwfl.population import Population
@@ -67,6 +67,8 @@ class Parts:
     wall_before: float
     run_started: float
     last_wall: dict[int, float]
+    closing: Closing | None
+    """The round whose closing waits for its clients' evaluations, if any."""
 
     @property
     def now(self) -> float:
@@ -83,6 +85,9 @@ class Parts:
         raise NotImplementedError
 
     def close_round(self, end: RoundEnd) -> None:
+        raise NotImplementedError
+
+    def finish_round(self) -> None:
         raise NotImplementedError
 
     def resolve(self, attempt: Try, status: str, release: bool = True) -> None:

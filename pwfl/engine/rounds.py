@@ -13,12 +13,13 @@ import math
 import time
 from typing import Any
 
+from flwr.app import MessageType
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from pwfl.aggregation import Arrays
 from pwfl.callbacks import RoundRecord
 from pwfl.clock import idle_time
-from pwfl.engine.jobs import Job, Tally, train_loss
+from pwfl.engine.jobs import Closing, Job, Tally, train_loss
 from pwfl.engine.messaging import Evaluation
 from pwfl.engine.parts import Parts
 from pwfl.ledger import FAILED, OK, TIMEOUT, UNUSED, bytes_moved, error_reason
@@ -34,16 +35,37 @@ class RoundRecords(Parts):
     """Closing rounds of the records."""
 
     def close_round(self, end: RoundEnd) -> None:
-        """Evaluate the round's weight sets, write its records, checkpoint, check quorum."""
+        """Settle the round's jobs and ask the clients to evaluate its weight sets; the
+        rest of the round's closing waits for their replies (:meth:`finish_round`)."""
+        if self.closing is not None:
+            raise RuntimeError(
+                f"round {end.round} closed while round "
+                f"{self.closing.end.round} waits for its evaluations"
+            )
         tallies = {ws: self.tallies.pop(ws, Tally()) for ws in end.weight_sets}
         for job in self._settled(end):
             for attempt in job.tries:
                 attempt.round = end.round
             tallies[job.weight_set].add_job(job)
         cohort = sorted({row["client"] for t in tallies.values() for row in t.clients})
-        client_metrics, eval_rows = (
-            self._evaluate_on_clients(end, cohort) if end.evaluate_clients else ({}, [])
-        )
+        asked = self._ask_clients(end, cohort) if end.evaluate_clients else []
+        for item in asked:
+            self.messenger.send(item, MessageType.EVALUATE)
+        self.closing = Closing(end, tallies, asked)
+        if not asked:
+            self.finish_round()
+
+    def finish_round(self) -> None:
+        """The round's clients have answered: write its records, checkpoint, check quorum.
+
+        The loop (:mod:`pwfl.engine.loop`) handles no event and plans nothing between
+        :meth:`close_round` and this, so the engine's state here, which a checkpoint
+        saves, is the state at the round's end.
+        """
+        assert self.closing is not None and self.closing.settled
+        end, tallies, asked = self.closing.end, self.closing.tallies, self.closing.asked
+        self.closing = None
+        client_metrics, eval_rows = _client_metrics(asked, end.round)
         unused = self._unused(end.round) if self.policy.done() else []
         for row in unused:  # sent, so counted among the last round's messages and bytes
             tally = tallies.get(int(row["weight_set"]))
@@ -196,30 +218,26 @@ class RoundRecords(Parts):
             return self.set_models[ws].evaluate(arrays)
         return self.evaluate(arrays)
 
-    def _evaluate_on_clients(
-        self, end: RoundEnd, cohort: list[int]
-    ) -> tuple[dict[int, dict[str, float]], list[dict[str, Any]]]:
-        """A seeded share of the round's cohort evaluates its weight sets on their own data.
+    def _ask_clients(self, end: RoundEnd, cohort: list[int]) -> list[Evaluation]:
+        """A seeded share of the round's cohort, to evaluate its weight sets on their own data.
 
         ``strategy.fraction_evaluate`` of the clients sent training messages this
         round (at least one) is split into as many groups as the round has weight
-        sets, one set per group; the metrics are Flower's weighted means per set.
-        Evaluation is a measurement, not part of the protocol: it takes no
-        simulated time. A client that evaluates nothing (no held-out examples, or no
-        personal layer of its own for the set) is in the records but not in the mean.
+        sets, one set per group. Evaluation is a measurement, not part of the
+        protocol: it takes no simulated time.
         """
         s = self.cfg.strategy
         sets = list(end.weight_sets)
         if s.fraction_evaluate == 0 or not cohort:
-            return {}, []
+            return []
         rng = rng_for(self.cfg.seed, "sample-evaluate", end.round)
         clients = sample_clients(cohort, s.fraction_evaluate, 1, rng)
         if len(clients) < len(sets):
-            return {}, []
+            return []
         groups = split_complementary(
             clients, len(sets), rng_for(self.cfg.seed, "split-evaluate", end.round)
         )
-        asked = [
+        return [
             Evaluation(
                 client,
                 ws,
@@ -234,19 +252,27 @@ class RoundRecords(Parts):
             for ws, group in zip(sets, groups, strict=True)
             for client in group
         ]
-        self.messenger.evaluate(asked)
-        rows, accepted = [], {}
-        for item in sorted(asked, key=lambda e: e.client):
-            row = _evaluation_row(item, end.round)
-            if row["status"] == OK and row["num_examples"] > 0:
-                assert item.reply is not None
-                accepted.setdefault(item.weight_set, []).append(item.reply.content)
-            rows.append(row)
-        metrics = {
-            ws: dict(aggregate_metricrecords(contents, WEIGHT_KEY))
-            for ws, contents in accepted.items()
-        }
-        return metrics, rows
+
+
+def _client_metrics(
+    asked: list[Evaluation], server_round: int
+) -> tuple[dict[int, dict[str, float]], list[dict[str, Any]]]:
+    """Flower's weighted means per weight set of the clients' evaluations, and their rows.
+
+    A client that evaluates nothing (no held-out examples, or no personal layer of
+    its own for the set) is in the records but not in the mean.
+    """
+    rows, accepted = [], {}
+    for item in sorted(asked, key=lambda e: e.client):
+        row = _evaluation_row(item, server_round)
+        if row["status"] == OK and row["num_examples"] > 0:
+            assert item.reply is not None
+            accepted.setdefault(item.weight_set, []).append(item.reply.content)
+        rows.append(row)
+    metrics = {
+        ws: dict(aggregate_metricrecords(contents, WEIGHT_KEY)) for ws, contents in accepted.items()
+    }
+    return metrics, rows
 
 
 def _evaluation_row(item: Evaluation, server_round: int) -> dict[str, Any]:
