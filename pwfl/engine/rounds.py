@@ -13,6 +13,7 @@ import math
 import time
 from typing import Any
 
+from flwr.app import RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from pwfl.aggregation import Arrays
@@ -27,7 +28,7 @@ from pwfl.quorum import QUORUM_MISSED
 from pwfl.schema import CLIENTS, MERGED, ROUNDS, SERVER
 from pwfl.seeding import rng_for
 from pwfl.strategies.base import RoundEnd
-from pwfl.transport import METRICS, WEIGHT_KEY, to_record
+from pwfl.transport import WEIGHT_KEY, as_float, as_int, metrics_of, to_record
 
 
 class RoundRecords(Parts):
@@ -235,7 +236,8 @@ class RoundRecords(Parts):
             for client in group
         ]
         self.messenger.evaluate(asked)
-        rows, accepted = [], {}
+        rows: list[dict[str, Any]] = []
+        accepted: dict[int, list[RecordDict]] = {}
         for item in sorted(asked, key=lambda e: e.client):
             row = _evaluation_row(item, end.round)
             if row["status"] == OK and row["num_examples"] > 0:
@@ -243,7 +245,7 @@ class RoundRecords(Parts):
                 accepted.setdefault(item.weight_set, []).append(item.reply.content)
             rows.append(row)
         metrics = {
-            ws: dict(aggregate_metricrecords(contents, WEIGHT_KEY))
+            ws: {k: as_float(v) for k, v in aggregate_metricrecords(contents, WEIGHT_KEY).items()}
             for ws, contents in accepted.items()
         }
         return metrics, rows
@@ -264,11 +266,11 @@ def _evaluation_row(item: Evaluation, server_round: int) -> dict[str, Any]:
     elif reply.has_error():
         row.update(status=FAILED, error=error_reason(reply))
     else:
-        metrics = reply.content[METRICS]
+        metrics = metrics_of(reply.content)
         row.update(
             status=OK,
-            num_examples=int(metrics[WEIGHT_KEY]),
-            loss=float(metrics["loss"]),
-            accuracy=float(metrics["accuracy"]),
+            num_examples=as_int(metrics[WEIGHT_KEY]),
+            loss=as_float(metrics["loss"]),
+            accuracy=as_float(metrics["accuracy"]),
         )
     return row
