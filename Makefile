@@ -26,6 +26,7 @@ test: $(STAMP)
 check: $(STAMP)
 	$(BIN)/ruff check pwfl tests experiments benchmarks
 	$(BIN)/ruff format --check pwfl tests experiments benchmarks
+	$(BIN)/mypy
 
 # Every benchmark side by side in one run; tables on stdout, CSV files in results/bench/.
 bench: $(STAMP)

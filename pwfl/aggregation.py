@@ -36,7 +36,7 @@ import os
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -170,7 +170,9 @@ def flower_metric_mean(pairs: list[tuple[float, float]]) -> float:
         RecordDict({"metrics": MetricRecord({"num-examples": n, "value": value})})
         for n, value in pairs
     ]
-    return float(aggregate_metricrecords(records, "num-examples")["value"])
+    value = aggregate_metricrecords(records, "num-examples")["value"]
+    assert isinstance(value, int | float)  # a mean of scalars is a scalar
+    return float(value)
 
 
 def mean_of_weight_sets(weight_sets: list[Arrays]) -> Arrays:
@@ -196,7 +198,8 @@ def median(updates: list[Update]) -> Arrays:
     from flwr.server.strategy.aggregate import aggregate_median
 
     names, results = _to_flower(updates)
-    return _from_flower(names, aggregate_median(results), updates)
+    # Flower annotates the weights int (example counts); its median never reads them.
+    return _from_flower(names, aggregate_median(results), updates)  # type: ignore[arg-type]
 
 
 def trimmed_mean(updates: list[Update], beta: float = 0.2) -> Arrays:
@@ -218,7 +221,8 @@ def trimmed_mean(updates: list[Update], beta: float = 0.2) -> Arrays:
     from flwr.server.strategy.aggregate import aggregate_trimmed_avg
 
     names, results = _to_flower(updates)
-    return _from_flower(names, aggregate_trimmed_avg(results, beta), updates)
+    # Flower annotates the weights int (example counts); the trimmed mean never reads them.
+    return _from_flower(names, aggregate_trimmed_avg(results, beta), updates)  # type: ignore[arg-type]
 
 
 def krum(updates: list[Update], num_malicious: int = 0) -> Arrays:
@@ -278,15 +282,20 @@ def _krum(updates: list[Update], num_malicious: int, to_keep: int) -> Arrays:
     others = [i for i, flag in enumerate(is_float) if not flag]
     merged: list[np.ndarray] = [np.empty(0)] * len(names)
     if floats:
+        # Flower annotates the weights int (example counts); Krum never reads them.
         chosen = aggregate_krum(
-            [([arrays[i] for i in floats], n) for arrays, n in results], num_malicious, to_keep
+            [([arrays[i] for i in floats], n) for arrays, n in results],  # type: ignore[misc]
+            num_malicious,
+            to_keep,
         )
         # Krum hands back the chosen client's own arrays: copy them, so the new
         # weights do not share memory with a reply.
         for i, value in zip(floats, chosen, strict=True):
             merged[i] = np.array(value)
     if others:
-        counters = aggregate_median([([arrays[i] for i in others], n) for arrays, n in results])
+        counters = aggregate_median(
+            [([arrays[i] for i in others], n) for arrays, n in results]  # type: ignore[misc]
+        )
         for i, value in zip(others, counters, strict=True):
             merged[i] = value
     return _from_flower(names, merged, updates)
@@ -455,27 +464,31 @@ def load_aggregator(spec: str, **params: Any) -> AggregateFn:
     return load_callable(spec, "aggregator")
 
 
-class Handle(Protocol):
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
+
+
+class Handle(Protocol[_T_co]):
     """A pending aggregation; ``result()`` blocks until it is done."""
 
-    def result(self) -> Arrays: ...
+    def result(self) -> _T_co: ...
 
 
 class Executor(Protocol):
-    """Runs aggregation functions, possibly concurrently."""
+    """Runs aggregation functions (or a :class:`Timed` one), possibly concurrently."""
 
     name: str
 
-    def submit(self, fn: AggregateFn, updates: list[Update]) -> Handle: ...
+    def submit(self, fn: Callable[[list[Update]], _T], updates: list[Update]) -> Handle[_T]: ...
 
     def shutdown(self) -> None: ...
 
 
-class _Done:
-    def __init__(self, value: Arrays):
+class _Done(Generic[_T]):
+    def __init__(self, value: _T):
         self._value = value
 
-    def result(self) -> Arrays:
+    def result(self) -> _T:
         return self._value
 
 
@@ -487,7 +500,7 @@ class SerialExecutor:
     def __init__(self, workers: int = 1) -> None:
         """``workers`` is accepted like the other executors' and ignored: one at a time."""
 
-    def submit(self, fn: AggregateFn, updates: list[Update]) -> Handle:
+    def submit(self, fn: Callable[[list[Update]], _T], updates: list[Update]) -> Handle[_T]:
         """Run ``fn(updates)`` now and return its finished handle."""
         return _Done(fn(updates))
 
@@ -507,9 +520,9 @@ class ThreadExecutor:
     def __init__(self, max_workers: int | None = None):
         self._pool = ThreadPoolExecutor(max_workers=max_workers or os.cpu_count() or 2)
 
-    def submit(self, fn: AggregateFn, updates: list[Update]) -> Handle:
+    def submit(self, fn: Callable[[list[Update]], _T], updates: list[Update]) -> Handle[_T]:
         """Queue ``fn(updates)`` on the pool."""
-        future: Future[Arrays] = self._pool.submit(fn, updates)
+        future: Future[_T] = self._pool.submit(fn, updates)
         return future
 
     def shutdown(self) -> None:
@@ -517,17 +530,17 @@ class ThreadExecutor:
         self._pool.shutdown(wait=True)
 
 
-class _RayHandle:
+class _RayHandle(Generic[_T]):
     def __init__(self, ref: Any):
         self._ref = ref
 
-    def result(self) -> Arrays:
+    def result(self) -> _T:
         import ray
 
         return ray.get(self._ref)
 
 
-def _call(fn: AggregateFn, updates: list[Update]) -> Arrays:
+def _call(fn: Callable[[list[Update]], _T], updates: list[Update]) -> _T:
     return fn(updates)
 
 
@@ -561,18 +574,19 @@ class RayExecutor:
             cluster = os.environ.get("RAY_ADDRESS")
             ray.init(
                 address=cluster or "local",
-                logging_level="ERROR",
+                # Ray annotates it int, but takes a level's name too (its default is "info").
+                logging_level="ERROR",  # type: ignore[arg-type]
                 log_to_driver=False,
-                **({} if cluster else {"include_dashboard": False}),
+                include_dashboard=None if cluster else False,  # None: Ray's default
             )
-        self._remote = ray.remote(num_cpus=0)(_call)
+        self._remote: Any = ray.remote(num_cpus=0)(_call)
         # Start the worker processes now (while the clients train), not when
         # the first round's groups are waiting to be aggregated.
         self._warm = [self._remote.remote(_warm_up, []) for _ in range(workers)]
 
-    def submit(self, fn: AggregateFn, updates: list[Update]) -> Handle:
+    def submit(self, fn: Callable[[list[Update]], _T], updates: list[Update]) -> Handle[_T]:
         """Start ``fn(updates)`` as a Ray task."""
-        return _RayHandle(self._remote.remote(fn, updates))
+        return _RayHandle[_T](self._remote.remote(fn, updates))
 
     def shutdown(self) -> None:
         """The Ray session belongs to the runner; nothing to stop here."""

@@ -157,7 +157,8 @@ def ensure(mode: str) -> None:
                 "run is deterministic here but its bits are this architecture's own",
                 platform.machine(),
             )
-        torch.backends.mkldnn.enabled = False
+        # torch types this flag as its descriptor class, not the bool it sets.
+        torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
         torch.backends.nnpack.set_flags(False)
         torch.set_num_threads(1)
         torch.use_deterministic_algorithms(True)

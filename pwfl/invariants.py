@@ -381,7 +381,7 @@ def _attempts(records: Records) -> Found:
     bad = []
     ordered = records.train.sort_values(["sim_start_s", "attempt"], kind="stable")
     for _, rows in ordered.groupby(["round", "weight_set", "client"], sort=False):
-        previous = None
+        previous: Any = None
         for row in rows.itertuples():
             attempt = _num(row.attempt)
             follows = previous is not None and previous.status == "retried"

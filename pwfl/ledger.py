@@ -15,7 +15,7 @@ from typing import Any
 from flwr.app import ArrayRecord, Message
 
 from pwfl.faults import HANG_KEY
-from pwfl.transport import ARRAYS, METRICS, WEIGHT_KEY
+from pwfl.transport import ARRAYS, METRICS, WEIGHT_KEY, as_float, metrics_of
 
 OK, RETRIED, FAILED, TIMEOUT, LATE = "ok", "retried", "failed", "timeout", "late"
 LOST = "lost"
@@ -108,7 +108,7 @@ class Try:
         if not self.answered:
             return default
         assert self.reply is not None
-        return float(self.reply.content[METRICS].get(name, default))
+        return as_float(metrics_of(self.reply.content).get(name, default))
 
     @property
     def resolved(self) -> bool:

@@ -61,7 +61,7 @@ def client_size(seed: int, client: int) -> int:
 
 def client_model(
     alpha: float, beta: float, seed: int, client: int, iid: bool = False
-) -> dict[str, np.ndarray]:
+) -> dict[str, np.ndarray | np.float64]:
     """Client ``client``'s generative model: ``u``, ``W`` (10 x 60), ``b``, ``B`` and ``v``.
 
     With ``iid`` (Synthetic-IID) it is the one model of the seed, whatever the client:
@@ -131,7 +131,7 @@ def test_set(
 
 
 def _label(
-    model: dict[str, np.ndarray], rng: np.random.Generator, count: int
+    model: dict[str, np.ndarray | np.float64], rng: np.random.Generator, count: int
 ) -> tuple[np.ndarray, np.ndarray]:
     x = model["v"] + np.sqrt(COVARIANCE) * rng.standard_normal((count, FEATURES))
     y = np.argmax(x @ model["W"].T + model["b"], axis=1)  # softmax keeps the argmax

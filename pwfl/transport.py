@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 
 from pwfl import registry
 from pwfl.aggregation import Arrays, Update
@@ -29,6 +29,46 @@ WEIGHT_KEY = "num-examples"
 
 BINDINGS = registry.BINDINGS
 """How clients bind to Flower nodes (``simulation.client_binding``): see :class:`NodeBinding`."""
+
+_Record = TypeVar("_Record", ArrayRecord, MetricRecord, ConfigRecord)
+
+
+def _record_of(content: RecordDict, key: str, kind: type[_Record]) -> _Record:
+    record = content[key]
+    if not isinstance(record, kind):
+        raise TypeError(f"record {key!r} is a {type(record).__name__}, not a {kind.__name__}")
+    return record
+
+
+def arrays_of(content: RecordDict, key: str = ARRAYS) -> ArrayRecord:
+    """The ArrayRecord ``content`` holds under ``key``: a RecordDict's values are of
+    three kinds, and each key of pwfl's messages holds one of them."""
+    return _record_of(content, key, ArrayRecord)
+
+
+def metrics_of(content: RecordDict, key: str = METRICS) -> MetricRecord:
+    """The MetricRecord ``content`` holds under ``key`` (see :func:`arrays_of`)."""
+    return _record_of(content, key, MetricRecord)
+
+
+def config_of(content: RecordDict, key: str = CONFIG) -> ConfigRecord:
+    """The ConfigRecord ``content`` holds under ``key`` (see :func:`arrays_of`)."""
+    return _record_of(content, key, ConfigRecord)
+
+
+def as_int(value: object) -> int:
+    """A record's value as an int: records also hold lists and bytes, pwfl's numbers
+    are scalars (a number, or its text)."""
+    if isinstance(value, int | float | str):
+        return int(value)
+    raise TypeError(f"expected a number, got a {type(value).__name__}")
+
+
+def as_float(value: object) -> float:
+    """A record's value as a float (see :func:`as_int`)."""
+    if isinstance(value, int | float | str):
+        return float(value)
+    raise TypeError(f"expected a number, got a {type(value).__name__}")
 
 
 def to_numpy(record: ArrayRecord) -> Arrays:
@@ -86,8 +126,8 @@ def train_update(reply: Message, reference: Arrays | None = None, mode: str = "n
 
     ``reference`` is the weights the client was sent (needed by ``int8-delta``).
     """
-    arrays = decode_update(to_numpy(reply.content[ARRAYS]), reference, mode)
-    return arrays, float(reply.content[METRICS][WEIGHT_KEY])
+    arrays = decode_update(to_numpy(arrays_of(reply.content)), reference, mode)
+    return arrays, as_float(metrics_of(reply.content)[WEIGHT_KEY])
 
 
 def encode_reply_arrays(state: dict[str, Any], received: ArrayRecord, mode: str) -> ArrayRecord:

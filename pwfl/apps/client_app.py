@@ -32,6 +32,9 @@ from pwfl.transport import (
     METRICS,
     STATE,
     WEIGHT_KEY,
+    arrays_of,
+    as_int,
+    config_of,
     encode_reply_arrays,
 )
 
@@ -68,15 +71,16 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
         # Node binding only: in pool binding what a client keeps travels in its messages.
         if config.simulation.client_binding == "pool":
             return None
-        return state_dir or context.node_config.get("state-dir")
+        node_dir = context.node_config.get("state-dir")
+        return state_dir or (str(node_dir) if node_dir else None)
 
     def setup(msg: Message, context: Context) -> tuple[Config, int]:
         config = cfg if cfg is not None else config_from_run_config(context.run_config)
         arithmetic.ensure(config.reproducibility.arithmetic)
-        sent = msg.content[CONFIG] if CONFIG in msg.content else {}
+        sent = config_of(msg.content) if CONFIG in msg.content else ConfigRecord()
         if "client-id" in sent:
-            return config, int(sent["client-id"])
-        return config, int(context.node_config["partition-id"])
+            return config, as_int(sent["client-id"])
+        return config, as_int(context.node_config["partition-id"])
 
     @app.query()
     def describe(msg: Message, context: Context) -> Message:
@@ -84,13 +88,13 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
         start-up, not the first round's compute time. In node binding, also tell the
         server which partition this node holds and how many examples."""
         config = cfg if cfg is not None else config_from_run_config(context.run_config)
-        pooled = CONFIG in msg.content and msg.content[CONFIG].get("binding") == "pool"
+        pooled = CONFIG in msg.content and config_of(msg.content).get("binding") == "pool"
         with one_client_at_a_time():
             settings = train_settings(config)
             warm_up_once(settings)
             if pooled:
                 return Message(RecordDict({CLIENT: ConfigRecord({"ready": 1})}), reply_to=msg)
-            pid = int(context.node_config["partition-id"])
+            pid = as_int(context.node_config["partition-id"])
             size = client_size(config.data, config.seed, pid)
             info = ConfigRecord({"partition-id": pid, "num-examples": size})
             return Message(RecordDict({CLIENT: info}), reply_to=msg)
@@ -99,25 +103,25 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
     def train(msg: Message, context: Context) -> Message:
         """Train the received weights on the named client's data."""
         config, client = setup(msg, context)
-        sent = msg.content[CONFIG]
-        server_round = int(sent["server-round"])
-        if inject_fault(config, server_round, client, int(sent.get("attempt", 0)), dict(sent)):
+        sent = config_of(msg.content)
+        server_round = as_int(sent["server-round"])
+        if inject_fault(config, server_round, client, as_int(sent.get("attempt", 0)), dict(sent)):
             # A hang is simulated time: the reply says so and the server never counts it.
             hang = RecordDict({METRICS: MetricRecord({HANG_KEY: 1})})
             return Message(hang, reply_to=msg)
         with one_client_at_a_time():
             settings = train_settings(config, server_round, client, dict(sent))
             data = client_data(config.data, config.seed, client)
-            received = msg.content[ARRAYS]
+            received = arrays_of(msg.content)
             keep = config.train.client_state
-            weight_set = int(sent["weight-set"])
+            weight_set = as_int(sent["weight-set"])
             pooled = config.simulation.client_binding == "pool"
             folder = state_folder(config, context)
             local = own_state(msg, context, config, folder, client, weight_set)
             state, metrics, local = training.train_keeping(
                 received.to_torch_state_dict(), data, settings, keep, local
             )
-            content = {}
+            content: dict[str, ArrayRecord] = {}
             if keep != "none" and pooled:
                 content[STATE] = ArrayRecord(local)
             elif keep != "none":
@@ -125,7 +129,7 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
                 if folder:
                     arrays = {k: v.numpy() for k, v in local.items()}
                     save_client_state(folder, client, server_round, arrays, weight_set)
-                    checkpoint_round = int(sent.get("checkpoint-round", 0))
+                    checkpoint_round = as_int(sent.get("checkpoint-round", 0))
                     prune_client_state(folder, client, checkpoint_round, weight_set)
             if keep == "personal":
                 # FedPer: the personal layer stays on the client; the server keeps its own.
@@ -157,11 +161,11 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
         """
         config, client = setup(msg, context)
         with one_client_at_a_time():
-            sent = msg.content[CONFIG]
-            weight_set = int(sent["weight-set"])
-            settings = train_settings(config, int(sent["server-round"]), client, dict(sent))
+            sent = config_of(msg.content)
+            weight_set = as_int(sent["weight-set"])
+            settings = train_settings(config, as_int(sent["server-round"]), client, dict(sent))
             data = client_holdout_data(config.data, config.seed, client)
-            state = msg.content[ARRAYS].to_torch_state_dict()
+            state: training.StateDict = arrays_of(msg.content).to_torch_state_dict()
             has_model = True
             if config.train.client_state == "personal":
                 folder = state_folder(config, context)
@@ -247,7 +251,7 @@ def carried_state(msg: Message) -> training.StateDict:
     """What the client kept, as the message carries it in pool binding (empty at first)."""
     if STATE not in msg.content:
         return {}
-    return dict(msg.content[STATE].to_torch_state_dict())
+    return dict(arrays_of(msg.content, STATE).to_torch_state_dict())
 
 
 def kept_state(
@@ -258,7 +262,7 @@ def kept_state(
     reaches another set's model."""
     key = state_key(weight_set)
     if key in context.state:
-        return dict(context.state[key].to_torch_state_dict())
+        return dict(arrays_of(context.state, key).to_torch_state_dict())
     if folder:
         saved = load_client_state(folder, client, weight_set)
         if saved is not None:

@@ -125,7 +125,9 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Return the configuration as nested plain dictionaries (``weight_set`` as the
         list of its TOML tables, left out when there are none)."""
-        raw = {f.name: dataclasses.asdict(getattr(self, f.name)) for f in _section_fields()}
+        raw: dict[str, Any] = {
+            f.name: dataclasses.asdict(getattr(self, f.name)) for f in _section_fields()
+        }
         tables = raw["strategy"].pop("tables")
         raw["strategy"].update({name: dict(table) for name, table in tables})
         raw = {"seed": self.seed, **raw}

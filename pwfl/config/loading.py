@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import tomllib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from pwfl.config.validation import check_number, validate
 from pwfl.errors import ConfigError
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Read a TOML file (or the defaults), apply ``section.key=value`` overrides.
 
     Parameters

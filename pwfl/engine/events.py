@@ -20,7 +20,7 @@ from pwfl.engine.jobs import Job
 from pwfl.engine.parts import Parts
 from pwfl.ledger import FAILED, LOST, OK, RETRIED, Try, error_reason
 from pwfl.strategies.base import Aggregation
-from pwfl.transport import STATE, retry_config, to_numpy
+from pwfl.transport import STATE, arrays_of, retry_config, to_numpy
 
 
 @dataclass(frozen=True)
@@ -202,7 +202,7 @@ class EventHandling(Parts):
         attempt.status = status
         if status == OK and self.nodes.pool and attempt.reply is not None:
             if STATE in attempt.reply.content:
-                kept = to_numpy(attempt.reply.content[STATE])
+                kept = to_numpy(arrays_of(attempt.reply.content, STATE))
                 self.messenger.states[attempt.client, attempt.weight_set] = kept
         attempt.end_s = self.now
         if math.isnan(attempt.start_s):  # given up on before it could start

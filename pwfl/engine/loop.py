@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,7 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
         nodes: NodeBinding,
         evaluate: EvaluateFn,
         executor: Executor,
-        profiles: dict[int, ClientProfile],
+        profiles: Mapping[int, ClientProfile],
         callbacks: Sequence[Callback] = (),
         statistics: frozenset[str] = frozenset(),
         flops_per_example: float = 0.0,

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 
-from flwr.app import ConfigRecord, Message, MessageType, RecordDict
+from flwr.app import ConfigRecord, ConfigRecordValues, Message, MessageType, RecordDict
 from flwr.serverapp import Grid
 
 from pwfl.config import Config
 from pwfl.errors import PwflError
-from pwfl.transport import CLIENT, CONFIG, NodeBinding
+from pwfl.transport import CLIENT, CONFIG, NodeBinding, as_int, config_of
 
 CONNECT_TIMEOUT_S = 60.0
 """How long the server waits for the nodes it needs before saying which are missing."""
@@ -34,7 +34,7 @@ def connect(grid: Grid, cfg: Config, pool_size: int = 0) -> NodeBinding:
     pool = cfg.simulation.client_binding == "pool"
     expected = pool_size if pool else cfg.data.num_clients
     node_ids = _wait_for_nodes(grid, cfg, pool, expected)
-    query = {"binding": "pool" if pool else "node"}
+    query: dict[str, ConfigRecordValues] = {"binding": "pool" if pool else "node"}
     messages = [
         Message(
             content=RecordDict({CONFIG: ConfigRecord(query)}),
@@ -50,10 +50,10 @@ def connect(grid: Grid, cfg: Config, pool_size: int = 0) -> NodeBinding:
         return NodeBinding(pool=True, nodes=sorted(r.metadata.src_node_id for r in answered))
     binding = NodeBinding(pool=False)
     for reply in answered:
-        info = reply.content[CLIENT]
-        client = int(info["partition-id"])
+        info = config_of(reply.content, CLIENT)
+        client = as_int(info["partition-id"])
         binding.node_of[client] = reply.metadata.src_node_id
-        binding.sizes[client] = int(info["num-examples"])
+        binding.sizes[client] = as_int(info["num-examples"])
     return binding
 
 

@@ -8,7 +8,7 @@ here, and the engine is all of them together.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from flwr.serverapp import Grid
@@ -40,7 +40,7 @@ class Parts:
     nodes: NodeBinding
     evaluate: EvaluateFn
     executor: Executor
-    profiles: dict[int, ClientProfile]
+    profiles: Mapping[int, ClientProfile]
     callbacks: list[Callback]
     statistics: frozenset[str]
     flops_per_example: float

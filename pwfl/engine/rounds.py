@@ -13,7 +13,7 @@ import math
 import time
 from typing import Any
 
-from flwr.app import MessageType
+from flwr.app import MessageType, RecordDict
 from flwr.serverapp.strategy.strategy_utils import aggregate_metricrecords
 
 from pwfl.aggregation import Arrays
@@ -28,7 +28,7 @@ from pwfl.quorum import QUORUM_MISSED
 from pwfl.schema import CLIENTS, MERGED, ROUNDS, SERVER
 from pwfl.seeding import rng_for
 from pwfl.strategies.base import RoundEnd
-from pwfl.transport import METRICS, WEIGHT_KEY, to_record
+from pwfl.transport import WEIGHT_KEY, as_float, as_int, metrics_of, to_record
 
 
 class RoundRecords(Parts):
@@ -262,7 +262,8 @@ def _client_metrics(
     A client that evaluates nothing (no held-out examples, or no personal layer of
     its own for the set) is in the records but not in the mean.
     """
-    rows, accepted = [], {}
+    rows: list[dict[str, Any]] = []
+    accepted: dict[int, list[RecordDict]] = {}
     for item in sorted(asked, key=lambda e: e.client):
         row = _evaluation_row(item, server_round)
         if row["status"] == OK and row["num_examples"] > 0:
@@ -270,7 +271,8 @@ def _client_metrics(
             accepted.setdefault(item.weight_set, []).append(item.reply.content)
         rows.append(row)
     metrics = {
-        ws: dict(aggregate_metricrecords(contents, WEIGHT_KEY)) for ws, contents in accepted.items()
+        ws: {k: as_float(v) for k, v in aggregate_metricrecords(contents, WEIGHT_KEY).items()}
+        for ws, contents in accepted.items()
     }
     return metrics, rows
 
@@ -290,11 +292,11 @@ def _evaluation_row(item: Evaluation, server_round: int) -> dict[str, Any]:
     elif reply.has_error():
         row.update(status=FAILED, error=error_reason(reply))
     else:
-        metrics = reply.content[METRICS]
+        metrics = metrics_of(reply.content)
         row.update(
             status=OK,
-            num_examples=int(metrics[WEIGHT_KEY]),
-            loss=float(metrics["loss"]),
-            accuracy=float(metrics["accuracy"]),
+            num_examples=as_int(metrics[WEIGHT_KEY]),
+            loss=as_float(metrics["loss"]),
+            accuracy=as_float(metrics["accuracy"]),
         )
     return row

@@ -76,8 +76,8 @@ class CheckpointState(Parts):
         for i, optimizer in enumerate(self.optimizers):
             if optimizer is not None:
                 arrays.update({f"optimizer/{i}/{k}": v for k, v in optimizer.state().items()})
-        for (client, ws), kept in self.messenger.states.items():
-            arrays.update({f"client/{client}/{ws}/{k}": v for k, v in kept.items()})
+        for (client, set_id), kept in self.messenger.states.items():
+            arrays.update({f"client/{client}/{set_id}/{k}": v for k, v in kept.items()})
         return state, arrays
 
     def restore(self, ckpt: Checkpoint) -> None:

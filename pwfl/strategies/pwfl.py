@@ -15,6 +15,8 @@ barrier (:mod:`pwfl.strategies.async_pwfl`).
 
 from __future__ import annotations
 
+from typing import Any
+
 from pwfl.aggregation import AggregateFn, Arrays, load_aggregator, mean_of_weight_sets
 from pwfl.config import Config, num_sampled, parse_merge
 from pwfl.errors import ConfigError
@@ -74,11 +76,12 @@ def check_group_count(cfg: Config) -> None:
 def configured_aggregator(cfg: Config) -> AggregateFn:
     """The aggregation function named by ``strategy.aggregator``, parameters bound."""
     s = cfg.strategy
-    params = {
+    tables: dict[str, dict[str, Any]] = {
         "trimmed-mean": {"beta": s.trim_beta},
         "krum": {"num_malicious": s.num_malicious},
         "multi-krum": {"num_malicious": s.num_malicious, "to_keep": s.krum_keep or None},
-    }.get(s.aggregator, {})
+    }
+    params = tables.get(s.aggregator, {})
     try:
         return load_aggregator(s.aggregator, **params)
     except ValueError as err:
