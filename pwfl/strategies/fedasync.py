@@ -56,7 +56,7 @@ class FedAsync(FedBuff):
     """Asynchronous updates, each mixed in at once with a staleness-discounted weight."""
 
     name = "fedasync"
-    Settings = FedAsyncSettings
+    Settings = FedAsyncSettings  # type: ignore[assignment]  # its own table, not a FedBuff one
 
     def steps_every(self) -> int:
         """Every update is a step (and the failure streak's unit)."""

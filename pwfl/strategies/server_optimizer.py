@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import numpy as np
 from flwr.app import ArrayRecord, MetricRecord, RecordDict
-from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvg, FedAvgM, FedYogi
+from flwr.serverapp.strategy import FedAdagrad, FedAdam, FedAvgM, FedYogi
+from flwr.serverapp.strategy.fedopt import FedOpt
 
 from pwfl.aggregation import Arrays
 from pwfl.config import StrategyConfig
 from pwfl.transport import ARRAYS, METRICS, WEIGHT_KEY, to_numpy, to_record
 
-OPTIMIZERS: dict[str, type[FedAvg] | None] = {
+OPTIMIZERS: dict[str, type[FedAvgM] | type[FedOpt] | None] = {
     "none": None,
     "fedavgm": FedAvgM,
     "fedadam": FedAdam,
@@ -57,12 +58,13 @@ class ServerOptimizer:
             raise ValueError(f"unknown server optimiser '{cfg.server_opt}'")
         # FedAvgM takes its learning rate and momentum under names of its own; the
         # FedOpt family calls the rate eta. server_lr = 0 keeps Flower's default.
-        if flower_cls is FedAvgM:
-            self._flower: FedAvgM | FedAdam = FedAvgM(
+        self._flower: FedAvgM | FedOpt
+        if not issubclass(flower_cls, FedOpt):
+            self._flower = flower_cls(
                 server_learning_rate=cfg.server_lr or 1.0, server_momentum=cfg.server_momentum
             )
         else:
-            self._flower = flower_cls(**({"eta": cfg.server_lr} if cfg.server_lr > 0 else {}))
+            self._flower = flower_cls(eta=cfg.server_lr) if cfg.server_lr > 0 else flower_cls()
 
     def state(self) -> dict[str, np.ndarray]:
         """The optimiser's moments by name (empty before its first step), for checkpoints."""
