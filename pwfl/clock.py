@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -244,6 +244,50 @@ class Simulation:
             self.links[link_name].remove(key)
             del self._done[link_name, key]
         return self.now, event
+
+    def state(self, encode: Callable[[Any, int], Any]) -> dict[str, Any]:
+        """The clock whole, as JSON-able data: now, the next token, the cores, every event
+        still scheduled (those dropped left out) or waiting for its transfer, and each
+        link's transfers and how far each got. ``encode(event, token)`` gives an event's
+        data (``token`` -1 for a transfer's)."""
+        return {
+            "now": self.now,
+            "seq": self._seq,
+            "cores_free_at": list(self.cores.free_at),
+            "queue": [
+                [item.time, item.seq, encode(item.event, item.seq)]
+                for item in self._queue
+                if item.seq not in self._dropped
+            ],
+            "done": [
+                [link, list(key), encode(event, -1)] for (link, key), event in self._done.items()
+            ],
+            "links": {
+                name: {
+                    "time": link.time,
+                    "flows": [[list(k), f.remaining, f.cap, f.rate] for k, f in link.flows.items()],
+                }
+                for name, link in self.links.items()
+            },
+        }
+
+    def load_state(self, state: dict[str, Any], decode: Callable[[Any], Any]) -> None:
+        """Continue from :meth:`state`'s data; ``decode`` turns an event's data back into it."""
+        self.now, self._seq = float(state["now"]), int(state["seq"])
+        self.cores.free_at = [float(t) for t in state["cores_free_at"]]
+        self._dropped = set()
+        self._queue = [
+            _Scheduled(float(t), int(seq), decode(event)) for t, seq, event in state["queue"]
+        ]
+        heapq.heapify(self._queue)
+        self._done = {(link, tuple(key)): decode(event) for link, key, event in state["done"]}
+        for name, saved in state["links"].items():
+            link = self.links[name]
+            link.time = float(saved["time"])
+            link.flows = {
+                tuple(key): _Flow(float(remaining), float(cap), float(rate))
+                for key, remaining, cap, rate in saved["flows"]
+            }
 
     def busy(self) -> bool:
         """Whether anything is scheduled or moving."""

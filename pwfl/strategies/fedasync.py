@@ -60,7 +60,7 @@ class FedAsync(FedBuff):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        self.buffer_size = 1  # every update is a step (also the failure streak's unit)
+        self.buffer_size = self.updates_per_step = 1  # every update is a step
 
     def aggregations(self, job: Finished, server: Server) -> list[Aggregation]:
         """Mix the client's model into the global one now."""
