@@ -140,17 +140,20 @@ def flower_fedavg(updates: list[Update]) -> Arrays:
     Flower's ``aggregate_arrayrecords`` on the updates in the order given. Its
     result keeps Flower's dtypes: integer arrays (batch-norm counters) come
     back as float64, as in Flower's loop, so that the ``fedavg`` strategy
-    reproduces Flower's FedAvg exactly.
+    reproduces Flower's FedAvg exactly. The updates' arrays, decoded from the replies
+    once, reach Flower as they are (:class:`pwfl.transport.DecodedArray`).
     """
-    from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+    from flwr.app import MetricRecord, RecordDict
     from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    from pwfl.transport import decoded_record
 
     if not updates:
         raise ValueError("cannot aggregate an empty group of updates")
     records = [
         RecordDict(
             {
-                "arrays": ArrayRecord({k: Array(np.asarray(v)) for k, v in arrays.items()}),
+                "arrays": decoded_record(arrays),
                 "metrics": MetricRecord({"num-examples": n}),
             }
         )

@@ -37,7 +37,7 @@ from pwfl.config import Config, config_from_toml
 from pwfl.errors import ConfigError, PwflError
 from pwfl.records import FileMark, atomic_savez
 
-FORMAT_VERSION = 4  # 4: the record files' marks instead of their rows
+FORMAT_VERSION = 5  # 5: round wall-time marks, the update-failure streak in the engine
 CHECKPOINT_FILE = "checkpoint.npz"
 CLIENT_STATE_DIR = "client_state"
 _HEADER = "__header__"

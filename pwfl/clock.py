@@ -40,11 +40,14 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pwfl import registry
+
+FlowKey = tuple[Hashable, ...]
+"""A transfer's key on a link: a tuple, so a checkpoint can store it as a list."""
 
 COMPUTE = registry.CLOCK_MODES
 """How a client's compute time is priced (``clock.compute``; listed in :mod:`pwfl.registry`)."""
@@ -111,7 +114,7 @@ class Link:
     def __init__(self, mbps: float):
         self.capacity = mbps * 1e6
         self.time = 0.0
-        self.flows: dict[Hashable, _Flow] = {}
+        self.flows: dict[FlowKey, _Flow] = {}
 
     def advance(self, time: float) -> None:
         """Move every transfer on to ``time``."""
@@ -122,17 +125,17 @@ class Link:
                 flow.remaining = max(0.0, flow.remaining - moved)
         self.time = max(self.time, time)
 
-    def add(self, key: Hashable, bits: float, cap_bps: float) -> None:
+    def add(self, key: FlowKey, bits: float, cap_bps: float) -> None:
         """Start a transfer of ``bits`` now (call :meth:`advance` first)."""
         self.flows[key] = _Flow(bits, cap_bps)
         self._share()
 
-    def remove(self, key: Hashable) -> None:
+    def remove(self, key: FlowKey) -> None:
         """End (or cancel) a transfer."""
         if self.flows.pop(key, None) is not None:
             self._share()
 
-    def next_done(self) -> tuple[float, Hashable] | None:
+    def next_done(self) -> tuple[float, FlowKey] | None:
         """When the first running transfer ends, and which (ties: the smallest key)."""
         best = None
         for key, flow in self.flows.items():
@@ -194,7 +197,7 @@ class Simulation:
         self._queue: list[_Scheduled] = []
         self._seq = 0
         self._dropped: set[int] = set()
-        self._done: dict[tuple[str, Hashable], Any] = {}
+        self._done: dict[tuple[str, FlowKey], Any] = {}
 
     def at(self, time: float, event: Any) -> int:
         """Schedule ``event`` at ``time`` (not before now); return its token for :meth:`drop`."""
@@ -209,15 +212,13 @@ class Simulation:
         """Forget a scheduled event that no longer matters (its job or try is settled)."""
         self._dropped.add(token)
 
-    def transfer(
-        self, link: str, key: Hashable, num_bytes: int, cap_mbps: float, done: Any
-    ) -> None:
+    def transfer(self, link: str, key: FlowKey, num_bytes: int, cap_mbps: float, done: Any) -> None:
         """Start moving ``num_bytes`` on ``link`` now; ``done`` is the event when it ends."""
         self.links[link].advance(self.now)
         self.links[link].add(key, num_bytes * 8.0, cap_mbps * 1e6)
         self._done[link, key] = done
 
-    def cancel(self, link: str, key: Hashable) -> None:
+    def cancel(self, link: str, key: FlowKey) -> None:
         """Stop a transfer (its client was given up on)."""
         if self._done.pop((link, key), None) is not None:
             self.links[link].advance(self.now)
@@ -245,6 +246,50 @@ class Simulation:
             del self._done[link_name, key]
         return self.now, event
 
+    def state(self, encode: Callable[[Any, int], Any]) -> dict[str, Any]:
+        """The clock whole, as JSON-able data: now, the next token, the cores, every event
+        still scheduled (those dropped left out) or waiting for its transfer, and each
+        link's transfers and how far each got. ``encode(event, token)`` gives an event's
+        data (``token`` -1 for a transfer's)."""
+        return {
+            "now": self.now,
+            "seq": self._seq,
+            "cores_free_at": list(self.cores.free_at),
+            "queue": [
+                [item.time, item.seq, encode(item.event, item.seq)]
+                for item in self._queue
+                if item.seq not in self._dropped
+            ],
+            "done": [
+                [link, list(key), encode(event, -1)] for (link, key), event in self._done.items()
+            ],
+            "links": {
+                name: {
+                    "time": link.time,
+                    "flows": [[list(k), f.remaining, f.cap, f.rate] for k, f in link.flows.items()],
+                }
+                for name, link in self.links.items()
+            },
+        }
+
+    def load_state(self, state: dict[str, Any], decode: Callable[[Any], Any]) -> None:
+        """Continue from :meth:`state`'s data; ``decode`` turns an event's data back into it."""
+        self.now, self._seq = float(state["now"]), int(state["seq"])
+        self.cores.free_at = [float(t) for t in state["cores_free_at"]]
+        self._dropped = set()
+        self._queue = [
+            _Scheduled(float(t), int(seq), decode(event)) for t, seq, event in state["queue"]
+        ]
+        heapq.heapify(self._queue)
+        self._done = {(link, tuple(key)): decode(event) for link, key, event in state["done"]}
+        for name, saved in state["links"].items():
+            link = self.links[name]
+            link.time = float(saved["time"])
+            link.flows = {
+                tuple(key): _Flow(float(remaining), float(cap), float(rate))
+                for key, remaining, cap, rate in saved["flows"]
+            }
+
     def busy(self) -> bool:
         """Whether anything is scheduled or moving."""
         return bool(self._done) or any(e.seq not in self._dropped for e in self._queue)
@@ -253,9 +298,9 @@ class Simulation:
         while self._queue and self._queue[0].seq in self._dropped:
             self._dropped.discard(heapq.heappop(self._queue).seq)
 
-    def _next(self) -> tuple[float, tuple[str, Hashable] | None, Any] | None:
+    def _next(self) -> tuple[float, tuple[str, FlowKey] | None, Any] | None:
         self._skip_dropped()
-        best: tuple[float, int, Any, tuple[str, Hashable] | None, Any] | None = None
+        best: tuple[float, int, Any, tuple[str, FlowKey] | None, Any] | None = None
         if self._queue:
             top = self._queue[0]
             best = (top.time, 0, top.seq, None, top.event)

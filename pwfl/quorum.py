@@ -4,7 +4,9 @@ A group is aggregated only if enough of its clients' replies count; otherwise
 its weight set keeps the weights it had (Flower's FedAvg does the same
 silently; pwfl records it as ``quorum_missed``). A run whose every weight set
 keeps missing quorum is not learning anything, so it stops, with its records
-kept, after ``max_missed_rounds`` such rounds in a row.
+kept, after ``max_missed_rounds`` such rounds in a row. A policy without rounds
+of groups (FedBuff, FedAsync: each round a server step of ``K`` single-client
+updates) is lost after ``max_missed_rounds x K`` failed updates in a row instead.
 """
 
 from __future__ import annotations
@@ -39,9 +41,12 @@ class QuorumWatch:
     row in which all sets missed, without one (async) each set's own last N.
     """
 
-    def __init__(self, max_missed_rounds: int, num_weight_sets: int = 1):
+    def __init__(self, max_missed_rounds: int, num_weight_sets: int = 1, updates_per_step: int = 0):
         self.max_missed_rounds = max_missed_rounds
         self.streaks: dict[str, int] = {str(ws): 0 for ws in range(num_weight_sets)}
+        self.updates_per_step = updates_per_step
+        self.failed_updates = 0
+        """Single-client updates in a row that failed (policies of server steps)."""
 
     def observe(self, statuses: dict[str, str]) -> None:
         """Note one round's status of each weight set it covers (set -> status)."""
@@ -62,4 +67,17 @@ class QuorumWatch:
                 f"{self.streak} rounds in a row (too few clients answered); records so far "
                 "are kept; see the error column of clients.csv, or lower faults.quorum, raise "
                 "faults.max_retries or faults.round_timeout_s"
+            )
+
+    def observe_update(self, delivered: bool, steps: int) -> None:
+        """Note one single-client update of a policy of server steps (``updates_per_step``
+        > 0) after ``steps`` steps; raise :class:`QuorumLost` once
+        ``max_missed_rounds x updates_per_step`` updates in a row have failed."""
+        self.failed_updates = 0 if delivered else self.failed_updates + 1
+        limit = self.max_missed_rounds * self.updates_per_step
+        if self.failed_updates >= limit:
+            raise QuorumLost(
+                f"run stopped after server step {steps}: the last {limit} client updates "
+                "all failed; records so far are kept; see the error column of clients.csv, or "
+                "raise faults.max_retries or faults.round_timeout_s"
             )

@@ -145,7 +145,8 @@ ROUNDS = Table(
             "train_loss",
             FLOAT,
             "",
-            "aggregated clients' loss in their last local epoch, weighted by examples",
+            "aggregated clients' task loss (without a proximal term) in their last local "
+            "epoch, weighted by examples",
         ),
         Column("num_clients", COUNT, "clients", "replies aggregated"),
         Column("num_sent", COUNT, "clients", "clients sent the weight set (retries not counted)"),
@@ -184,7 +185,8 @@ ROUNDS = Table(
             "round_wall_s",
             FLOAT,
             "host s",
-            "host seconds since the weight set's previous round ended (or the run started)",
+            "host seconds of the run since the weight set's previous round ended (or the run "
+            "started); after a resume, not counting the time between checkpoint and resume",
         ),
         Column("elapsed_wall_s", FLOAT, "host s", "host seconds since the run started"),
         Column("round_sim_s", FLOAT, "sim. s", "duration of the round"),
@@ -242,7 +244,12 @@ CLIENTS = Table(
             "the client's training time where it ran: its thread's CPU time (on a GPU, "
             "the wall time between device synchronisations)",
         ),
-        Column("loss", FLOAT, "", "the client's loss (last local epoch, or evaluation)"),
+        Column(
+            "loss",
+            FLOAT,
+            "",
+            "the client's task loss (last local epoch, without a proximal term; or evaluation)",
+        ),
         Column(
             "accuracy",
             FLOAT,

@@ -101,16 +101,24 @@ class StepContext:
     """What a training step sees besides its batch."""
 
     received: StateDict
-    """The weights the client was sent for this job, its parameters only (no running
-    statistics), on the training device; a step reads them and leaves them alone."""
+    """The weights the client was sent for this job that it trains as sent: its
+    parameters only (no running statistics, and in personal mode not the personal layer,
+    which the client replaces by its own and never sends back), on the training device;
+    a step reads them and leaves them alone."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """The step's options by name (the message's ``step.mu`` arrives as ``"mu"``)."""
 
 
-StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, StepContext], torch.Tensor]
+StepFn = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, StepContext],
+    "torch.Tensor | tuple[torch.Tensor, torch.Tensor]",
+]
 """A training step: ``step(model, inputs, targets, context) -> loss``, called for every
 mini-batch with the model in training mode; the scalar it returns is back-propagated
-and its mean over an epoch reported as the client's loss."""
+and its mean over an epoch reported as the client's loss. A step whose objective adds a
+term to the task's loss (a proximal term) returns ``(objective, task_loss)``: the
+objective is back-propagated, the task's loss reported, the quantity every strategy
+reports."""
 
 
 def cross_entropy_step(
@@ -127,15 +135,17 @@ def load_step(spec: str) -> StepFn:
 
 def _stepped(
     step: StepFn, spec: str, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, ctx: StepContext
-) -> torch.Tensor:
-    loss = step(model, xb, yb, ctx)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's objective to back-propagate and the task loss to report."""
+    out = step(model, xb, yb, ctx)
+    loss, reported = out if isinstance(out, tuple) and len(out) == 2 else (out, out)
     if not isinstance(loss, torch.Tensor) or loss.ndim != 0 or not loss.requires_grad:
         shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
         raise ValueError(
             f"train step '{spec}' returned {shape}, not a scalar tensor to back-propagate; "
             "return the batch's loss computed from model(inputs)"
         )
-    return loss
+    return loss, reported
 
 
 def train(
@@ -178,8 +188,13 @@ def train_keeping(
     model = _model_from_state(state, settings)
     step = load_step(settings.step) if settings.step else None
     if step is not None:
+        own = set(personal_keys(model)) if keep == "personal" else set()
         context = StepContext(
-            {k: sent[k].detach().clone().to(settings.device) for k, _ in model.named_parameters()},
+            {
+                k: sent[k].detach().clone().to(settings.device)
+                for k, _ in model.named_parameters()
+                if k not in own
+            },
             dict(settings.step_options),
         )
     optimiser = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
@@ -203,12 +218,12 @@ def train_keeping(
                 xb, yb = xb.to(settings.device), yb.to(settings.device)
                 optimiser.zero_grad()
                 if step is None:
-                    loss = loss_fn(model(xb), yb)
+                    loss = reported = loss_fn(model(xb), yb)
                 else:
-                    loss = _stepped(step, settings.step, model, xb, yb, context)
+                    loss, reported = _stepped(step, settings.step, model, xb, yb, context)
                 loss.backward()
                 optimiser.step()
-                total += float(loss.detach()) * len(yb)
+                total += float(reported.detach()) * len(yb)
                 seen += len(yb)
                 budget -= 1
                 steps_done += 1

@@ -83,6 +83,32 @@ def to_record(arrays: Arrays) -> ArrayRecord:
     return ArrayRecord({name: Array(np.asarray(v, order="C")) for name, v in arrays.items()})
 
 
+class DecodedArray(Array):
+    """An array already decoded, as a Flower ``Array`` whose :meth:`numpy` returns it.
+
+    An update reaches the aggregation as NumPy arrays decoded from its reply once
+    (:func:`train_update`). Flower's ``aggregate_arrayrecords`` reads ArrayRecords
+    and calls ``numpy()`` on each array: wrapping the decoded arrays so lets it run
+    unmodified without serialising each array again and decoding it a second time
+    (the values are those of the reply: NumPy's serialisation round-trips exactly).
+    """
+
+    def __init__(self, value: np.ndarray):
+        super().__init__(str(value.dtype), tuple(value.shape), "numpy.ndarray", b"")
+        self.value = value
+
+    def numpy(self) -> np.ndarray:
+        return self.value
+
+
+def decoded_record(arrays: Arrays) -> ArrayRecord:
+    """Decoded arrays as an ArrayRecord for Flower's aggregation (:class:`DecodedArray`)."""
+    record = ArrayRecord()  # set one by one: ArrayRecord(dict) copies each Array's bytes
+    for name, value in arrays.items():
+        record[name] = DecodedArray(np.asarray(value))
+    return record
+
+
 @dataclass
 class NodeBinding:
     """Which Flower node runs a message for a client.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -134,3 +135,33 @@ def test_model_formulas_by_hand():
     # 3 int8 updates (1 MB each): read 3 MB, write and read back 3 x 4 MB, write 4 MB.
     assert aggregation_bytes([1_000_000] * 3, 4_000_000, compressed=True) == 31_000_000
     assert aggregation_seconds(16_000_000, 8.0) == pytest.approx(0.002)
+
+
+def test_a_simulation_restored_from_its_state_runs_on_as_the_original():
+    """``state()`` is plain data (JSON round trip); ``load_state`` continues from it: the
+    same events at the same times, transfers part-way through included, dropped ones
+    left out."""
+
+    def build() -> Simulation:
+        sim = Simulation(up_mbps=8.0, down_mbps=float("inf"), cores=2)
+        sim.at(0.5, "a")
+        dropped = sim.at(0.7, "dropped")
+        sim.at(3.0, "b")
+        sim.transfer("up", (1, 0), 1_000_000, 4.0, "sent-1")
+        sim.transfer("up", (2, 0), 500_000, 8.0, "sent-2")
+        sim.drop(dropped)
+        sim.cores.run(0.0, 2.5)
+        assert sim.pop() == (0.5, "a")
+        return sim
+
+    original = build()
+    saved = json.loads(json.dumps(original.state(lambda event, token: {"name": event})))
+    assert all(event["name"] != "dropped" for *_, event in saved["queue"])
+    restored = Simulation(up_mbps=8.0, down_mbps=float("inf"), cores=2)
+    restored.load_state(saved, lambda event: event["name"])
+    assert restored.cores.free_at == original.cores.free_at
+    rest = [original.pop() for _ in range(3)]
+    assert [restored.pop() for _ in range(3)] == rest
+    # 8 Mbit/s shared: 4 Mbit at 4 Mbit/s each, then the rest of 8 Mbit at its cap of 4.
+    assert rest == [(1.0, "sent-2"), (2.0, "sent-1"), (3.0, "b")]
+    assert not original.busy() and not restored.busy()

@@ -15,11 +15,21 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    Message,
+    MessageType,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
 
 from pwfl import training
+from pwfl.aggregation import flower_fedavg
 from pwfl.apps.client_app import make_client_app
 from pwfl.apps.server_app import load_weights
 from pwfl.apps.settings import train_settings
@@ -128,3 +138,34 @@ def test_engine_fedavg_equals_flowers_fedavg_loop_bit_for_bit(tmp_path):
     assert engine_rounds["accuracy"].tolist() == [accuracies[r] for r in (1, 2)]
     # The model learnt: the equality is not that of two untouched initialisations.
     assert accuracies[2] > accuracies[0] + 0.2
+
+
+def test_flower_fedavg_decodes_each_update_once(monkeypatch):
+    """The updates reach Flower's aggregation already decoded: the only arrays NumPy
+    deserialises are those of the aggregate (the serialised round trip is exact, so the
+    weights are those of ``aggregate_arrayrecords`` on the replies' own records)."""
+    rng = np.random.default_rng(0)
+    updates = [({"w": rng.normal(size=(3, 2)), "b": rng.normal(size=2)}, n) for n in (2.0, 5.0)]
+    loads = []
+    real = Array.numpy
+
+    def counted(self):
+        loads.append(self)
+        return real(self)
+
+    monkeypatch.setattr(Array, "numpy", counted)
+    merged = flower_fedavg(updates)
+    assert len(loads) == len(merged) == 2
+    monkeypatch.undo()
+    records = [
+        RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(v) for k, v in a.items()}),
+                "metrics": MetricRecord({"num-examples": n}),
+            }
+        )
+        for a, n in updates
+    ]
+    reference = aggregate_arrayrecords(records, "num-examples")
+    for name, value in reference.items():
+        np.testing.assert_array_equal(merged[name], value.numpy(), strict=True)

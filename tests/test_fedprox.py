@@ -11,10 +11,19 @@ from torch import nn
 
 from pwfl.config import load_config
 from pwfl.errors import ConfigError
+from pwfl.models import build_model
 from pwfl.runner import run_experiment
 from pwfl.strategies import build_policy
 from pwfl.strategies.fedprox import STEP, proximal_step
-from pwfl.training import StepContext
+from pwfl.training import (
+    PERSONAL,
+    ClientData,
+    StepContext,
+    TrainSettings,
+    initial_state,
+    personal_keys,
+    train_keeping,
+)
 
 from .conftest import CONFIGS
 
@@ -29,10 +38,11 @@ def test_the_proximal_step_adds_mu_over_two_times_the_squared_drift():
         model.weight += 0.5  # the client has moved: 6 weights, each 0.5 away
     x, y = torch.randn(4, 3), torch.tensor([0, 1, 1, 0])
     mu = 0.2
-    loss = proximal_step(model, x, y, StepContext(received, {"mu": mu}))
+    loss, reported = proximal_step(model, x, y, StepContext(received, {"mu": mu}))
     plain = nn.functional.cross_entropy(model(x), y)
     # (mu / 2) * 6 * 0.5^2 = 0.15
     assert float(loss - plain) == pytest.approx(0.15, rel=1e-6)
+    assert float(reported) == float(plain)  # the loss reported is the task's alone
     loss.backward()
     weight_grad = model.weight.grad.clone()
     model.zero_grad()
@@ -40,6 +50,47 @@ def test_the_proximal_step_adds_mu_over_two_times_the_squared_drift():
     plain.backward()
     # The term's gradient is mu (w - w^t): 0.2 * 0.5 on every weight, 0 on the bias.
     torch.testing.assert_close(weight_grad - model.weight.grad, torch.full((2, 3), 0.1))
+
+
+SEEN: list[tuple[list[str], float]] = []
+"""What :func:`recording_step` saw: the received names and the batch's task loss."""
+
+
+def recording_step(model, inputs, targets, context):
+    """FedProx's step, noting what it saw (the tests below read it)."""
+    loss, task = proximal_step(model, inputs, targets, context)
+    SEEN.append((sorted(context.received), float(task)))
+    return loss, task
+
+
+def _train_recording(keep: str, local: dict) -> dict[str, float]:
+    settings = TrainSettings(
+        model="mlp", input_shape=(1, 4, 4), num_classes=3, batch_size=4, local_epochs=1,
+        step="tests.test_fedprox:recording_step", step_options=(("mu", 10.0),),
+    )  # fmt: skip
+    generator = torch.Generator().manual_seed(0)
+    data = ClientData(torch.randn(12, 1, 4, 4, generator=generator), torch.arange(12) % 3)
+    SEEN.clear()
+    _, metrics, _ = train_keeping(initial_state(settings, seed=0), data, settings, keep, local)
+    return metrics
+
+
+def test_a_client_reports_the_task_loss_without_the_proximal_term():
+    metrics = _train_recording("none", {})
+    assert len(SEEN) == 3  # 12 examples in batches of 4; mu = 10 makes the term large
+    assert metrics["loss"] == pytest.approx(sum(task for _, task in SEEN) / 3, rel=1e-12)
+
+
+def test_the_proximal_term_leaves_a_personal_layer_out():
+    settings = TrainSettings(model="mlp", input_shape=(1, 4, 4), num_classes=3)
+    state = initial_state(settings, seed=1)
+    head = personal_keys(build_model("mlp", (1, 4, 4), 3, seed=0))
+    local = {PERSONAL + k: state[k] + 1.0 for k in head}
+    _train_recording("personal", local)
+    received = set(SEEN[0][0])
+    assert received and not received & set(head)
+    _train_recording("none", {})
+    assert set(head) <= set(SEEN[0][0])  # without personal state the head is shared
 
 
 def test_fedprox_names_its_step_and_mu_in_every_training_message():

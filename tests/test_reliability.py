@@ -22,13 +22,16 @@ from pwfl.checkpoint import (
     save_checkpoint,
     save_client_state,
 )
-from pwfl.config import Config, FaultsConfig, StragglerConfig, StrategyConfig
+from pwfl.config import Config, FaultsConfig, StragglerConfig, StrategyConfig, load_config
 from pwfl.faults import CRASH, HANG, NONE, TRANSIENT, fails_attempt, fault_for
 from pwfl.quorum import QUORUM_MISSED, QuorumLost, QuorumWatch, has_quorum, replies_needed
 from pwfl.records import FileMark
 from pwfl.stragglers import StragglerTracker
+from pwfl.strategies import build_policy
 from pwfl.strategies.server_optimizer import ServerOptimizer
 from pwfl.training import ClientData, TrainSettings
+
+from .scripted import run_scripted
 
 # --- fault draws ------------------------------------------------------------------
 
@@ -285,3 +288,38 @@ def test_personal_layer_is_the_classifier_and_replaces_the_received_one():
     b, _, _ = training.train_keeping(other, _data(), settings, "personal", local)
     for name in a:
         torch.testing.assert_close(a[name], b[name])
+
+
+def test_quorum_watch_counts_failed_updates_for_a_policy_of_server_steps():
+    """FedBuff and FedAsync have no groups to miss quorum: the watch counts their failed
+    single-client updates, max_missed_rounds x the updates one step takes, in a row."""
+    watch = QuorumWatch(max_missed_rounds=2, updates_per_step=2)
+    for delivered in (False, False, False, True, False, False, False):
+        watch.observe_update(delivered, steps=3)
+    assert watch.failed_updates == 3
+    with pytest.raises(QuorumLost, match="after server step 3: the last 4 client updates"):
+        watch.observe_update(False, steps=3)
+
+
+@pytest.mark.parametrize("name", ["fedbuff", "fedasync"])
+def test_a_step_policy_whose_updates_all_fail_is_stopped_by_the_engine(name):
+    """The engine's watch stops the run (the policy only says how many updates a step
+    takes), with the records so far kept."""
+    cfg = load_config(
+        None,
+        [
+            f"strategy.name={name}",
+            "data.num_clients=10",
+            "strategy.num_rounds=3",
+            "strategy.executor=serial",
+            "checkpoint.every=0",
+            "clock.compute=measured",
+            "faults.round_timeout_s=1",  # every client trains 100 s: every job times out
+            "faults.max_missed_rounds=3",
+        ],
+    )
+    policy = build_policy(cfg)
+    assert policy.updates_per_step == policy.buffer_size == (1 if name == "fedasync" else 5)
+    _, result = run_scripted(cfg, lambda client, server_round: 100.0)
+    limit = 3 * policy.updates_per_step
+    assert f"after server step 0: the last {limit} client updates all failed" in result.stopped

@@ -213,3 +213,70 @@ def test_an_async_run_killed_with_sigkill_resumes_to_the_uninterrupted_records(t
             check_exact=True,
             obj=name,
         )
+
+
+def test_the_first_round_after_a_resume_counts_its_wall_time_from_the_checkpoint(
+    tmp_path, monkeypatch
+):
+    """``round_wall_s`` is the run's host seconds between a set's round ends: after a
+    resume too (the checkpointed round's end is restored), not from the first start."""
+    cfg = load_config(CONFIGS / "tiny.toml", [*BASE, *CASES["fedavg"], "strategy.num_rounds=4"])
+    out = tmp_path / "killed"
+    assert run_until_done(cfg, out, [("before-checkpoint", 3)], monkeypatch) == 1
+    rows = pd.read_csv(out / "rounds.csv")
+    elapsed, wall = rows["elapsed_wall_s"].to_numpy(), rows["round_wall_s"].to_numpy()
+    assert wall[0] == pytest.approx(elapsed[0], abs=1e-9)
+    # Round 3 is the first the resumed process runs (its checkpoint was never written).
+    for r in range(1, len(rows)):
+        assert wall[r] == pytest.approx(elapsed[r] - elapsed[r - 1], abs=1e-9), r
+
+
+def test_a_run_killed_with_an_aggregation_pending_tells_the_policy_its_updates(
+    tmp_path, monkeypatch
+):
+    """Async PWFL checkpoints a set's round while another set's aggregation is still on
+    a server core: killed right after such a checkpoint, the resumed run hands the
+    policy that job's updates when the aggregation ends, and its records are those of
+    the uninterrupted run."""
+    overrides = [
+        *BASE,
+        *CASES["pwfl-async"],
+        "strategy.num_rounds=4",
+        "server.memory_gbps=0.000001",
+        "server.cores=1",
+    ]
+    cfg = load_config(CONFIGS / "tiny.toml", overrides)
+    full = tmp_path / "full"
+    run_experiment(cfg, full, quiet=True)
+    killed = tmp_path / "killed"
+    save, pending = checkpoint.save_checkpoint, []
+
+    def save_then_die_if_pending(path, ckpt):
+        save(path, ckpt)
+        if any(event["kind"] == "aggregated" for *_, event in ckpt.strategy["sim"]["queue"]):
+            pending.append(ckpt.round)
+            raise Killed
+
+    told = []
+    finish = Engine.finish
+
+    def noting_finish(self, finished):
+        told.append((finished.status, len(finished.updates), len(self.job(finished.job).counted())))
+        finish(self, finished)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint, "save_checkpoint", save_then_die_if_pending)
+        with pytest.raises(Killed):
+            run_experiment(cfg, killed, quiet=True)
+    assert pending, "no checkpoint was taken with an aggregation pending"
+    monkeypatch.setattr(Engine, "finish", noting_finish)
+    ckpt = load_checkpoint(killed / CHECKPOINT_FILE)
+    run_experiment(ckpt.config, killed, quiet=True, label=ckpt.label, resume=ckpt)
+    assert told and all(n == counted for status, n, counted in told if status == "ok")
+    for name in ("rounds.csv", "clients.csv", "server.csv"):
+        pd.testing.assert_frame_equal(
+            host_free(pd.read_csv(killed / name)),
+            host_free(pd.read_csv(full / name)),
+            check_exact=True,
+            obj=name,
+        )

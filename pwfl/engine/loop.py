@@ -107,7 +107,9 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
             if any(s.server_opt != "none" for s in set_strategies)
             else []
         )
-        self.watch = QuorumWatch(cfg.faults.max_missed_rounds, policy.num_weight_sets)
+        self.watch = QuorumWatch(
+            cfg.faults.max_missed_rounds, policy.num_weight_sets, policy.updates_per_step
+        )
         self.sets = []
         self.checkpoint_round = 0 if cfg.checkpoint.every > 0 else -1
         """The round of the newest checkpoint, -1 when none are written (clients
@@ -120,6 +122,9 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
         self.wall_before = 0.0  # host seconds spent before a resume
         self.run_started = 0.0
         self.last_wall = {}
+        """Each weight set's latest round end, in host seconds of the run (checkpointed:
+        the first round after a resume counts from the checkpoint's round end, the
+        host time between the checkpoint and the resume left out)."""
         self.closing = None
 
     # --- what policies may read (pwfl.strategies.base.Server) ---------------------------

@@ -13,7 +13,7 @@ from typing import Any
 
 from flwr.serverapp import Grid
 
-from pwfl.aggregation import Executor
+from pwfl.aggregation import Executor, Update
 from pwfl.callbacks import Callback
 from pwfl.clock import Simulation
 from pwfl.config import Config
@@ -82,6 +82,9 @@ class Parts:
         raise NotImplementedError
 
     def aggregation_done(self, event: Any) -> None:
+        raise NotImplementedError
+
+    def decode(self, job: Job, tries: list[Try]) -> list[Update]:
         raise NotImplementedError
 
     def close_round(self, end: RoundEnd) -> None:

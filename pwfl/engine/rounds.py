@@ -175,8 +175,9 @@ class RoundRecords(Parts):
         weight_set.val_loss = metrics["val_loss"]
         client = client_metrics.get(ws, {})
         counted = [row for row in tally.clients if row["aggregated"]]
-        started = self.last_wall.get(ws, self.run_started)
-        self.last_wall[ws] = now
+        elapsed = now - self.run_started
+        started = self.last_wall.get(ws, 0.0)
+        self.last_wall[ws] = elapsed
         return ROUNDS.row(
             strategy=self.label,
             seed=self.cfg.seed,
@@ -200,7 +201,7 @@ class RoundRecords(Parts):
             aggregate_wall_s=tally.aggregate_wall_s,
             group_start_s=tally.start_s if tally.clients else end.start_s,
             group_end_s=tally.ready_s if tally.clients else end.start_s,
-            round_wall_s=now - started,
+            round_wall_s=elapsed - started,
             **clock,
             **bytes_moved(tally.clients),
         )

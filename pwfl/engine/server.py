@@ -46,10 +46,8 @@ class ServerSide(Parts):
         job.staleness = self.sets[job.weight_set].rounds_trained - job.version
         for attempt in counted:
             attempt.staleness = job.staleness
-        updates = self._decode(job, counted) if job.status == OK else []
-        finished = Finished(
-            job.plan, job.status, now, now, updates, job.sent, job.staleness, job.id
-        )
+        updates = self.decode(job, counted) if job.status == OK else []
+        finished = self._finished(job, now, updates)
         aggregations = self.policy.aggregations(finished, self)  # type: ignore[arg-type]
         waited = [a for a in aggregations if a.waits]
         if len(waited) > 1:
@@ -57,12 +55,19 @@ class ServerSide(Parts):
         if waited:
             self._aggregate_later(job, waited[0])
         else:
-            self.finish(job, now, updates)
+            self.finish(finished)
         for aggregation in aggregations:
             if not aggregation.waits:
                 self._aggregate_now(aggregation)
 
-    def _decode(self, job: Job, tries: list) -> list[Update]:
+    def _finished(self, job: Job, ready_s: float, updates: list[Update]) -> Finished:
+        """What the policy is told of a job the server is done with at ``ready_s``."""
+        assert job.end_s is not None
+        return Finished(
+            job.plan, job.status, job.end_s, ready_s, updates, job.sent, job.staleness, job.id
+        )
+
+    def decode(self, job: Job, tries: list) -> list[Update]:
         """The counted replies' updates, decompressed (the one place they are decoded)."""
         mode = self.cfg.comm.compression
         updates = []
@@ -93,7 +98,7 @@ class ServerSide(Parts):
         ws = event.aggregation.weight_set
         self.apply(ws, event.arrays, optimise=True)
         self.tally(ws).add_busy(event.start_s, self.now, event.wall_s)
-        self.finish(event.job, self.now, event.aggregation.updates)
+        self.finish(self._finished(event.job, self.now, event.aggregation.updates))
 
     def _aggregate_now(self, aggregation: Aggregation) -> None:
         """An aggregation nobody waits for (a FedBuff server step): the weights change now
@@ -106,15 +111,14 @@ class ServerSide(Parts):
         if round_end is not None:
             self.close_round(round_end)
 
-    def finish(self, job: Job, ready_s: float, updates: list[Update]) -> None:
+    def finish(self, finished: Finished) -> None:
         """A job is done (its update applied, or skipped): tell the policy."""
-        tally = self.tally(job.weight_set)
-        tally.ready_s = max(tally.ready_s, ready_s)
-        assert job.end_s is not None
-        finished = Finished(
-            job.plan, job.status, job.end_s, ready_s, updates, job.sent, job.staleness, job.id
-        )
+        tally = self.tally(finished.plan.weight_set)
+        tally.ready_s = max(tally.ready_s, finished.ready_s)
         end = self.policy.finished(finished, self)  # type: ignore[arg-type]
+        if self.watch.updates_per_step:
+            delivered = finished.status == OK and bool(finished.updates)
+            self.watch.observe_update(delivered, self.sets[finished.plan.weight_set].rounds_trained)
         if end is not None:
             self.close_round(end)
 

@@ -14,7 +14,6 @@ by the run, the round, the client and the try).
 from __future__ import annotations
 
 import dataclasses
-import heapq
 import time
 from typing import Any
 
@@ -24,7 +23,6 @@ from flwr.proto.message_pb2 import Message as ProtoMessage
 
 from pwfl.aggregation import Arrays
 from pwfl.checkpoint import Checkpoint
-from pwfl.clock import _Flow, _Scheduled
 from pwfl.engine.events import TRY_EVENTS, Aggregated, GiveUp
 from pwfl.engine.jobs import Job, Tally
 from pwfl.engine.parts import Parts
@@ -48,9 +46,11 @@ class CheckpointState(Parts):
         and named arrays."""
         arrays: Arrays = {}
         state = {
-            "sim": self._clock_state(arrays),
+            "sim": self.sim.state(lambda event, seq: self._event_state(event, seq, arrays)),
             "elapsed_wall_s": time.perf_counter() - self.run_started,
+            "last_wall_s": {str(ws): t for ws, t in self.last_wall.items()},
             "quorum_streaks": self.watch.streaks,
+            "failed_updates": self.watch.failed_updates,
             "tracker": self.tracker.state(),
             "free_at": {str(c): t for c, t in self.free_at.items()},
             "busy": sorted(self.busy),
@@ -84,7 +84,9 @@ class CheckpointState(Parts):
         """Continue from ``ckpt``: weight sets, optimisers, clocks, jobs, estimates, policy."""
         state, arrays = ckpt.strategy, ckpt.arrays
         self.wall_before = float(state["elapsed_wall_s"])
+        self.last_wall = {int(ws): float(t) for ws, t in state["last_wall_s"].items()}
         self.watch.streaks = {k: int(v) for k, v in state["quorum_streaks"].items()}
+        self.watch.failed_updates = int(state["failed_updates"])
         self.tracker.load_state(state["tracker"])
         self.free_at = {int(c): float(t) for c, t in state["free_at"].items()}
         self.busy = {int(c) for c in state["busy"]}
@@ -105,61 +107,13 @@ class CheckpointState(Parts):
                 optimizer.load_state(_under(arrays, f"optimizer/{i}/"))
         self.tallies = {int(ws): _tally(t) for ws, t in state["tallies"].items()}
         self.jobs = [self._restore_job(saved, arrays) for saved in state["jobs"]]
-        self._restore_clock(state["sim"], arrays)
+        self.sim.load_state(state["sim"], lambda saved: self._restore_event(saved, arrays))
         for job in self.jobs:  # what the host was still waiting for is asked again
             for attempt in job.tries:
                 if not attempt.resolved and attempt.reply is None and not attempt.lost:
                     self.messenger.send(attempt)
 
-    # --- the simulated clock ----------------------------------------------------------
-
-    def _clock_state(self, arrays: Arrays) -> dict[str, Any]:
-        sim = self.sim
-        return {
-            "now": sim.now,
-            "seq": sim._seq,
-            "cores_free_at": list(sim.cores.free_at),
-            # Events dropped (their job or try settled) are left out: they refer to
-            # jobs the state no longer holds.
-            "queue": [
-                [item.time, item.seq, self._event_state(item.event, item.seq, arrays)]
-                for item in sim._queue
-                if item.seq not in sim._dropped
-            ],
-            "done": [
-                [link, list(key), self._event_state(event, -1, arrays)]
-                for (link, key), event in sim._done.items()
-            ],
-            "links": {
-                name: {
-                    "time": link.time,
-                    "flows": [[list(k), f.remaining, f.cap, f.rate] for k, f in link.flows.items()],
-                }
-                for name, link in sim.links.items()
-            },
-        }
-
-    def _restore_clock(self, saved: dict[str, Any], arrays: Arrays) -> None:
-        sim = self.sim
-        sim.now, sim._seq = float(saved["now"]), int(saved["seq"])
-        sim.cores.free_at = [float(t) for t in saved["cores_free_at"]]
-        sim._dropped = set()
-        sim._queue = [
-            _Scheduled(float(t), int(seq), self._restore_event(event, arrays))
-            for t, seq, event in saved["queue"]
-        ]
-        heapq.heapify(sim._queue)
-        sim._done = {
-            (link, tuple(key)): self._restore_event(event, arrays)
-            for link, key, event in saved["done"]
-        }
-        for name, link_state in saved["links"].items():
-            link = sim.links[name]
-            link.time = float(link_state["time"])
-            link.flows = {
-                tuple(key): _Flow(float(remaining), float(cap), float(rate))
-                for key, remaining, cap, rate in link_state["flows"]
-            }
+    # --- the simulated clock's events (the clock saves itself, Simulation.state) -------
 
     def _event_state(self, event: Any, seq: int, arrays: Arrays) -> dict[str, Any]:
         if isinstance(event, GiveUp):
@@ -185,8 +139,12 @@ class CheckpointState(Parts):
         if kind == "give_up":
             return GiveUp(self.job(int(saved["job"])), str(saved["status"]))
         if kind == "aggregated":
+            # Its updates are decoded again from the sources' counted replies, which the
+            # state holds: the policy is told of them when the aggregation ends.
+            sources = tuple(int(j) for j in saved["sources"])
+            updates = [u for j in sources for u in self.decode(self.job(j), self.job(j).counted())]
             aggregation = Aggregation(
-                int(saved["weight_set"]), self.policy.aggregate, [], tuple(saved["sources"])
+                int(saved["weight_set"]), self.policy.aggregate, updates, sources
             )
             return Aggregated(
                 self.job(int(saved["job"])),

@@ -191,6 +191,11 @@ class Policy:
     """Whether each round of the records is a server step that consumes replies sent
     before earlier steps (FedBuff, FedAsync) rather than the jobs sent for it (what
     the records' checks, :mod:`pwfl.invariants`, expect of its rows)."""
+    updates_per_step: int = 0
+    """For a policy whose rounds are server steps of single-client updates: the updates
+    one step takes, the unit of the engine's quorum watch (a run stops after
+    ``faults.max_missed_rounds`` x this many failed updates in a row); 0: the watch
+    counts rounds that missed quorum."""
     aggregate: AggregateFn = staticmethod(weighted_mean)
     """Updates -> weights, what the default :meth:`aggregations` runs (must pickle)."""
 

@@ -36,7 +36,8 @@ plan for, every dispatch is its own. Clients do not run federated evaluation
 (``client_accuracy`` is empty); the model is evaluated on the server's test set after
 every step.
 A run stops, with its records kept, when ``faults.max_missed_rounds`` x
-``buffer_size`` client updates in a row have failed.
+``buffer_size`` client updates in a row have failed (the engine's quorum watch,
+:class:`pwfl.quorum.QuorumWatch`, with ``updates_per_step = buffer_size``).
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ import numpy as np
 from pwfl.aggregation import Arrays, Update, buffered_step
 from pwfl.config import Config, ranged
 from pwfl.errors import ConfigError
-from pwfl.quorum import OK, QuorumLost
+from pwfl.quorum import OK
 from pwfl.seeding import rng_for
 from pwfl.strategies.base import Aggregation, Finished, Plan, Policy, RoundEnd, Server, free_when
 from pwfl.strategies.fedavg import one_model_only
@@ -89,8 +90,8 @@ class FedBuff(Policy):
 
     def __init__(self, cfg: Config):
         super().__init__(cfg)
-        self.buffer_size = self.steps_every()
-        """Client updates per server step (the failure streak's unit too)."""
+        self.buffer_size = self.updates_per_step = self.steps_every()
+        """Client updates per server step (the quorum watch's unit of failures too)."""
         self.server_lr = cfg.strategy.server_lr or 1.0
         self.exponent = self.settings.staleness_exponent
         self.steps = 0
@@ -102,7 +103,6 @@ class FedBuff(Policy):
         """Simulated times at which a free slot sends the model to a new client."""
         self._sent = 0
         self._last_step_s = 0.0
-        self._failures_in_a_row = 0
 
     def steps_every(self) -> int:
         """Client updates per server step: ``buffer_size``."""
@@ -157,7 +157,6 @@ class FedBuff(Policy):
     def finished(self, job: Finished, server: Server) -> RoundEnd | None:
         """The client's update is in: its slot goes to a new client now."""
         self._due.append(job.end_s)
-        self._count_failure(job.status == OK and bool(job.updates))
         return None
 
     def aggregated(self, aggregation: Aggregation, ready_s: float, server: Server) -> RoundEnd:
@@ -167,27 +166,16 @@ class FedBuff(Policy):
         self._last_step_s = ready_s
         return end
 
-    def _count_failure(self, delivered: bool) -> None:
-        self._failures_in_a_row = 0 if delivered else self._failures_in_a_row + 1
-        limit = self.cfg.faults.max_missed_rounds * self.buffer_size
-        if self._failures_in_a_row >= limit:
-            raise QuorumLost(
-                f"run stopped after server step {self.steps}: the last {limit} client updates "
-                "all failed; records so far are kept; see the error column of clients.csv, or "
-                "raise faults.max_retries or faults.round_timeout_s"
-            )
-
     def done(self) -> bool:
         return self.steps >= self.cfg.strategy.num_rounds
 
     def state(self) -> dict[str, Any]:
-        """Steps taken, the slots due, the buffer's weights and sources, the failure streak."""
+        """Steps taken, the slots due, the buffer's weights and sources."""
         return {
             "steps": self.steps,
             "due": self._due,
             "sent": self._sent,
             "last_step_s": self._last_step_s,
-            "failures_in_a_row": self._failures_in_a_row,
             "sources": self._sources,
             "weights": [weight for _, weight in self._buffer],
             "names": [sorted(delta) for delta, _ in self._buffer],
@@ -205,7 +193,6 @@ class FedBuff(Policy):
         self._due = [float(at) for at in state["due"]]
         self._sent = int(state["sent"])
         self._last_step_s = float(state["last_step_s"])
-        self._failures_in_a_row = int(state["failures_in_a_row"])
         self._sources = [int(j) for j in state["sources"]]
         self._buffer = [
             ({name: arrays[f"buffer/{i}/{name}"] for name in names}, float(weight))

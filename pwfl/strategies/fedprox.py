@@ -11,7 +11,12 @@ local SGD every strategy uses; the server averages the replies as FedAvg does
 (Flower's ``aggregate_arrayrecords``). The term pulls each client's model towards
 the one it was sent, which keeps the updates of clients with unlike data closer
 together. With ``mu = 0`` the term adds exactly zero to every loss and gradient,
-so a run gives FedAvg's numbers bit for bit (``tests/test_fedprox.py``).
+so a run gives FedAvg's numbers bit for bit (``tests/test_fedprox.py``). The
+term covers only the weights the server sent that the client trains from: with
+``train.client_state = "personal"`` the client's own classifier layer is left out
+(it is not the server's, and the client never sends it back). The train loss a
+client reports is the plain cross-entropy ``F_k``, without the term, the quantity
+every strategy reports.
 
 The term lives in the client's training step (:data:`pwfl.training.StepFn`),
 which the policy names in every training message (``train-step``, with
@@ -67,13 +72,14 @@ class FedProx(FedAvg):
 
 def proximal_step(
     model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, context: StepContext
-) -> torch.Tensor:
-    """The batch's cross-entropy plus ``(mu / 2) ||w - w^t||^2`` over the parameters."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's cross-entropy plus ``(mu / 2) ||w - w^t||^2`` over the parameters the
+    server sent (``context.received``: in personal mode not the client's own layer), and
+    the cross-entropy alone, the loss the client reports."""
     from torch.nn.functional import cross_entropy
 
     loss = cross_entropy(model(inputs), targets)
     mu = float(context.options.get("mu", 0.0))
-    drift = sum(
-        ((param - context.received[name]) ** 2).sum() for name, param in model.named_parameters()
-    )
-    return loss + (mu / 2) * drift
+    params = dict(model.named_parameters())
+    drift = sum(((params[name] - sent) ** 2).sum() for name, sent in context.received.items())
+    return loss + (mu / 2) * drift, loss
