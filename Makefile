@@ -20,8 +20,10 @@ run: $(STAMP)
 	$(BIN)/pwfl compare --config experiments/configs/quick.toml \
 		--strategies fedavg,pwfl-sequential,pwfl --seeds 0 --out results/compare/quick --overwrite
 
+# Two pytest workers: most tests wait on Ray, Flower or a child process for part of
+# their time, so two keep both cores of a 2-core machine busy.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal
 
 check: $(STAMP)
 	$(BIN)/ruff check pwfl tests experiments benchmarks
