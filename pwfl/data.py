@@ -26,10 +26,12 @@ model takes them (pwfl does not normalise them) and integer labels
 ``0..num_classes-1``; its input shape and classes are read from the arrays, and
 it is split between clients as the built-in sets are.
 
-Why one module of about 580 lines: the data sets, their split between the
+Why one module of about 680 lines: the data sets, their split between the
 clients and the cache of that split are one concept, a client's examples found
 from its id alone; the loaders of each source (the embedded MNIST subset,
-torchvision, Synthetic, your own function) are short functions keyed by name.
+torchvision, Synthetic, your own function) are short functions keyed by name;
+the two new sources with code of their own live in :mod:`pwfl.bundled` and
+:mod:`pwfl.hub`.
 """
 
 from __future__ import annotations
