@@ -31,7 +31,15 @@ from typing import Any
 BLOCKS = {"configuration": "docs/configuration.md", "analysis": "docs/analysis.md"}
 """Generated block name -> the page (relative to the repository) that holds it."""
 
-ANALYSIS_MODULES = ("loading", "summaries", "tables", "figures", "timeline", "structure")
+ANALYSIS_MODULES = (
+    "loading",
+    "summaries",
+    "fairness",
+    "tables",
+    "figures",
+    "timeline",
+    "structure",
+)
 """The modules of ``pwfl.analysis``, in the order the page lists them."""
 
 

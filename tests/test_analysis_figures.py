@@ -97,3 +97,44 @@ def test_plot_round_structure_names_each_groups_clients():
 def test_save_figure_writes_a_png(tmp_path):
     path = analysis.save_figure(analysis.plot_convergence(rounds_table()), tmp_path / "a" / "c.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_task_curves_has_a_panel_per_weight_set_with_the_strategies_that_trained_it():
+    fig = analysis.plot_task_curves(rounds_table(), x="sim_time_s", target=0.9)
+    set0, set1 = fig.axes
+    assert [set0.get_title(), set1.get_title()] == ["set 0", "set 1"]
+    # FedAvg trains one set: it is in set 0's panel only; the dashed line is the target.
+    assert labels(set0) == ["fedavg", "pwfl", "target"]
+    assert labels(set1) == ["pwfl", "target"]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["fedavg", "pwfl", "target"]
+    # The same strategy has the same colour in every panel.
+    assert set0.get_lines()[1].get_color() == set1.get_lines()[0].get_color()
+    pwfl1 = set1.get_lines()[0]
+    assert pwfl1.get_xdata().tolist() == pytest.approx([1.0, 2.0, 3.0])
+    assert pwfl1.get_ydata().tolist() == pytest.approx([0.45, 0.83, 0.88])
+    assert set0.get_xlabel() == "simulated time (s)"
+
+
+def test_plot_task_curves_draws_each_sets_own_target():
+    fig = analysis.plot_task_curves(rounds_table(), target={"0": 0.9, "1": 0.8})
+    targets = [ax.get_lines()[-1].get_ydata()[0] for ax in fig.axes]
+    assert targets == pytest.approx([0.9, 0.8])
+    assert not any("target" in labels(ax) for ax in analysis.plot_task_curves(rounds_table()).axes)
+
+
+def test_plot_allocation_shows_the_weight_set_of_each_client_and_round():
+    fig = analysis.plot_allocation(clients_table())
+    (ax,) = fig.axes
+    (image,) = ax.get_images()
+    # Rows are rounds 1 and 2, columns clients 0..3; values index the sets in order.
+    assert image.get_array().tolist() == [[0, 1, 0, 1], [1, 0, 1, 0]]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["set 0", "set 1"]
+    assert ax.get_title() == "pwfl (seed 0)"
+
+
+def test_plot_allocation_leaves_a_client_that_trained_nothing_blank():
+    clients = clients_table()
+    clients = clients[~((clients["client"] == 2) & (clients["round"] == 2))]
+    (ax,) = analysis.plot_allocation(clients).axes
+    image = ax.get_images()[0].get_array()
+    assert image.mask.tolist() == [[False] * 4, [False, False, True, False]]

@@ -16,20 +16,34 @@ Every public name is importable from here. The modules split them by concern:
 
 - ``loading``: run and comparison folders read into typed tables (``Results``);
 - ``summaries``: the numbers of runs and comparisons (``summary.json``, ``summary.csv``);
+- ``fairness``: the worst set, the spread and the makespan over a run's weight sets;
 - ``tables``: a summary as the README's Markdown table or the CLI's text table;
-- ``figures``: convergence, communication and round-trip figures, ``save_figure``;
+- ``figures``: convergence, per-task, allocation, communication and round-trip
+  figures, ``save_figure``;
 - ``timeline``: client work and server aggregations on the simulated clock;
 - ``structure``: the diagram of PWFL's round structure.
 """
 
 from __future__ import annotations
 
+from pwfl.analysis.fairness import (
+    EVERY_SEED,
+    FAIRNESS_METRICS,
+    accuracy_spread_std,
+    fairness_numbers,
+    first_target_s,
+    makespan_s,
+    set_targets,
+    worst_accuracy,
+)
 from pwfl.analysis.figures import (
     AXIS_LABELS,
+    plot_allocation,
     plot_communication,
     plot_convergence,
     plot_round_trips,
     plot_search,
+    plot_task_curves,
     save_figure,
 )
 from pwfl.analysis.loading import (
@@ -103,6 +117,15 @@ __all__ = [
     "round_groups",
     "set_ranking",
     "worst_set",
+    # fairness
+    "FAIRNESS_METRICS",
+    "EVERY_SEED",
+    "set_targets",
+    "worst_accuracy",
+    "accuracy_spread_std",
+    "makespan_s",
+    "first_target_s",
+    "fairness_numbers",
     # tables
     "SUMMARY_COLUMNS",
     "summary_view",
@@ -111,6 +134,8 @@ __all__ = [
     # figures, timeline, structure
     "AXIS_LABELS",
     "plot_convergence",
+    "plot_task_curves",
+    "plot_allocation",
     "plot_round_trips",
     "plot_search",
     "plot_communication",

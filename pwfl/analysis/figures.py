@@ -1,16 +1,21 @@
-"""Convergence, communication and round-trip figures, and saving a figure as PNG."""
+"""Convergence, per-task, allocation, communication and round-trip figures; saving as PNG."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
+from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator
 
 from pwfl.analysis._shared import colour_cycle, new_figure, weight_set_rows
-from pwfl.analysis.summaries import communication_per_round
+from pwfl.analysis.fairness import set_targets
+from pwfl.analysis.summaries import communication_per_round, round_groups
 
 AXIS_LABELS = {
     "round": "round",
@@ -60,9 +65,6 @@ def plot_convergence(
     sets_per_strategy = rounds.groupby("strategy")["weight_set"].nunique()
     for ax, column in zip(axes[0], x, strict=True):
         for (strategy, weight_set), line in rounds.groupby(["strategy", "weight_set"], sort=False):
-            stats = line.groupby("round").agg(
-                x=(column, "mean"), mean=("accuracy", "mean"), std=("accuracy", "std")
-            )
             named = line["set_name"].dropna() if "set_name" in line else pd.Series([], dtype=str)
             label = named.iloc[0] if len(named) and named.iloc[0] != str(weight_set) else None
             name = (
@@ -70,16 +72,7 @@ def plot_convergence(
                 if sets_per_strategy[strategy] == 1
                 else f"{strategy} / {label or f'set {weight_set}'}"
             )
-            (drawn,) = ax.plot(stats["x"], stats["mean"], marker=".", label=name)
-            if line["seed"].nunique() > 1:
-                std = stats["std"].fillna(0)
-                ax.fill_between(
-                    stats["x"],
-                    stats["mean"] - std,
-                    stats["mean"] + std,
-                    color=drawn.get_color(),
-                    alpha=0.2,
-                )
+            _mean_line(ax, line, column, name)
         ax.set_xlabel(AXIS_LABELS.get(column, column))
         if column == "round":
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -88,6 +81,154 @@ def plot_convergence(
     axes[0, -1].legend(fontsize=8, loc="lower right")
     what = "mean over weight sets and seeds" if weight_sets == "mean" else "mean over seeds"
     fig.suptitle(f"Convergence ({what}, band = ±1 std)")
+    return fig
+
+
+def _mean_line(
+    ax: Axes, line: pd.DataFrame, column: str, label: str, color: str | None = None
+) -> None:
+    """One curve's accuracy against ``column``: the mean over seeds per round, with a
+    band of one standard deviation where there are several seeds."""
+    stats = line.groupby("round").agg(
+        x=(column, "mean"), mean=("accuracy", "mean"), std=("accuracy", "std")
+    )
+    (drawn,) = ax.plot(stats["x"], stats["mean"], marker=".", label=label, color=color)
+    if line["seed"].nunique() > 1:
+        std = stats["std"].fillna(0)
+        ax.fill_between(
+            stats["x"], stats["mean"] - std, stats["mean"] + std, color=drawn.get_color(), alpha=0.2
+        )
+
+
+def plot_task_curves(
+    rounds: pd.DataFrame,
+    x: str = "round",
+    target: float | Mapping[str, float] | None = None,
+) -> Figure:
+    """Each weight set's accuracy curve in a panel of its own, strategies overlaid.
+
+    In multi-model federated learning each set is its own task: side by side,
+    the panels show which task lags, and for which strategy.
+
+    Parameters
+    ----------
+    rounds
+        ``rounds.csv`` / ``comparison.csv`` rows (merged models left out).
+    x
+        ``round``, ``sim_time_s`` or ``elapsed_wall_s``.
+    target
+        Optional target accuracy (one, or weight set -> its own, as
+        :func:`pwfl.analysis.fairness.set_targets`), drawn as a dashed line.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per weight set in order (titled by the set's name where it has
+        one), one line per strategy that trained that set, in the same colour in
+        every panel: the mean over seeds, with a band of one standard deviation
+        where there are several seeds. One legend for the figure.
+    """
+    rows = weight_set_rows(rounds).assign(weight_set=lambda t: t["weight_set"].astype(str))
+    sets = sorted(rows["weight_set"].unique(), key=_set_order)
+    fig, axes = new_figure(1, len(sets), (4.3 * len(sets), 3.8), sharey=True)
+    targets = set_targets(target, sets) if target is not None else {}
+    colours = colour_cycle()
+    strategies = list(dict.fromkeys(rows["strategy"]))
+    for ax, ws in zip(axes[0], sets, strict=True):
+        mine = rows[rows["weight_set"] == ws]
+        for strategy, line in mine.groupby("strategy", sort=False):
+            colour = colours[strategies.index(strategy) % len(colours)]
+            _mean_line(ax, line, x, str(strategy), colour)
+        if ws in targets:
+            ax.axhline(targets[ws], color="grey", linestyle="--", label="target")
+        names = mine["set_name"].dropna() if "set_name" in mine else pd.Series([], dtype=str)
+        title = names.iloc[0] if len(names) and names.iloc[0] != ws else f"set {ws}"
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(AXIS_LABELS.get(x, x))
+        if x == "round":
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("server test accuracy")
+    # A strategy may train only some sets (FedAvg's one): the legend gathers every panel's.
+    handles = {h.get_label(): h for ax in axes[0] for h in ax.get_lines()}
+    fig.legend(
+        handles.values(),
+        handles.keys(),
+        fontsize=8,
+        loc="outside lower center",
+        ncols=min(len(handles), 5),
+    )
+    fig.suptitle("Each weight set's task (mean over seeds, band = ±1 std)")
+    return fig
+
+
+def _set_order(weight_set: str) -> tuple[int, str]:
+    # Numbered sets in numeric order (set 10 after set 9), anything else after them.
+    return (int(weight_set), "") if weight_set.isdigit() else (1 << 30, weight_set)
+
+
+def _set_codes(groups: pd.DataFrame, sets: list[str]) -> np.ma.MaskedArray:
+    """A round x client table of weight sets as the index of each set in ``sets``,
+    masked where the client trained nothing (what imshow leaves blank)."""
+    index = {ws: float(i) for i, ws in enumerate(sets)}
+    codes = groups.apply(lambda column: column.map(index))
+    return np.ma.masked_invalid(codes.to_numpy(dtype="float64"))
+
+
+def plot_allocation(clients: pd.DataFrame, seed: int | None = None) -> Figure:
+    """Who trained what: the weight set each client was sent in each round, per strategy.
+
+    Parameters
+    ----------
+    clients
+        ``clients.csv`` rows; training messages are used (every try, aggregated
+        or not: what the client was asked to train).
+    seed
+        The run of each strategy shown; default its lowest seed.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One panel per strategy: an image with a row per round and a column per
+        client, coloured by weight set (set k in colour k, as the timeline),
+        white where the client trained nothing; a legend entry per set.
+    """
+    train = clients[clients["phase"] == "train"]
+    strategies = list(dict.fromkeys(train["strategy"]))
+    everyone = int(train["client"].max()) + 1
+    fig, axes = new_figure(
+        len(strategies), 1, (max(5.0, 1.5 + 0.25 * everyone), 1.5 + 2.5 * len(strategies))
+    )
+    colours = colour_cycle()
+    for ax, strategy in zip(axes[:, 0], strategies, strict=True):
+        mine = train[train["strategy"] == strategy]
+        shown = int(mine["seed"].min() if seed is None else seed)
+        groups = round_groups(train, strategy, shown, everyone)
+        sets = sorted(pd.unique(groups.stack().dropna().astype(str)), key=_set_order)
+        image = _set_codes(groups, sets)
+        palette = [colours[_set_order(ws)[0] % len(colours)] for ws in sets]
+        ax.imshow(
+            image,
+            cmap=ListedColormap(palette),
+            vmin=-0.5,
+            vmax=len(sets) - 0.5,
+            aspect="auto",
+            interpolation="nearest",
+            extent=(-0.5, everyone - 0.5, groups.index.max() + 0.5, groups.index.min() - 0.5),
+        )
+        ax.legend(
+            handles=[
+                Patch(color=c, label=f"set {ws}") for ws, c in zip(sets, palette, strict=True)
+            ],
+            fontsize=8,
+            loc="upper left",
+            bbox_to_anchor=(1.0, 1.0),
+        )
+        ax.set_title(f"{strategy} (seed {shown})", fontsize=10)
+        ax.set_ylabel("round")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[-1, 0].set_xlabel("client (white: not sent a weight set that round)")
     return fig
 
 

@@ -8,11 +8,13 @@ seeds, and the per-weight-set rows all call the same helpers).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from pwfl.analysis import fairness
 from pwfl.analysis._shared import MERGED, weight_set_rows
 from pwfl.clock import idle_share
 from pwfl.measures import first_reaching, total_bytes
@@ -57,7 +59,7 @@ TO_TARGET = ["rounds_to_target", "sim_time_to_target_s", "wall_time_to_target_s"
 
 
 def summarize_run(
-    rounds: pd.DataFrame, target: float, server: pd.DataFrame | None = None
+    rounds: pd.DataFrame, target: float | Mapping[str, float], server: pd.DataFrame | None = None
 ) -> dict[str, Any]:
     """Headline numbers of one run: each weight set's, and ``all`` of them.
 
@@ -69,14 +71,17 @@ def summarize_run(
     target, with ``reached`` of ``sets`` saying how many did (a set that never
     reaches it counts as not reached, not as missing); the run's totals (bytes,
     simulated and host time); the share of the simulated time the server was
-    idle; and, labelled as such, ``best_of_k_final_accuracy``, the best set's.
+    idle; labelled as such, ``best_of_k_final_accuracy``, the best set's; and
+    the fairness and makespan numbers over the sets (:mod:`pwfl.analysis.fairness`:
+    ``worst_accuracy``, ``accuracy_spread_std``, ``makespan_s``, ``first_target_s``).
 
     Parameters
     ----------
     rounds
         The ``rounds.csv`` rows of one run.
     target
-        Accuracy whose first crossing is reported.
+        Accuracy whose first crossing is reported: one for every set, or weight
+        set -> its own (:func:`pwfl.analysis.fairness.set_targets`).
     server
         The run's ``server.csv`` rows: the idle share of a run without a round
         barrier (async, whose rounds cover one set each) comes from its
@@ -88,9 +93,9 @@ def summarize_run(
         ``{"0": {...}, "1": {...}, ..., "all": {...}}``; ``summary.json`` holds it.
     """
     sets = weight_set_rows(rounds)
-    per_set = {
-        str(ws): _set_numbers(rows, target) for ws, rows in sets.groupby("weight_set", sort=True)
-    }
+    grouped = sets.groupby("weight_set", sort=True)
+    targets = fairness.set_targets(target, [str(ws) for ws in grouped.groups])
+    per_set = {str(ws): _set_numbers(rows, targets[str(ws)]) for ws, rows in grouped}
     every = pd.DataFrame(per_set.values())
     reached = every[every["reached"] == 1]
     summary = {
@@ -106,6 +111,7 @@ def summarize_run(
         "total_wall_time_s": float(sets["elapsed_wall_s"].max()),
         "idle_fraction": _idle_share(sets, server),
         "best_of_k_final_accuracy": float(every["final_accuracy"].max()),
+        **fairness.fairness_numbers(every),
     }
     for column in ("total_bytes_up", "total_bytes_down"):
         if column in every:
@@ -139,6 +145,7 @@ SUMMARY_METRICS = [
     "idle_fraction",
     "total_bytes_up",
     "best_of_k_final_accuracy",
+    *fairness.FAIRNESS_METRICS,
 ]
 """The numbers ``summary.csv`` gives a mean and a standard deviation over seeds."""
 
@@ -176,7 +183,7 @@ def finish_spread(clients: pd.DataFrame) -> pd.DataFrame:
 
 def summarize_runs(
     rounds: pd.DataFrame,
-    target: float,
+    target: float | Mapping[str, float],
     clients: pd.DataFrame | None = None,
     server: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
@@ -187,7 +194,8 @@ def summarize_runs(
     rounds
         ``rounds.csv`` / ``comparison.csv`` rows.
     target
-        Accuracy whose first crossing is reported.
+        Accuracy whose first crossing is reported, or weight set -> its own
+        (as for :func:`summarize_run`).
     clients
         Optional ``clients.csv`` rows: adds ``finish_spread`` (mean over rounds)
         to the ``all`` rows.
@@ -217,7 +225,7 @@ def summarize_runs(
 
 def summarize_comparison(
     rounds: pd.DataFrame,
-    target: float,
+    target: float | Mapping[str, float],
     clients: pd.DataFrame | None = None,
     server: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
@@ -237,7 +245,11 @@ def summarize_comparison(
         ``<metric>_mean`` and ``<metric>_std`` (sample standard deviation, as
         the figures' bands; empty with one seed) of every metric of
         ``SUMMARY_METRICS`` and ``finish_spread``. A mean of a time to the
-        target is over the runs and sets that reached it. This is ``summary.csv``.
+        target is over the runs and sets that reached it. The ``all`` rows
+        alone hold the fairness numbers (:mod:`pwfl.analysis.fairness`), each
+        taken per seed over the sets, then averaged over seeds; ``makespan_s``
+        and ``first_target_s`` are NaN when one seed's is. ``target`` is each
+        set's (empty in ``all`` when the sets' differ). This is ``summary.csv``.
     """
     runs = summarize_runs(rounds, target, clients, server)
     metrics = [m for m in [*SUMMARY_METRICS, "finish_spread"] if m in runs]
@@ -251,7 +263,10 @@ def summarize_comparison(
         for name in TO_TARGET:
             table.loc[(strategy, ALL), f"{name}_mean"] = hit[name].mean()
             table.loc[(strategy, ALL), f"{name}_std"] = hit[name].std(ddof=1)
-    table["target"] = target
+    for name in fairness.EVERY_SEED:
+        unfinished = runs[name].isna().groupby([runs["strategy"], runs["weight_set"]]).any()
+        table.loc[unfinished[unfinished].index, [f"{name}_mean", f"{name}_std"]] = np.nan
+    table["target"] = _target_column(table.index.get_level_values("weight_set"), target)
     table["seeds"] = grouped["seed"].nunique()
     table["reached"] = grouped["reached"].sum()
     table["sets"] = grouped["sets"].sum()
@@ -265,6 +280,16 @@ def summarize_comparison(
         .drop(columns=["_order", "_all"])
         .reset_index(drop=True)
     )
+
+
+def _target_column(weight_sets: pd.Index, target: float | Mapping[str, float]) -> list[float]:
+    # One target: every row's. A target per set: each set's row its own, and the
+    # ``all`` row the common one if there is one.
+    if not isinstance(target, Mapping):
+        return [float(target)] * len(weight_sets)
+    common = set(target.values())
+    shared = float(common.pop()) if len(common) == 1 else float("nan")
+    return [shared if ws == ALL else float(target[ws]) for ws in weight_sets]
 
 
 def idle_per_round(rounds: pd.DataFrame) -> pd.DataFrame:
