@@ -3,6 +3,8 @@ probabilities and draws, their config keys, and tiny runs with each in sync and 
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -161,3 +163,56 @@ def test_a_set_that_draws_no_client_keeps_its_weights_and_the_run_goes_on(tmp_pa
     for r in sorted(empty):  # a round without clients leaves the weights, hence the accuracy
         if r - 1 in accuracy.index:
             assert accuracy[r] == accuracy[r - 1]
+
+
+def test_the_policy_sees_the_norms_of_the_updates_the_server_counted(tmp_path, monkeypatch):
+    import pwfl.allocation as allocation
+
+    seen: list[dict] = []
+    original = allocation.variance_reduced_shares
+
+    def spy(clients, k, norms):
+        seen.append(dict(norms))
+        return original(clients, k, norms)
+
+    monkeypatch.setattr(allocation, "variance_reduced_shares", spy)
+    train = _run(tmp_path, "variance-reduced", "sync")
+    assert len(seen) == 3 and seen[0] == {}  # one split a round; nothing known in round 1
+    first = train[(train["round"] == 1) & (train["status"] == "ok")]
+    pairs = {(int(c), int(ws)) for c, ws in first[["client", "weight_set"]].to_numpy()}
+    assert set(seen[1]) == pairs and all(n > 0 for n in seen[1].values())
+
+
+def test_a_variance_reduced_run_resumes_exactly(tmp_path, monkeypatch):
+    """Its norms travel in the checkpoint: a 2-round run resumed to 4 rounds sees the
+    norms, and gives the records, of a 4-round run."""
+    import pwfl.allocation as allocation
+    from pwfl.checkpoint import CHECKPOINT_FILE, load_checkpoint, save_checkpoint
+
+    seen: list[dict] = []
+    original = allocation.variance_reduced_shares
+
+    def spy(clients, k, norms):
+        seen.append(dict(norms))
+        return original(clients, k, norms)
+
+    monkeypatch.setattr(allocation, "variance_reduced_shares", spy)
+
+    def cfg(rounds: int):
+        overrides = ["strategy.group_policy=variance-reduced", "data.num_clients=6"]
+        return load_config(CONFIGS / "tiny.toml", [*overrides, f"strategy.num_rounds={rounds}"])
+
+    short, resumed, full = tmp_path / "short", tmp_path / "resumed", tmp_path / "full"
+    run_experiment(cfg(2), short, quiet=True)
+    ckpt = load_checkpoint(short / CHECKPOINT_FILE)
+    ckpt.config_toml, ckpt.num_rounds = cfg(4).to_toml(), 4
+    shutil.copytree(short, resumed)
+    save_checkpoint(resumed / CHECKPOINT_FILE, ckpt)
+    seen.clear()
+    run_experiment(cfg(4), resumed, quiet=True, label=ckpt.label, resume=ckpt)
+    after_resume, seen[:] = list(seen), []
+    run_experiment(cfg(4), full, quiet=True)
+    assert after_resume[0] and after_resume == seen[2:]  # rounds 3 and 4
+    a, b = (pd.read_csv(d / "clients.csv") for d in (resumed, full))
+    host = [c for c in a if c.endswith(("_wall_s", "_measured_s"))]
+    pd.testing.assert_frame_equal(a.drop(columns=host), b.drop(columns=host), check_exact=True)
