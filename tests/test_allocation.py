@@ -8,6 +8,8 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pwfl.allocation import (
     alpha_fair_shares,
@@ -55,6 +57,29 @@ def test_update_norm_is_the_norm_of_trained_minus_sent_over_the_arrays_sent_back
     sent = {"a": np.array([1.0, 1.0], np.float32), "b": np.zeros(1, np.float32)}
     trained = {"a": np.array([4.0, 5.0], np.float32), "kept": np.full(2, 9.0)}
     assert update_norm(trained, sent) == pytest.approx(5.0)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    policy=st.sampled_from(["random", "alpha-fair", "variance-reduced"]),
+    clients=st.lists(st.integers(0, 1000), min_size=1, max_size=30, unique=True),
+    k=st.integers(1, 5),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_every_sampled_client_is_in_exactly_one_group(policy, clients, k, seed):
+    rng = np.random.default_rng(seed)
+    losses = tuple(rng.uniform(0.1, 3.0, k))
+    norms = {(c, ws): float(rng.uniform(0, 2)) for c in clients[::2] for ws in range(k)}
+    ctx = GroupContext(1, losses, alpha=2.5, norms=norms)
+    if k > len(clients):
+        with pytest.raises(ValueError):
+            split_clients(policy, clients, k, rng, context=ctx)
+        return
+    groups = split_clients(policy, clients, k, rng, context=ctx)
+    flat = [c for g in groups for c in g]
+    assert len(groups) == k and sorted(flat) == sorted(clients)  # disjoint, all placed
+    group = draw_group(policy, clients, k - 1, k, 2, rng, {}, ctx)
+    assert len(set(group)) == len(group) and set(group) <= set(clients)
 
 
 def test_assign_sets_draws_one_uniform_per_row_by_hand():

@@ -185,7 +185,7 @@ def test_section_must_be_a_table():
         ("strategy.k=0", "strategy.k"),
         ("strategy.min_train_nodes=0", "strategy.min_train_nodes"),
         ("strategy.min_train_nodes=11", "strategy.min_train_nodes"),
-        ("strategy.group_policy=random", "strategy.group_policy"),
+        ("strategy.group_policy=greedy", "strategy.group_policy"),
         ("strategy.executor=dask", "strategy.executor"),
         ("strategy.target_accuracy=1.5", "strategy.target_accuracy"),
         ("strategy.merge=sometimes", "strategy.merge"),
