@@ -421,13 +421,14 @@ def test_a_bad_run_config_is_one_line_naming_it(run_config, named):
     assert named in str(info.value) and "\n" not in str(info.value)
 
 
-def test_loss_aware_groups_with_personal_state_are_refused_in_one_line():
-    """Personal state leaves the server's validation losses empty: loss-aware would
-    silently allocate at random."""
+@pytest.mark.parametrize("policy", ["loss-aware", "alpha-fair"])
+def test_loss_aware_groups_with_personal_state_are_refused_in_one_line(policy):
+    """Personal state leaves the server's validation losses empty: loss-aware (or
+    alpha-fair) would silently allocate at random."""
     with pytest.raises(ConfigError, match="strategy.group_policy") as err:
         load_config(
             None,
-            ["train.client_state=personal", "strategy.group_policy=loss-aware", "model.name=mlp"],
+            ["train.client_state=personal", f"strategy.group_policy={policy}", "model.name=mlp"],
         )
     assert "\n" not in str(err.value)
 

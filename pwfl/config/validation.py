@@ -148,7 +148,7 @@ def validate(cfg: Config) -> None:
     )
     _validate_strategy(cfg)
     _check(
-        s.group_policy != "loss-aware" or cfg.train.client_state != "personal",
+        s.group_policy not in ("loss-aware", "alpha-fair") or cfg.train.client_state != "personal",
         "strategy.group_policy",
         s.group_policy,
         "allocates by the sets' server validation losses, which personal client state "
