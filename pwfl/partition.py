@@ -14,10 +14,11 @@ one round.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from pwfl import allocation
 from pwfl.config import num_sampled
 
 
@@ -184,10 +185,57 @@ def draw_fixed(
 @dataclass(frozen=True)
 class GroupContext:
     """What a policy may know beyond the clients: the round (the set's own in async
-    mode) and each weight set's latest server validation loss (NaN before its first)."""
+    mode), each weight set's latest server validation loss (NaN before its first),
+    the alpha-fair settings, and the norms of the latest updates received."""
 
     server_round: int = 1
     losses: tuple[float, ...] = ()
+    alpha: float = 1.0
+    """alpha-fair: the fairness exponent (``strategy.alpha``)."""
+    set_weights: tuple[float, ...] = ()
+    """alpha-fair: each set's priority (``strategy.set_weights``; empty: all 1)."""
+    norms: Mapping[tuple[int, int], float] = field(default_factory=dict)
+    """variance-reduced: (client, weight set) -> the norm of the latest update of that
+    client for that set the server received (:func:`pwfl.allocation.update_norm`)."""
+
+
+def _shares(name: str, clients: Sequence[int], k: int, ctx: GroupContext) -> np.ndarray:
+    """One row of K set probabilities per client, by the allocation rule ``name``."""
+    if name == "random":
+        return allocation.uniform_shares(len(clients), k)
+    if name == "alpha-fair":
+        losses = ctx.losses if len(ctx.losses) == k else (float("nan"),) * k
+        weights = ctx.set_weights if len(ctx.set_weights) == k else ()
+        row = allocation.alpha_fair_shares(losses, ctx.alpha, weights)
+        return np.tile(row, (len(clients), 1))
+    return allocation.variance_reduced_shares(clients, k, ctx.norms)
+
+
+def _allocated(name: str) -> GroupPolicy:
+    """The policy of a rule where each client draws its own set (:mod:`pwfl.allocation`)."""
+
+    def split(
+        clients: Sequence[int],
+        k: int,
+        rng: np.random.Generator,
+        sizes: Mapping[int, int],
+        ctx: GroupContext,
+    ) -> list[list[int]]:
+        _check_k(clients, k)
+        return allocation.split_by_probabilities(clients, _shares(name, clients, k, ctx), rng)
+
+    def draw(
+        free: Sequence[int],
+        ws: int,
+        k: int,
+        size: int,
+        rng: np.random.Generator,
+        sizes: Mapping[int, int],
+        ctx: GroupContext,
+    ) -> list[int]:
+        return allocation.draw_by_probabilities(free, ws, size, _shares(name, free, k, ctx), rng)
+
+    return GroupPolicy(split, draw)
 
 
 @dataclass(frozen=True)
@@ -226,6 +274,9 @@ GROUP_POLICIES: dict[str, GroupPolicy] = {
             free, ws, k, size, rng, ctx.losses
         ),
     ),
+    "random": _allocated("random"),
+    "alpha-fair": _allocated("alpha-fair"),
+    "variance-reduced": _allocated("variance-reduced"),
 }
 """``strategy.group_policy`` names -> their split (sync) and draw (async); keyed by exactly
 ``pwfl.registry.GROUP_POLICIES``."""

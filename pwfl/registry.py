@@ -42,7 +42,16 @@ BINDINGS = ("pool", "node")
 """``simulation.client_binding``: ``pwfl.transport.BINDINGS``."""
 BACKENDS = ("ray", "inline")
 """``simulation.backend``: Flower's simulation engine on Ray, or ``pwfl.inline``."""
-GROUP_POLICIES = ("complementary", "balanced", "fixed", "round-robin", "loss-aware")
+GROUP_POLICIES = (
+    "complementary",
+    "balanced",
+    "fixed",
+    "round-robin",
+    "loss-aware",
+    "random",
+    "alpha-fair",
+    "variance-reduced",
+)
 """``strategy.group_policy``: the keys of ``pwfl.partition.GROUP_POLICIES``."""
 EXECUTORS = ("ray", "threads", "serial")
 """``strategy.executor``: the keys of ``pwfl.aggregation.EXECUTORS``."""

@@ -185,7 +185,7 @@ def test_section_must_be_a_table():
         ("strategy.k=0", "strategy.k"),
         ("strategy.min_train_nodes=0", "strategy.min_train_nodes"),
         ("strategy.min_train_nodes=11", "strategy.min_train_nodes"),
-        ("strategy.group_policy=random", "strategy.group_policy"),
+        ("strategy.group_policy=greedy", "strategy.group_policy"),
         ("strategy.executor=dask", "strategy.executor"),
         ("strategy.target_accuracy=1.5", "strategy.target_accuracy"),
         ("strategy.merge=sometimes", "strategy.merge"),
@@ -421,13 +421,14 @@ def test_a_bad_run_config_is_one_line_naming_it(run_config, named):
     assert named in str(info.value) and "\n" not in str(info.value)
 
 
-def test_loss_aware_groups_with_personal_state_are_refused_in_one_line():
-    """Personal state leaves the server's validation losses empty: loss-aware would
-    silently allocate at random."""
+@pytest.mark.parametrize("policy", ["loss-aware", "alpha-fair"])
+def test_loss_aware_groups_with_personal_state_are_refused_in_one_line(policy):
+    """Personal state leaves the server's validation losses empty: loss-aware (or
+    alpha-fair) would silently allocate at random."""
     with pytest.raises(ConfigError, match="strategy.group_policy") as err:
         load_config(
             None,
-            ["train.client_state=personal", "strategy.group_policy=loss-aware", "model.name=mlp"],
+            ["train.client_state=personal", f"strategy.group_policy={policy}", "model.name=mlp"],
         )
     assert "\n" not in str(err.value)
 

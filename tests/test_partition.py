@@ -259,5 +259,5 @@ def test_k_zero_raises(policy):
 
 
 def test_unknown_policy_raises():
-    with pytest.raises(ValueError, match="unknown group policy 'random'"):
-        split_clients("random", [0, 1], 2, np.random.default_rng(0))
+    with pytest.raises(ValueError, match="unknown group policy 'greedy'"):
+        split_clients("greedy", [0, 1], 2, np.random.default_rng(0))

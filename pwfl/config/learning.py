@@ -145,9 +145,18 @@ class StrategyConfig:
     """How sampled clients are split into groups: complementary (random split),
     balanced (near-equal examples per group), fixed (a client always trains the
     same weight set), round-robin (MFA-RR: in round r client c trains set
-    (c + r) mod k) or loss-aware (a client goes to set k with probability
-    L_k / sum L, the sets' latest server validation losses). In async mode each set
-    draws its group from the free clients by the same rule."""
+    (c + r) mod k), loss-aware (a client goes to set k with probability
+    L_k / sum L, the sets' latest server validation losses), random (MFA-Rand: each
+    client draws a set uniformly), alpha-fair (FedFairMMFL: set s with probability
+    proportional to w_s L_s^(alpha - 1)) or variance-reduced (client i to set s in
+    proportion to the norm of its latest update for s); docs/strategies.md has each.
+    In async mode each set draws its group from the free clients by the same rule."""
+    alpha: float = ranged(1.0, ge=0)
+    """alpha-fair: the fairness exponent, >= 0; 1 allocates uniformly, larger values
+    send more clients to the sets with the highest validation loss."""
+    set_weights: str = ""
+    """alpha-fair: each weight set's priority w_s, k positive numbers separated by
+    commas ("1,2"); empty: every set 1."""
     merge: str = "none"
     """Merge policy between weight sets: none, every:N (average and redistribute
     every N rounds) or final (one merged model, evaluated at the end)."""

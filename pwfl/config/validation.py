@@ -103,6 +103,22 @@ def parse_merge(merge: str) -> tuple[str, int]:
     )
 
 
+def parse_set_weights(text: str, k: int) -> tuple[float, ...]:
+    """``strategy.set_weights`` as k positive floats: ``"1,2" -> (1.0, 2.0)``; empty: ()."""
+    if not text.strip():
+        return ()
+    try:
+        weights = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        weights = ()
+    if len(weights) != k or not all(math.isfinite(w) and w > 0 for w in weights):
+        raise ConfigError(
+            f"config key 'strategy.set_weights' = {text!r} is invalid: "
+            f"give k = {k} positive numbers separated by commas, or leave it empty"
+        )
+    return weights
+
+
 def validate(cfg: Config) -> None:
     """Check every value and the relations between them; raise ConfigError.
 
@@ -132,13 +148,14 @@ def validate(cfg: Config) -> None:
     )
     _validate_strategy(cfg)
     _check(
-        s.group_policy != "loss-aware" or cfg.train.client_state != "personal",
+        s.group_policy not in ("loss-aware", "alpha-fair") or cfg.train.client_state != "personal",
         "strategy.group_policy",
         s.group_policy,
         "allocates by the sets' server validation losses, which personal client state "
         "leaves empty (each client keeps its own classifier); use another group policy",
     )
     parse_merge(s.merge)
+    parse_set_weights(s.set_weights, s.k)
     _validate_clients(cfg.clients)
     _validate_faults(cfg.faults)
     _check(

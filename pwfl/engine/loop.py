@@ -126,6 +126,9 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
         the first round after a resume counts from the checkpoint's round end, the
         host time between the checkpoint and the resume left out)."""
         self.closing = None
+        self.norms = {}
+        """(client, weight set) -> the norm of its latest counted update (checkpointed;
+        kept only for the variance-reduced group policy)."""
 
     # --- what policies may read (pwfl.strategies.base.Server) ---------------------------
 
@@ -169,6 +172,9 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
     def losses(self) -> tuple[float, ...]:
         """Each weight set's latest server validation loss (NaN before its first)."""
         return tuple(ws.val_loss for ws in self.sets)
+
+    def update_norms(self) -> dict[tuple[int, int], float]:
+        return self.norms
 
     def local_epochs(self, weight_set: int, clients: Sequence[int]) -> tuple[float, ...]:
         """The local epochs to ask of each of ``clients`` training ``weight_set``, planned now.

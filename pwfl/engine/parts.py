@@ -69,6 +69,8 @@ class Parts:
     last_wall: dict[int, float]
     closing: Closing | None
     """The round whose closing waits for its clients' evaluations, if any."""
+    norms: dict[tuple[int, int], float]
+    """(client, weight set) -> its latest counted update's norm (variance-reduced)."""
 
     @property
     def now(self) -> float:

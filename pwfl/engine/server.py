@@ -13,6 +13,7 @@ server step taken when a buffer fills).
 from __future__ import annotations
 
 from pwfl.aggregation import Arrays, Timed, Update
+from pwfl.allocation import update_norm
 from pwfl.clock import aggregation_bytes, aggregation_seconds
 from pwfl.engine.events import Aggregated
 from pwfl.engine.jobs import Job, Tally
@@ -47,6 +48,9 @@ class ServerSide(Parts):
         for attempt in counted:
             attempt.staleness = job.staleness
         updates = self.decode(job, counted) if job.status == OK else []
+        if updates and self.cfg.strategy.group_policy == "variance-reduced":
+            for attempt, (arrays, _) in zip(counted, updates, strict=True):
+                self.norms[attempt.client, job.weight_set] = update_norm(arrays, job.sent)
         finished = self._finished(job, now, updates)
         aggregations = self.policy.aggregations(finished, self)  # type: ignore[arg-type]
         waited = [a for a in aggregations if a.waits]

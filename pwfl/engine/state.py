@@ -55,6 +55,7 @@ class CheckpointState(Parts):
             "free_at": {str(c): t for c, t in self.free_at.items()},
             "busy": sorted(self.busy),
             "unfilled": {str(r): n for r, n in self.unfilled.items()},
+            "update_norms": [[c, ws, n] for (c, ws), n in sorted(self.norms.items())],
             "dispatches": [[*key, n] for key, n in self.dispatches.items()],
             "next_job": self.next_job,
             "jobs": [self._job_state(job, arrays) for job in self.jobs],
@@ -91,6 +92,7 @@ class CheckpointState(Parts):
         self.free_at = {int(c): float(t) for c, t in state["free_at"].items()}
         self.busy = {int(c) for c in state["busy"]}
         self.unfilled = {int(r): int(n) for r, n in state["unfilled"].items()}
+        self.norms = {(int(c), int(ws)): float(n) for c, ws, n in state.get("update_norms", [])}
         self.dispatches = {(int(r), int(c), int(ws)): int(n) for r, c, ws, n in state["dispatches"]}
         self.next_job = int(state["next_job"])
         for client, ws in state["client_states"]:

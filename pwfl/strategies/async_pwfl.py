@@ -27,9 +27,17 @@ from typing import Any
 import numpy as np
 
 from pwfl.config import Config, num_sampled
-from pwfl.partition import GroupContext, draw_group
+from pwfl.partition import draw_group
 from pwfl.seeding import rng_for
-from pwfl.strategies.base import Finished, Plan, Policy, RoundEnd, Server, free_when
+from pwfl.strategies.base import (
+    Finished,
+    Plan,
+    Policy,
+    RoundEnd,
+    Server,
+    free_when,
+    group_context,
+)
 from pwfl.strategies.pwfl import check_group_count, configured_aggregator
 
 
@@ -86,7 +94,7 @@ class AsyncPWFL(Policy):
             self._group_size(server),
             rng,
             server.sizes(free) if policy == "balanced" else {},
-            GroupContext(server_round, server.losses()),
+            group_context(self.cfg, server, server_round),
         )
 
     def finished(self, job: Finished, server: Server) -> RoundEnd:

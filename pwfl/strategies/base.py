@@ -23,15 +23,16 @@ times and NumPy arrays.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from pwfl.aggregation import AggregateFn, Arrays, Update, weighted_mean
-from pwfl.config import Config, num_sampled, strategy_settings
+from pwfl.config import Config, num_sampled, parse_set_weights, strategy_settings
 from pwfl.errors import PwflError
+from pwfl.partition import GroupContext
 from pwfl.quorum import OK
 
 MAX_PERIODS = 100_000
@@ -159,6 +160,11 @@ class Server(Protocol):
         """Each weight set's latest server validation loss (NaN before its first)."""
         ...
 
+    def update_norms(self) -> Mapping[tuple[int, int], float]:
+        """(client, weight set) -> the norm of the latest update of that client for that
+        set the server counted (kept for the variance-reduced group policy only)."""
+        ...
+
     def set_weights(self, weight_set: int, arrays: Arrays) -> None:
         """Replace a weight set's weights (merging)."""
         ...
@@ -281,6 +287,18 @@ class Policy:
         """How many clients train at once at most (the simulation's pool size)."""
         s = cfg.strategy
         return num_sampled(cfg.data.num_clients, s.fraction_train, s.min_train_nodes)
+
+
+def group_context(cfg: Config, server: Server, server_round: int) -> GroupContext:
+    """What ``strategy.group_policy`` may know when it forms a group in ``server_round``."""
+    s = cfg.strategy
+    return GroupContext(
+        server_round,
+        server.losses(),
+        s.alpha,
+        parse_set_weights(s.set_weights, s.k),
+        server.update_norms() if s.group_policy == "variance-reduced" else {},
+    )
 
 
 def free_when(

@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import Any
 
 from pwfl.config import Config, num_sampled
-from pwfl.partition import GroupContext, split_clients
+from pwfl.partition import split_clients
 from pwfl.seeding import rng_for
-from pwfl.strategies.base import Finished, Plan, Policy, RoundEnd, Server
+from pwfl.strategies.base import Finished, Plan, Policy, RoundEnd, Server, group_context
 
 
 class SynchronousRounds(Policy):
@@ -75,7 +75,7 @@ class SynchronousRounds(Policy):
             self.num_weight_sets,
             rng_for(self.cfg.seed, "split", server_round),
             server.sizes(sampled),
-            GroupContext(server_round, server.losses()),
+            group_context(self.cfg, server, server_round),
         )
 
     def finished(self, job: Finished, server: Server) -> RoundEnd | None:
