@@ -8,7 +8,8 @@ Usage::
 Every (strategy, seed) run writes its own folder ``DIR/<strategy>-seed<seed>``;
 the comparison adds ``comparison.csv`` (all rounds of all runs),
 ``summary.csv`` (mean and std over seeds per strategy) and its figures
-(``convergence.png``, ``communication.png``, ``timeline.png``, ``round_trips.png``).
+(``convergence.png``, ``communication.png``, ``timeline.png``, ``round_trips.png``;
+``task_curves.png`` and ``allocation.png`` with several weight sets).
 The partitions, samples and initial weights derive from the seed alone, so
 every strategy of one seed sees the same clients and starts from the same model.
 """
@@ -210,15 +211,24 @@ def draw_figures(
     -------
     list of pathlib.Path
         ``convergence.png`` and ``communication.png`` (when bytes were
-        recorded); with the client tables also ``timeline.png`` and
-        ``round_trips.png``.
+        recorded), ``task_curves.png`` (with more than one weight set); with the
+        client tables also ``timeline.png``, ``round_trips.png`` and, with more than
+        one weight set, ``allocation.png``.
     """
     drawn = [analysis.save_figure(analysis.plot_convergence(rounds), path / "convergence.png")]
     if {"bytes_up", "bytes_down"} <= set(rounds):
         fig = analysis.plot_communication(rounds)
         drawn.append(analysis.save_figure(fig, path / "communication.png"))
+    sets = rounds["weight_set"].astype(str)
+    several = sets[sets != analysis.MERGED].nunique() > 1
+    if several:
+        fig = analysis.plot_task_curves(rounds)
+        drawn.append(analysis.save_figure(fig, path / "task_curves.png"))
     if clients is None or server is None or "sim_start_s" not in clients:
         return drawn
+    if several:
+        fig = analysis.plot_allocation(clients)
+        drawn.append(analysis.save_figure(fig, path / "allocation.png"))
     drawn.append(
         analysis.save_figure(analysis.plot_timeline(clients, server), path / "timeline.png")
     )

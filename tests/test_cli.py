@@ -45,13 +45,14 @@ def test_compare_end_to_end_writes_tables_and_figure(tmp_path, capsys):
     summary = summary[summary["weight_set"] == "all"]
     assert summary["strategy"].tolist() == ["fedavg", "pwfl-sequential", "pwfl"]
     assert {"final_accuracy_mean", "final_accuracy_std", "mean_round_sim_s_mean"} <= set(summary)
-    png = out / "convergence.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("convergence.png", "task_curves.png", "allocation.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
     printed = capsys.readouterr().out
     assert "pwfl-sequential" in printed
     # Parallel groups are shorter on the simulated clock than the same groups in turn.
     sim = summary.set_index("strategy")["mean_round_sim_s_mean"]
     assert sim["pwfl"] < sim["pwfl-sequential"]
+    png = out / "convergence.png"
     png.unlink()
     assert main(["plot", str(out)]) == 0
     assert png.is_file()

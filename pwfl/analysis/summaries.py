@@ -1,6 +1,6 @@
 """Numbers of runs and comparisons: headline figures, idle time, bytes, round trips.
 
-Why one module of about 490 lines: every summary quantity has exactly one
+Why one module of about 510 lines: every summary quantity has exactly one
 implementation, and keeping them in one place is what lets each strategy's table
 be computed by the same functions (a headline figure, its mean and spread over
 seeds, and the per-weight-set rows all call the same helpers).
