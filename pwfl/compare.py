@@ -76,6 +76,10 @@ def plan_runs(
             "--vary reproducibility.arithmetic cannot vary within one process (the kernels "
             "are chosen before PyTorch loads); run one pwfl compare per mode"
         )
+    if vary is not None:
+        _check_vary_is_read(vary[0], strategies)
+        if len(set(vary[1])) < len(vary[1]):
+            raise ConfigError(f"--vary {vary[0]} lists a value twice: list each value once")
     variants = (
         [("", [])]
         if vary is None
@@ -95,6 +99,17 @@ def plan_runs(
                 )
                 runs.append((strategy + suffix, seed, run_cfg))
     return runs
+
+
+def _check_vary_is_read(key: str, strategies: Sequence[str]) -> None:
+    """A varied key of a strategy's own table (``strategy.<name>.<key>``) must be read
+    by one of the compared strategies: else every variant would be the same run."""
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "strategy" and parts[1] not in strategies:
+        raise ConfigError(
+            f"--vary {key} varies the [strategy.{parts[1]}] table, which none of "
+            f"--strategies {','.join(strategies)} reads: add {parts[1]} to --strategies"
+        )
 
 
 def run_comparison(

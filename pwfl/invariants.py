@@ -33,7 +33,7 @@ from typing import Any
 import pandas as pd
 
 from pwfl.clock import compute_seconds, idle_time, transfer_seconds
-from pwfl.config import Config, config_from_toml
+from pwfl.config import Config, recorded_config_from_toml
 from pwfl.errors import PwflError
 from pwfl.measures import first_reaching, total_bytes
 from pwfl.schema import CLIENTS, MERGED, ROUNDS, SERVER
@@ -157,7 +157,7 @@ def load_records(run_dir: str | Path) -> Records:
     path = Path(run_dir)
     if not is_run(path):
         run_folders(path)  # raises the one-line error
-    cfg = config_from_toml((path / "config.toml").read_text())
+    cfg = recorded_config_from_toml((path / "config.toml").read_text())
 
     def read(table, types) -> pd.DataFrame:
         file = path / table.file

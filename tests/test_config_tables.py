@@ -9,7 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pwfl.compare import parse_vary, plan_runs
-from pwfl.config import Config, check_single_run, config_from_dict, config_from_toml, load_config
+from pwfl.config import (
+    Config,
+    check_single_run,
+    config_from_dict,
+    config_from_toml,
+    load_config,
+    recorded_config_from_toml,
+)
 from pwfl.errors import ConfigError
 from pwfl.runner import run_experiment
 from pwfl.strategies import FedAsync, FedBuff, build_policy
@@ -135,3 +142,39 @@ def test_tables_round_trip_through_dict_toml_and_flat_keys(tables, name):
 
 def test_flat_keys_of_the_defaults_hold_no_table():
     assert not any(key.count(".") > 1 for key in Config().to_flat())
+
+
+def test_a_moved_key_of_a_fedasync_run_names_fedasyncs_own_table():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["strategy.name=fedasync", "strategy.concurrency=3"])
+    assert str(err.value) == (
+        "strategy.concurrency moved: write it as concurrency under [strategy.fedasync]"
+    )
+
+
+@pytest.mark.parametrize("name", ["fedavg", "fedbuff", "fedasync"])
+def test_a_run_folders_config_from_before_the_move_still_loads(name):
+    # Earlier versions wrote FedBuff's keys under [strategy] for every run.
+    old = Config().to_dict()
+    old["strategy"].update(name=name, buffer_size=3, concurrency=2, staleness_exponent=0.7)
+    old_text = tomli_w.dumps(old)
+    with pytest.raises(ConfigError, match="moved"):
+        config_from_toml(old_text)
+    cfg = recorded_config_from_toml(old_text)
+    expected = {
+        "fedavg": {},
+        "fedbuff": {"buffer_size": 3, "concurrency": 2, "staleness_exponent": 0.7},
+        "fedasync": {"concurrency": 2, "staleness_exponent": 0.7},
+    }[name]
+    assert dict(cfg.strategy.table(name)) == expected
+    assert cfg.strategy.name == name
+
+
+def test_compare_refuses_to_vary_a_table_no_compared_strategy_reads():
+    cfg = load_config(None, [])
+    with pytest.raises(ConfigError, match=r"\[strategy.fedprox\] table, which none of"):
+        plan_runs(cfg, ["fedavg"], [0], parse_vary("strategy.fedprox.mu=0.1,0.2"))
+    with pytest.raises(ConfigError, match="lists a value twice"):
+        plan_runs(cfg, ["fedavg"], [0], parse_vary("train.lr=0.1,0.1"))
+    runs = plan_runs(cfg, ["fedavg", "fedprox"], [0], parse_vary("strategy.fedprox.mu=0.1,0.2"))
+    assert len(runs) == 4

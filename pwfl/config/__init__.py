@@ -19,7 +19,13 @@ the key and the fix. Reading and validating a config loads neither PyTorch nor F
 
 from pwfl.config.experiment import PER_SET_KEYS, SECTIONS, Config, WeightSetConfig
 from pwfl.config.learning import CommConfig, DataConfig, ModelConfig, StrategyConfig, TrainConfig
-from pwfl.config.loading import config_from_dict, config_from_toml, load_config, strategy_settings
+from pwfl.config.loading import (
+    config_from_dict,
+    config_from_toml,
+    load_config,
+    recorded_config_from_toml,
+    strategy_settings,
+)
 from pwfl.config.ranges import RANGE, Range, ranged
 from pwfl.config.system import (
     CheckpointConfig,
@@ -71,6 +77,7 @@ __all__ = [
     "check_single_run",
     "config_from_dict",
     "config_from_toml",
+    "recorded_config_from_toml",
     "load_config",
     "num_sampled",
     "parse_merge",

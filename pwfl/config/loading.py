@@ -64,6 +64,39 @@ def config_from_toml(text: str) -> Config:
         raise ConfigError(f"config text is not valid TOML: {err}") from None
 
 
+def recorded_config_from_toml(text: str) -> Config:
+    """The config of a run folder, also one written before keys moved (:data:`MOVED`).
+
+    Earlier versions recorded FedBuff's keys under ``[strategy]`` for every run: a
+    moved key goes into the table of the run's strategy when that strategy reads it,
+    and is dropped otherwise (no strategy read it then either).
+    """
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"config text is not valid TOML: {err}") from None
+    strategy = raw.get("strategy")
+    if isinstance(strategy, dict):
+        for old in [k for k in strategy if f"strategy.{k}" in MOVED]:
+            value = strategy.pop(old)
+            table = _moved_table(old, strategy.get("name"))
+            if table == strategy.get("name"):
+                strategy.setdefault(table, {}).setdefault(old, value)
+    return config_from_dict(raw)
+
+
+def _moved_table(leaf: str, strategy_name: Any) -> str:
+    """The strategy table a moved key belongs in: the named strategy's own when it
+    reads that key (FedAsync's ``concurrency``), else the one :data:`MOVED` names."""
+    from pwfl.strategies import STRATEGIES  # builds on this package: imported here
+
+    owner = STRATEGIES.get(str(strategy_name))
+    settings = getattr(owner, "Settings", None)
+    if settings is not None and leaf in {f.name for f in dataclasses.fields(settings)}:
+        return str(strategy_name)
+    return MOVED[f"strategy.{leaf}"].split(".")[1]
+
+
 def config_from_dict(raw: dict[str, Any]) -> Config:
     """Build a validated :class:`Config` from nested dictionaries."""
     top: dict[str, Any] = {}
@@ -184,10 +217,8 @@ def _build_section(section: str, cls: type, values: dict[str, Any]) -> Any:
         kwargs["tables"] = _strategy_tables(tables)
     for key, value in values.items():
         if f"{section}.{key}" in MOVED:
-            *table, leaf = MOVED[f"{section}.{key}"].split(".")
-            raise ConfigError(
-                f"{section}.{key} moved: write it as {leaf} under [{'.'.join(table)}]"
-            )
+            table = _moved_table(key, values.get("name"))
+            raise ConfigError(f"{section}.{key} moved: write it as {key} under [strategy.{table}]")
         if key not in fields:
             raise ConfigError(
                 f"unknown config key '{section}.{key}'"
