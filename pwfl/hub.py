@@ -65,13 +65,15 @@ def hub_arrays(
             "Dataset.save_to_disk"
         )
     train, test = _splits(source, test_split)
-    for column in (features, label):
-        if column not in train.column_names:
-            raise DataError(
-                f"data.hf_dataset = {source!r} has no column {column!r} (it has "
-                f"{', '.join(train.column_names)}); set data.hf_features / data.hf_label"
-            )
-    x, y = _examples(train, features), _column(train, label)
+    for split, name in ((train, "train"), (test, test_split)):
+        for column in (features, label):
+            if split is not None and column not in split.column_names:
+                raise DataError(
+                    f"data.hf_dataset = {source!r}: its {name} split has no column "
+                    f"{column!r} (it has {', '.join(split.column_names)}); set "
+                    "data.hf_features / data.hf_label"
+                )
+    x, y = _examples(train, features, source), _column(train, label)
     ids = _column(train, partition_by) if partition_by in train.column_names else None
     if test is None:
         held = stratified_holdout(y, test_fraction, seed)
@@ -79,7 +81,13 @@ def hub_arrays(
         x, y = x[~held], y[~held]
         ids = None if ids is None else ids[~held]
     else:
-        x_test, y_test = _examples(test, features), _column(test, label)
+        x_test, y_test = _examples(test, features, source), _column(test, label)
+        if x_test.shape[1:] != x.shape[1:]:
+            raise DataError(
+                f"data.hf_dataset = {source!r}: its {test_split} split's examples are "
+                f"{x_test.shape[1:]}, its train split's {x.shape[1:]}; give both splits "
+                "examples of one shape"
+            )
     y, y_test = _int_labels(y, y_test)
     return HubArrays(x, y, x_test, y_test, ids)
 
@@ -123,10 +131,17 @@ def _splits(source: str, test_split: str):
         ) from None
 
 
-def _examples(split, column: str) -> np.ndarray:
+def _examples(split, column: str, source: str) -> np.ndarray:
     """A column as float32 examples ``(N, ...)``: images ``(N, C, H, W)`` in [0, 1]."""
     x = _column(split, column)
-    if x.dtype == object:  # rows of one shape that datasets did not stack
+    if x.dtype == object:  # rows that datasets did not stack: of one shape, or not
+        shapes = {np.shape(row) for row in x}
+        if len(shapes) > 1:
+            raise DataError(
+                f"data.hf_dataset = {source!r}: column {column!r} holds examples of "
+                f"{len(shapes)} shapes (e.g. {sorted(shapes)[:2]}); pwfl needs one shape: "
+                "resize them before saving the set"
+            )
         x = np.stack(list(x))
     from datasets import Image
 

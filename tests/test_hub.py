@@ -134,3 +134,34 @@ def test_a_hub_id_is_read_through_federated_dataset(femnist_like, monkeypatch):
     assert asked == ["someone/femnist-like"]
     assert len(train) + len(test) == len(writers)
     assert abs(len(test) - 0.25 * len(writers)) <= 4  # stratified over 4 labels
+
+
+def _saved(tmp_path, train_sides, test_sides, test_label="character"):
+    """A folder with train and test splits of grey square images of the given sides."""
+    import datasets
+
+    def split(sides, label):
+        images = [np.zeros((s, s), np.uint8) for s in sides]
+        table = datasets.Dataset.from_dict({"image": images, label: [0] * len(sides)})
+        return table.cast_column("image", datasets.Image())
+
+    path = tmp_path / "saved"
+    datasets.DatasetDict(
+        {"train": split(train_sides, "character"), "test": split(test_sides, test_label)}
+    ).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("train", "test", "test_label", "message"),
+    [
+        ([8] * 6, [8] * 3, "other", "its test split has no column 'character'"),
+        ([8, 8, 6, 8, 8, 8], [8] * 3, "character", "holds examples of 2 shapes"),
+        ([8] * 6, [6] * 3, "character", r"test split's examples are \(1, 6, 6\)"),
+    ],
+)
+def test_splits_that_do_not_fit_together_are_one_line(tmp_path, train, test, test_label, message):
+    path = _saved(tmp_path, train, test, test_label)
+    with pytest.raises(DataError, match=message) as err:
+        data.load_dataset(_cfg(path, num_clients=2), 0)
+    assert "\n" not in str(err.value)
