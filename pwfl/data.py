@@ -266,12 +266,7 @@ def _load_mnist_5k(
     images = table[:, :-1].reshape(-1, 1, 28, 28).astype(np.uint8)
     labels = table[:, -1].astype(np.int64)
     # Stratified hold-out: the same share of every digit goes to the server's test set.
-    rng = rng_for(seed, "test-split")
-    test_mask = np.zeros(len(labels), dtype=bool)
-    for label in np.unique(labels):
-        idx = np.flatnonzero(labels == label)
-        take = int(round(len(idx) * test_fraction))
-        test_mask[rng.choice(idx, size=take, replace=False)] = True
+    test_mask = bundled.stratified_holdout(labels, test_fraction, seed)
     return images[~test_mask], labels[~test_mask], images[test_mask], labels[test_mask]
 
 
