@@ -25,12 +25,27 @@ def assign_sets(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     uniform draw ``u`` in [0, 1) for that row (one ``rng.random(n)`` call for all rows).
 
     The last cumulative value is pinned to 1 so a row summing to 1 - eps still
-    always picks a set.
+    always picks a set. A row of zeros (a client that holds no task,
+    :func:`restrict`) picks none: -1.
     """
     cdf = np.cumsum(probs, axis=1)
     cdf[:, -1] = 1.0
     u = rng.random(len(probs))
-    return (u[:, None] >= cdf).sum(axis=1)
+    picks = (u[:, None] >= cdf).sum(axis=1)
+    picks[probs.sum(axis=1) <= 0] = -1
+    return picks
+
+
+def restrict(probs: np.ndarray, held: np.ndarray) -> np.ndarray:
+    """Each client's row over the tasks it holds (``held[i, s]``), scaled back to sum 1:
+    the rule's probabilities conditioned on a task the client can train. A row whose
+    every held task has probability 0 is spread uniformly over the held ones; a client
+    holding none gets a row of zeros and trains nothing (:func:`assign_sets`)."""
+    masked = np.where(held, probs, 0.0)
+    totals = masked.sum(axis=1, keepdims=True)
+    counts = held.sum(axis=1, keepdims=True)
+    uniform = np.where(held, 1.0 / np.maximum(counts, 1), 0.0)
+    return np.where(totals > 0, masked / np.where(totals > 0, totals, 1.0), uniform)
 
 
 def split_by_probabilities(

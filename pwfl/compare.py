@@ -17,7 +17,7 @@ every strategy of one seed sees the same clients and starts from the same model.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -143,9 +143,7 @@ def run_comparison(
         done, resume = continue_from(folder, run_cfg) if carry_on else (False, None)
         if not done:
             run_experiment(run_cfg, folder, quiet, verbose, label=label, resume=resume)
-    return write_comparison(
-        out, [(label, seed) for label, seed, _ in runs], cfg.strategy.target_accuracy
-    )
+    return write_comparison(out, [(label, seed) for label, seed, _ in runs], cfg.targets())
 
 
 def continue_from(folder: Path, cfg: Config) -> tuple[bool, Checkpoint | None]:
@@ -176,7 +174,9 @@ def continue_from(folder: Path, cfg: Config) -> tuple[bool, Checkpoint | None]:
     return False, None
 
 
-def write_comparison(out: Path, runs: Sequence[tuple[str, int]], target: float) -> pd.DataFrame:
+def write_comparison(
+    out: Path, runs: Sequence[tuple[str, int]], target: float | Mapping[str, float]
+) -> pd.DataFrame:
     """Gather the runs' rounds into ``comparison.csv``, summarise, and plot.
 
     Parameters
@@ -186,7 +186,8 @@ def write_comparison(out: Path, runs: Sequence[tuple[str, int]], target: float) 
     runs
         ``(label, seed)`` of every run, in table order.
     target
-        Accuracy whose first crossing the summary reports.
+        Accuracy whose first crossing the summary reports (weight set -> its own
+        when the sets' tasks have their own, :meth:`pwfl.config.Config.targets`).
 
     Returns
     -------

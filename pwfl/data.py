@@ -126,21 +126,20 @@ def check_inputs(cfg: Config) -> None:
         One line naming ``model.name`` and ``data.name`` (and the weight set, when the
         sets train different models).
     """
-    if is_dotted(cfg.data.name):
-        return  # a data set of your own: pwfl.runner.check_user_code runs the model on it
-    info = dataset_info(cfg.data)
     sets = range(len(cfg.weight_set)) if cfg.weight_set else [None]
     for ws in sets:
-        name = (cfg if ws is None else cfg.for_set(ws)).model.name
-        if is_dotted(name):
-            continue  # a model of your own: pwfl.runner.check_user_code builds and runs it
+        one = cfg if ws is None else cfg.for_set(ws)
+        name, data = one.model.name, one.data.name
+        if is_dotted(name) or is_dotted(data):
+            continue  # your own model or data: pwfl.runner.check_user_code runs the model
+        info = dataset_info(one.data)
         try:
             with torch.random.fork_rng(devices=[]):  # building draws initial weights
                 build_model(name, info.input_shape, info.num_classes)
         except ValueError as err:
             message = (
                 f"config key 'model.name' = {name!r} does not fit data.name = "
-                f"{cfg.data.name!r}: {err}; models that fit it: {', '.join(fitting_models(info))}"
+                f"{data!r}: {err}; models that fit it: {', '.join(fitting_models(info))}"
             )
             prefix = "" if ws is None else f"weight set {ws} ({cfg.set_name(ws)}): "
             raise ConfigError(prefix + message) from None

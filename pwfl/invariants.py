@@ -615,7 +615,7 @@ def _summary(records: Records) -> Found:
     summary = records.summary
     if summary is None or records.rounds.empty:
         return
-    target = records.cfg.strategy.target_accuracy
+    targets = records.cfg.targets()
     bad = []
 
     def compare(where: str, name: str, expected: float) -> None:
@@ -632,6 +632,7 @@ def _summary(records: Records) -> Found:
     for ws, rows in records.rounds.groupby("weight_set"):
         rows = rows.sort_values("round")
         acc = rows["accuracy"].astype("float64")
+        target = targets[str(ws)] if isinstance(targets, dict) else targets
         reached = rows[acc >= target]
         finals.append(float(acc.iloc[-1]))
         compare(str(ws), "rounds", float(rows["round"].max()))

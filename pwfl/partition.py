@@ -197,18 +197,28 @@ class GroupContext:
     norms: Mapping[tuple[int, int], float] = field(default_factory=dict)
     """variance-reduced: (client, weight set) -> the norm of the latest update of that
     client for that set the server received (:func:`pwfl.allocation.update_norm`)."""
+    holds: Callable[[int, int], bool] | None = None
+    """(client, weight set) -> whether the client holds the set's task
+    (``data.participation``); None: every client holds every task."""
 
 
 def _shares(name: str, clients: Sequence[int], k: int, ctx: GroupContext) -> np.ndarray:
-    """One row of K set probabilities per client, by the allocation rule ``name``."""
+    """One row of K set probabilities per client, by the allocation rule ``name``; with
+    partial participation, each row restricted to the tasks its client holds
+    (:func:`pwfl.allocation.restrict`)."""
     if name == "random":
-        return allocation.uniform_shares(len(clients), k)
-    if name == "alpha-fair":
+        probs = allocation.uniform_shares(len(clients), k)
+    elif name == "alpha-fair":
         losses = ctx.losses if len(ctx.losses) == k else (float("nan"),) * k
         weights = ctx.set_weights if len(ctx.set_weights) == k else ()
         row = allocation.alpha_fair_shares(losses, ctx.alpha, weights)
-        return np.tile(row, (len(clients), 1))
-    return allocation.variance_reduced_shares(clients, k, ctx.norms)
+        probs = np.tile(row, (len(clients), 1))
+    else:
+        probs = allocation.variance_reduced_shares(clients, k, ctx.norms)
+    if ctx.holds is None:
+        return probs
+    held = np.array([[ctx.holds(c, ws) for ws in range(k)] for c in clients], dtype=bool)
+    return allocation.restrict(probs, held.reshape(len(clients), k))
 
 
 def _allocated(name: str) -> GroupPolicy:

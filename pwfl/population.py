@@ -17,7 +17,8 @@ import numpy as np
 from pwfl.config import Config
 from pwfl.seeding import rng_for
 
-ClientSize = Callable[[int], int]
+ClientSize = Callable[[int, int], int]
+"""(client, weight set) -> the examples the client holds of that set's task."""
 
 
 class Population:
@@ -28,25 +29,36 @@ class Population:
     cfg
         The experiment (``data.num_clients``, ``clients.offline_prob``, the seed).
     size
-        A client's example count, found from its id (:func:`pwfl.data.client_size`);
-        each is asked for once and kept.
+        A client's example count for one weight set, found from (client id, set)
+        (:func:`pwfl.data.client_size` of the set's task); each (client, task) is
+        asked for once and kept.
     """
 
     def __init__(self, cfg: Config, size: ClientSize):
         self.cfg = cfg
         self.num_clients = cfg.data.num_clients
         self._size = size
-        self._sizes: dict[int, int] = {}
+        self._sizes: dict[tuple[int, int], int] = {}
 
-    def size(self, client: int) -> int:
-        """Examples client ``client`` holds."""
-        if client not in self._sizes:
-            self._sizes[client] = self._size(client)
-        return self._sizes[client]
+    def size(self, client: int, weight_set: int = 0) -> int:
+        """Examples client ``client`` holds of weight set ``weight_set``'s task."""
+        key = (client, self.cfg.task_of(weight_set))
+        if key not in self._sizes:
+            self._sizes[key] = self._size(client, weight_set)
+        return self._sizes[key]
 
-    def sizes(self, clients: Sequence[int]) -> dict[int, int]:
-        """Example counts of some clients."""
-        return {c: self.size(c) for c in clients}
+    def sizes(self, clients: Sequence[int], weight_set: int = 0) -> dict[int, int]:
+        """Example counts of some clients, of one weight set's task."""
+        return {c: self.size(c, weight_set) for c in clients}
+
+    def holds(self, client: int, weight_set: int) -> bool:
+        """Whether ``client`` holds weight set ``weight_set``'s task: with probability
+        ``data.participation`` of that task, drawn from (seed, task, client)."""
+        p = self.cfg.for_set(weight_set).data.participation if self.cfg.weight_set else 1.0
+        if p >= 1:
+            return True
+        task = self.cfg.task_of(weight_set)
+        return float(rng_for(self.cfg.seed, "task-participation", task, client).random()) < p
 
     def online(self, client: int, server_round: int) -> bool:
         """Whether ``client`` can be sampled in ``server_round``: it is offline with

@@ -127,7 +127,10 @@ def prepare_data(cfg: Config) -> None:
 
     working_dir_on_path()
     data.check_inputs(cfg)
-    data.prepare(cfg.data, cfg.seed)
+    for task_data, seed in {cfg.set_data(ws) for ws in range(len(cfg.weight_set))} or {
+        (cfg.data, cfg.seed)
+    }:
+        data.prepare(task_data, seed)
     make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed)
     build_policy(cfg)
     check_user_code(cfg)
@@ -151,13 +154,13 @@ def check_user_code(cfg: Config) -> None:
     from pwfl.data import dataset_info
     from pwfl.models import build_model
 
-    info = dataset_info(cfg.data)
     sets = [cfg.for_set(ws) for ws in range(len(cfg.weight_set))] or [cfg]
     for one in sets:
         name = one.model.name
-        if not (is_dotted(name) or is_dotted(cfg.data.name)):
+        if not (is_dotted(name) or is_dotted(one.data.name)):
             continue  # both registered: the config's validation built it already
-        fits = f"config key 'model.name' = {name!r} with data.name = {cfg.data.name!r}"
+        info = dataset_info(one.data)
+        fits = f"config key 'model.name' = {name!r} with data.name = {one.data.name!r}"
         try:
             with torch.random.fork_rng(devices=[]), torch.no_grad():
                 model = build_model(name, info.input_shape, info.num_classes).eval()
@@ -176,11 +179,13 @@ def check_user_code(cfg: Config) -> None:
                 f"{fits}: the model gives {shape} for 2 examples, not (2, {info.num_classes}) "
                 "(one output per class)"
             )
-    if cfg.train.augment and not info.images:
-        raise ConfigError(
-            f"config key 'train.augment' = true: augmentation rotates images; data.name = "
-            f"{cfg.data.name!r} has examples of shape {info.input_shape}"
-        )
+    for one in sets:
+        info = dataset_info(one.data)
+        if one.train.augment and not info.images:
+            raise ConfigError(
+                f"config key 'train.augment' = true: augmentation rotates images; data.name = "
+                f"{one.data.name!r} has examples of shape {info.input_shape}"
+            )
     if cfg.train.step:
         settings = train_settings(cfg)
         try:

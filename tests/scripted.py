@@ -134,7 +134,7 @@ def run_scripted(
             cfg.strategy.name,
             policy,
             grid,
-            Population(cfg, lambda client: EXAMPLES),
+            Population(cfg, lambda client, ws: EXAMPLES),
             nodes,
             mean_weight,
             executor,

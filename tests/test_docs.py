@@ -158,7 +158,8 @@ def test_analysis_reference_lists_every_public_function_with_its_signature():
         value = getattr(analysis, name)
         if callable(value) and not name.isupper():
             assert f"`{name}{reference.signature(value)}`" in text, name
-    assert "`load_results(path: str | Path, target: float | None = None) -> Results`" in text
+    signature = "path: str | Path, target: float | Mapping[str, float] | None = None"
+    assert f"`load_results({signature}) -> Results`" in text
 
 
 def test_the_reference_module_imports_neither_flower_nor_torch():

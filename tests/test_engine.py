@@ -277,7 +277,7 @@ def test_a_round_short_of_online_clients_goes_on_with_those_online_and_says_so()
     cfg = config("strategy.name=pwfl", "clients.offline_prob=0.6", "strategy.num_rounds=4")
     rows, _ = run_scripted(cfg, compute)
     rounds, clients, _ = rows.frames()
-    people = Population(cfg, lambda client: 10)
+    people = Population(cfg, lambda client, ws: 10)
     train = clients[clients["phase"] == "train"]
     for server_round, mine in train.groupby("round"):
         assert all(people.online(c, server_round) for c in mine["client"])
@@ -306,7 +306,7 @@ def test_an_async_set_whose_own_clients_are_offline_waits_for_the_next_period(po
         rows, _ = run_scripted(cfg, compute)
         rounds, clients, _ = rows.frames()
         assert len(rounds) == rows.expected
-        people = Population(cfg, lambda client: 10)
+        people = Population(cfg, lambda client, ws: 10)
         train = clients[clients["phase"] == "train"]
         for _, row in train.iterrows():
             assert people.online(row["client"], people.period_at(row["sim_start_s"]))

@@ -18,7 +18,7 @@ def population(num_clients: int, offline_prob: float = 0.0) -> Population:
     cfg = load_config(
         None, [f"data.num_clients={num_clients}", f"clients.offline_prob={offline_prob}"]
     )
-    return Population(cfg, lambda client: 10 + client % 7)
+    return Population(cfg, lambda client, ws: 10 + client % 7)
 
 
 def test_sampling_ten_of_a_billion_takes_no_memory_of_the_population():
@@ -63,7 +63,7 @@ def test_a_round_too_short_of_online_clients_gets_only_the_online_ones():
 
 def test_online_periods_follow_the_simulated_clock():
     cfg = load_config(None, ["clients.online_period_s=10"])
-    people = Population(cfg, lambda client: 1)
+    people = Population(cfg, lambda client, ws: 1)
     assert [people.period_at(t) for t in (0.0, 9.99, 10.0, 25.0)] == [1, 1, 2, 3]
     assert people.next_period_s(0.0) == 10.0 and people.next_period_s(25.0) == 30.0
 
@@ -87,7 +87,7 @@ def test_the_free_pool_lists_a_small_population_and_samples_a_large_one():
 def test_sizes_are_asked_for_once_and_only_for_the_clients_asked_about():
     asked = []
     cfg = load_config(None, [f"data.num_clients={BILLION}"])
-    people = Population(cfg, lambda client: asked.append(client) or 42)
+    people = Population(cfg, lambda client, ws: asked.append(client) or 42)
     assert people.sizes([3, 10**8, 3]) == {3: 42, 10**8: 42}
     people.size(3)
     assert asked == [3, 10**8]

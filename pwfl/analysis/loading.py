@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,7 +137,7 @@ def load_server(path: str | Path) -> pd.DataFrame:
     return _read(path, "server.csv", SERVER_TYPES)
 
 
-def target_accuracy(path: str | Path) -> float:
+def target_accuracy(path: str | Path) -> float | dict[str, float]:
     """The target accuracy the runs in ``path`` were configured with.
 
     Read from the ``config.toml`` of the run (or of the first run folder of a
@@ -149,12 +150,21 @@ def target_accuracy(path: str | Path) -> float:
 
     Returns
     -------
-    float
-        The accuracy whose first crossing the summaries report.
+    float or dict
+        The accuracy whose first crossing the summaries report, or weight set ->
+        its own when the sets' ``[[weight_set]]`` tables give them different ones
+        (:meth:`pwfl.config.Config.targets`).
     """
+    from pwfl.config import recorded_config_from_toml
+    from pwfl.errors import ConfigError
+
     path = Path(path)
     for config in _tables(path, "config.toml"):
-        return float(tomllib.loads(config.read_text())["strategy"]["target_accuracy"])
+        text = config.read_text()
+        try:
+            return recorded_config_from_toml(text).targets()
+        except ConfigError:  # e.g. a trace file the folder's machine had: the key alone
+            return float(tomllib.loads(text)["strategy"]["target_accuracy"])
     return StrategyConfig().target_accuracy
 
 
@@ -178,7 +188,7 @@ class Results:
     rounds: pd.DataFrame
     clients: pd.DataFrame | None
     server: pd.DataFrame | None
-    target: float
+    target: float | Mapping[str, float]
 
     def runs(self) -> pd.DataFrame:
         """One row of headline numbers per run; see :func:`summarize_runs`."""
@@ -189,7 +199,7 @@ class Results:
         return summarize_comparison(self.rounds, self.target, self.clients, self.server)
 
 
-def load_results(path: str | Path, target: float | None = None) -> Results:
+def load_results(path: str | Path, target: float | Mapping[str, float] | None = None) -> Results:
     """Load a run or comparison folder into typed DataFrames.
 
     Parameters

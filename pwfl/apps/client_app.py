@@ -90,8 +90,8 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
         config = cfg if cfg is not None else config_from_run_config(context.run_config)
         pooled = CONFIG in msg.content and config_of(msg.content).get("binding") == "pool"
         with one_client_at_a_time():
-            settings = train_settings(config)
-            warm_up_once(settings)
+            for ws in range(len(config.weight_set) or 1):
+                warm_up_once(train_settings(config.for_set(ws)))
             if pooled:
                 return Message(RecordDict({CLIENT: ConfigRecord({"ready": 1})}), reply_to=msg)
             pid = as_int(context.node_config["partition-id"])
@@ -111,10 +111,10 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
             return Message(hang, reply_to=msg)
         with one_client_at_a_time():
             settings = train_settings(config, server_round, client, dict(sent))
-            data = client_data(config.data, config.seed, client)
+            weight_set = as_int(sent["weight-set"])
+            data = client_data(*config.set_data(weight_set), client)
             received = arrays_of(msg.content)
             keep = config.train.client_state
-            weight_set = as_int(sent["weight-set"])
             pooled = config.simulation.client_binding == "pool"
             folder = state_folder(config, context)
             local = own_state(msg, context, config, folder, client, weight_set)
@@ -164,7 +164,7 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
             sent = config_of(msg.content)
             weight_set = as_int(sent["weight-set"])
             settings = train_settings(config, as_int(sent["server-round"]), client, dict(sent))
-            data = client_holdout_data(config.data, config.seed, client)
+            data = client_holdout_data(*config.set_data(weight_set), client)
             state: training.StateDict = arrays_of(msg.content).to_torch_state_dict()
             has_model = True
             if config.train.client_state == "personal":

@@ -102,10 +102,7 @@ def run_server(
     evaluate_weights = _tester(held_out, settings)
 
     nodes = connect(grid, cfg, pool_size)
-    if nodes.pool:
-        population = Population(cfg, lambda c: client_size(cfg.data, cfg.seed, c))
-    else:
-        population = Population(cfg, nodes.sizes.__getitem__)
+    population = Population(cfg, _client_sizes(cfg, nodes))
     executor = make_executor(cfg.strategy.executor, workers=policy.num_weight_sets)
     profiles = make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed)
     engine = Engine(
@@ -118,7 +115,7 @@ def run_server(
         evaluate_weights,
         executor,
         profiles,
-        statistics=training.statistics_of(settings),
+        statistics=_statistics(cfg, policy.num_weight_sets),
         flops_per_example=training.flops_per_example(settings),
         set_models=_set_models(cfg, held_out, policy.num_weight_sets),
     )
@@ -186,21 +183,42 @@ def _set_models(cfg: Config, held_out: tuple[Any, Any], num_weight_sets: int) ->
     """Each weight set's model, test and cost when ``[[weight_set]]`` tables make them
     differ; none otherwise (every set is the shared model). A set's initial weights
     depend on its own model and the seed only, so a set trains as it would in a run
-    whose every set had its settings."""
+    whose every set had its settings. A set is tested on its own task's server test
+    and validation sets (``held_out`` for task 0, the shared data)."""
     if not cfg.weight_set:
         return []
     models = []
     for ws in range(num_weight_sets):
         settings = train_settings(cfg.for_set(ws))
         initial = training.initial_state(settings, cfg.seed)
+        data, seed = cfg.set_data(ws)
+        own = (server_validation_data(data, seed), server_test_data(data, seed))
         models.append(
             SetModel(
                 {k: v.numpy() for k, v in initial.items()},
-                _tester(held_out, settings),
+                _tester(held_out if data == cfg.data and seed == cfg.seed else own, settings),
                 training.flops_per_example(settings),
             )
         )
     return models
+
+
+def _client_sizes(cfg: Config, nodes: Any) -> Callable[[int, int], int]:
+    """A client's example count for one weight set, ``(client, weight set) -> count``:
+    of its share of that set's task. In node binding with one task, as the client's
+    node reported it; otherwise derived from the config, which every node shares."""
+    if len(cfg.tasks()) == 1:
+        if nodes.pool:
+            return lambda c, ws: client_size(cfg.data, cfg.seed, c)
+        return lambda c, ws: nodes.sizes[c]
+    return lambda c, ws: client_size(*cfg.set_data(ws), c)
+
+
+def _statistics(cfg: Config, num_weight_sets: int) -> frozenset[str]:
+    """Names of the running statistics (batch norm's) of every weight set's model: sets
+    may train different models."""
+    sets = [cfg.for_set(ws) for ws in range(num_weight_sets)] if cfg.weight_set else [cfg]
+    return frozenset().union(*(training.statistics_of(train_settings(one)) for one in sets))
 
 
 def run_summary(recorder: RunRecorder, cfg: Config, label: str, stopped: str) -> dict[str, Any]:
@@ -211,9 +229,9 @@ def run_summary(recorder: RunRecorder, cfg: Config, label: str, stopped: str) ->
     rounds = pd.DataFrame(recorder.rounds, columns=ROUNDS.names)
     server = pd.DataFrame(recorder.server, columns=SERVER.names)
     summary: dict[str, Any] = {"strategy": label, "seed": cfg.seed}
-    summary["target_accuracy"] = cfg.strategy.target_accuracy
+    summary["target_accuracy"] = cfg.targets()
     if len(rounds):
-        summary.update(summarize_run(rounds, cfg.strategy.target_accuracy, server))
+        summary.update(summarize_run(rounds, cfg.targets(), server))
     if stopped:
         summary["stopped"] = stopped
     return summary

@@ -124,7 +124,9 @@ def train_settings(
     send a step of its own.
     """
     overrides = overrides or {}
-    info = dataset_info(cfg.data)
+    # The data set is the weight set's task (its own [[weight_set]] data keys, if any).
+    weight_set = int(overrides.get("weight-set", 0))
+    info = dataset_info(cfg.for_set(weight_set).data if cfg.weight_set else cfg.data)
     use_gpu = cfg.simulation.client_gpus > 0 and torch.cuda.is_available()
     return TrainSettings(
         model=str(overrides.get("model", cfg.model.name)),

@@ -28,6 +28,31 @@ from pwfl.config.system import (
     SimulationConfig,
     StragglerConfig,
 )
+from pwfl.seeding import seed_for
+
+TASK_KEYS = (
+    "data.name",
+    "data.partitioner",
+    "data.alpha",
+    "data.classes_per_client",
+    "data.examples_per_client",
+    "data.partition_by",
+    "data.synthetic_alpha",
+    "data.synthetic_beta",
+    "data.test_fraction",
+    "data.validation_fraction",
+    "data.client_holdout",
+    "data.participation",
+    "data.hf_dataset",
+    "data.hf_features",
+    "data.hf_label",
+    "data.hf_test_split",
+    "strategy.target_accuracy",
+)
+"""The keys that make a weight set's task: its data set, how it is split among the
+clients, its held-out sets and its target. Weight sets whose ``data`` keys are equal
+share one task (one data set, one split); ``data.num_clients`` is the one population
+every task is spread over, so it is shared."""
 
 PER_SET_KEYS = (
     "train.lr",
@@ -39,6 +64,7 @@ PER_SET_KEYS = (
     "strategy.server_opt",
     "strategy.server_lr",
     "strategy.server_momentum",
+    *TASK_KEYS,
 )
 """The keys a ``[[weight_set]]`` table may give its weight set; all else is shared."""
 
@@ -97,6 +123,44 @@ class Config:
         if not self.weight_set:
             return self
         return _set_config(self, weight_set)
+
+    def tasks(self) -> tuple[DataConfig, ...]:
+        """The run's tasks: the distinct data configs of its weight sets, in the order
+        of the first set that trains each (one, the shared ``data``, without
+        ``[[weight_set]]`` tables or when none of them sets a ``data`` key)."""
+        return _tasks(self)
+
+    def task_of(self, weight_set: int) -> int:
+        """The task weight set ``weight_set`` trains: its index in :meth:`tasks`."""
+        if not self.weight_set:
+            return 0
+        return self.tasks().index(self.for_set(weight_set).data)
+
+    def task_seed(self, weight_set: int) -> int:
+        """The seed of the data of weight set ``weight_set``'s task: the experiment seed
+        for task 0 (so a run of one task draws what a run without tasks draws), and
+        one derived from (seed, task) for each other task, so tasks are split among
+        the clients independently of each other."""
+        task = self.task_of(weight_set)
+        return self.seed if task == 0 else seed_for(self.seed, "task-data", task)
+
+    def set_data(self, weight_set: int) -> tuple[DataConfig, int]:
+        """(data config, data seed) of weight set ``weight_set``'s task: what every
+        function of :mod:`pwfl.data` takes."""
+        return self.for_set(weight_set).data, self.task_seed(weight_set)
+
+    def targets(self) -> float | dict[str, float]:
+        """The target accuracy: ``strategy.target_accuracy``, or weight set (as text,
+        the records' ``weight_set``) -> its own when ``[[weight_set]]`` tables set
+        them differently (:func:`pwfl.analysis.fairness.set_targets`)."""
+        if not self.weight_set:
+            return self.strategy.target_accuracy
+        own = {
+            str(ws): self.for_set(ws).strategy.target_accuracy for ws in range(len(self.weight_set))
+        }
+        if len(set(own.values())) == 1:
+            return next(iter(own.values()))
+        return own
 
     def set_name(self, weight_set: int) -> str:
         """The name of weight set ``weight_set`` in the records."""
@@ -191,6 +255,18 @@ def flatten(table: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
         else:
             items.append((f"{prefix}{key}", value))
     return items
+
+
+@functools.lru_cache(maxsize=64)
+def _tasks(cfg: Config) -> tuple[DataConfig, ...]:
+    if not cfg.weight_set:
+        return (cfg.data,)
+    found: list[DataConfig] = []
+    for ws in range(len(cfg.weight_set)):
+        data = cfg.for_set(ws).data
+        if data not in found:
+            found.append(data)
+    return tuple(found)
 
 
 @functools.lru_cache(maxsize=256)

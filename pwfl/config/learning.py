@@ -80,6 +80,13 @@ class DataConfig:
     points while it keeps most of its data to train on. A partition of two examples
     or more holds out at least one and keeps at least one; a one-example client
     trains on it and reports no evaluation. 0 turns the split off."""
+    participation: float = ranged(1.0, gt=0, le=1)
+    """Share of the clients that hold this data set: each client holds it with this
+    probability, drawn from (seed, task, client), and is never asked to train a task
+    it does not hold. 1 (every client holds it) unless a weight set is its own task
+    (``data`` keys in a ``[[weight_set]]`` table): below 1 needs a group policy that
+    draws each client's set from a row of probabilities (random, alpha-fair,
+    variance-reduced)."""
 
 
 @dataclass(frozen=True)

@@ -128,6 +128,11 @@ def validate(cfg: Config) -> None:
     keys follow one by one. Whether the model takes the data set's examples is
     checked where the model is first built (:func:`pwfl.data.check_inputs`).
     """
+    _validate(cfg, one_set=False)
+
+
+def _validate(cfg: Config, one_set: bool) -> None:
+    """:func:`validate`; ``one_set``: ``cfg`` is one weight set's (``Config.for_set``)."""
     for key, section, name, integer, rng in _numeric_fields():
         check_number(key, getattr(getattr(cfg, section) if section else cfg, name), integer, rng)
     for key, names in registered_choices().items():
@@ -139,6 +144,13 @@ def validate(cfg: Config) -> None:
     _validate_augment(cfg)
     if cfg.weight_set:
         _validate_weight_sets(cfg)
+    _check(
+        one_set or cfg.data.participation == 1,
+        "data.participation",
+        cfg.data.participation,
+        "gives a task to only some clients; it is a key of a [[weight_set]] table whose "
+        "weight set has a task of its own (give 1, or move it into the set's table)",
+    )
     d, s = cfg.data, cfg.strategy
     _check(
         s.min_train_nodes <= d.num_clients,
@@ -188,9 +200,10 @@ def _validate_weight_sets(cfg: Config) -> None:
     _check(len(set(names)) == len(names), "weight_set.name", names, "must differ between sets")
     for ws in range(s.k):
         try:
-            validate(cfg.for_set(ws))
+            _validate(cfg.for_set(ws), one_set=True)
         except ConfigError as err:
             raise ConfigError(f"weight set {ws} ({names[ws]}): {err}") from None
+    _validate_tasks(cfg)
     models = {cfg.for_set(ws).model.name for ws in range(s.k)}
     _check(
         s.merge == "none" or len(models) == 1,
@@ -198,6 +211,34 @@ def _validate_weight_sets(cfg: Config) -> None:
         s.merge,
         f"averages the weight sets, which train different models ({', '.join(sorted(models))}); "
         "use merge = none",
+    )
+
+
+def _validate_tasks(cfg: Config) -> None:
+    """Weight sets with tasks of their own (``data`` keys in their tables)."""
+    s = cfg.strategy
+    tasks = len(cfg.tasks())
+    _check(
+        tasks == 1 or s.group_policy != "balanced",
+        "strategy.group_policy",
+        s.group_policy,
+        f"balances the groups' example counts of one data set; the {tasks} tasks' examples "
+        "differ (choose complementary, random, round-robin, alpha-fair or variance-reduced)",
+    )
+    _check(
+        tasks == 1 or s.merge == "none",
+        "strategy.merge",
+        s.merge,
+        f"averages the weight sets, which train {tasks} different tasks; use merge = none",
+    )
+    partial = [ws for ws in range(s.k) if cfg.for_set(ws).data.participation < 1]
+    drawn = ("random", "alpha-fair", "variance-reduced")
+    _check(
+        not partial or s.group_policy in drawn,
+        "strategy.group_policy",
+        s.group_policy,
+        "gives clients sets without asking which tasks they hold (weight set "
+        f"{partial[0] if partial else 0} has data.participation < 1); choose {', '.join(drawn)}",
     )
 
 

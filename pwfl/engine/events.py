@@ -146,7 +146,7 @@ class EventHandling(Parts):
             - attempt.upload_s
         )
         timing = ClientTiming(attempt.download_s, attempt.compute_s, attempt.upload_s, latency)
-        size = self.population.size(attempt.client)
+        size = self.population.size(attempt.client, attempt.weight_set)
         run = attempt.metric("examples-run", float(size))
         cost = self.costs[attempt.weight_set]
         self.tracker.observe(attempt.client, cost, timing, run / size if size else 1.0)

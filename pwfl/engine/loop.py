@@ -176,6 +176,9 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
     def update_norms(self) -> dict[tuple[int, int], float]:
         return self.norms
 
+    def holds(self, client: int, weight_set: int) -> bool:
+        return self.population.holds(client, weight_set)
+
     def local_epochs(self, weight_set: int, clients: Sequence[int]) -> tuple[float, ...]:
         """The local epochs to ask of each of ``clients`` training ``weight_set``, planned now.
 

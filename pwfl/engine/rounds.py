@@ -224,8 +224,9 @@ class RoundRecords(Parts):
 
         ``strategy.fraction_evaluate`` of the clients sent training messages this
         round (at least one) is split into as many groups as the round has weight
-        sets, one set per group. Evaluation is a measurement, not part of the
-        protocol: it takes no simulated time.
+        sets, one set per group; a client asked for a task it does not hold
+        (``data.participation``) is left out. Evaluation is a measurement, not part
+        of the protocol: it takes no simulated time.
         """
         s = self.cfg.strategy
         sets = list(end.weight_sets)
@@ -252,6 +253,7 @@ class RoundRecords(Parts):
             )
             for ws, group in zip(sets, groups, strict=True)
             for client in group
+            if self.population.holds(client, ws)  # never on a task it does not hold
         ]
 
 

@@ -160,6 +160,11 @@ class Server(Protocol):
         """Each weight set's latest server validation loss (NaN before its first)."""
         ...
 
+    def holds(self, client: int, weight_set: int) -> bool:
+        """Whether ``client`` holds the data of ``weight_set``'s task
+        (``data.participation``): a client is only ever asked to train a task it holds."""
+        ...
+
     def update_norms(self) -> Mapping[tuple[int, int], float]:
         """(client, weight set) -> the norm of the latest update of that client for that
         set the server counted (kept for the variance-reduced group policy only)."""
@@ -298,7 +303,14 @@ def group_context(cfg: Config, server: Server, server_round: int) -> GroupContex
         s.alpha,
         parse_set_weights(s.set_weights, s.k),
         server.update_norms() if s.group_policy == "variance-reduced" else {},
+        server.holds if partial_participation(cfg) else None,
     )
+
+
+def partial_participation(cfg: Config) -> bool:
+    """Whether some weight set's task is held by only some clients (``data.participation``
+    below 1 in a ``[[weight_set]]`` table)."""
+    return any(cfg.for_set(ws).data.participation < 1 for ws in range(len(cfg.weight_set)))
 
 
 def free_when(
