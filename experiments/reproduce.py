@@ -186,7 +186,19 @@ def compression(results: Path) -> None:
     )
 
 
-STEPS = [*COMPARISONS, "compression", "round-structure"]
+def multi_task(results: Path, img: Path) -> None:
+    """Run ``experiments/mmfl.py`` (the multi-task study of ``docs/results.md``)."""
+    out, figure = results / "mmfl", img / "mmfl_task_curves.png"
+    print(f"python experiments/mmfl.py --out {out} --img {figure}")
+    subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / "mmfl.py"), "--out", str(out)]
+        + ["--img", str(figure)],
+        check=True,
+        cwd=ROOT,
+    )
+
+
+STEPS = [*COMPARISONS, "compression", "multi-task", "round-structure"]
 
 
 def main() -> None:
@@ -233,6 +245,9 @@ def main() -> None:
         elif name == "compression":
             if not args.redraw:  # it draws no figure
                 compression(results)
+        elif name == "multi-task":
+            if not args.redraw:  # its figure is drawn from the tables it writes
+                multi_task(results, img)
         else:
             print(round_structure(results, img))
         print(f"== {name} took {time.perf_counter() - started:.0f} s", flush=True)

@@ -218,9 +218,7 @@ def _round_reporter(out: Path, num_rounds: int):
 
 
 def _print_result(summary: dict, out: Path) -> None:
-    sets = {
-        k: v for k, v in summary.items() if isinstance(v, dict) and k not in ("all", "provenance")
-    }
+    sets = {k: v for k, v in summary.items() if k.isdigit()}  # a weight set's numbers
     accs = ", ".join(f"set {k}: {v['final_accuracy']:.4f}" for k, v in sets.items())
     print(f"final test accuracy ({accs}); records in {out}")
 

@@ -35,6 +35,7 @@ ANALYSIS_MODULES = (
     "loading",
     "summaries",
     "fairness",
+    "multitask",
     "tables",
     "figures",
     "timeline",

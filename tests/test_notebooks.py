@@ -51,6 +51,14 @@ def tiny_settings(tmp) -> dict[str, dict]:
             ],
             "OUT": str(tmp / "search"),
         },
+        "05_multi_task.ipynb": {
+            "CONFIG": str(CONFIGS / "mmfl_three_tasks.toml"),
+            # Two clients per task, two rounds, one seed: seven runs of about a second.
+            "OVERRIDES": [*SMALL, "data.num_clients=6", "strategy.num_rounds=2"],
+            "SEEDS": [0],
+            "OUT": str(tmp / "mmfl"),
+            "RERUN": True,
+        },
     }
 
 

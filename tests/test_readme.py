@@ -142,3 +142,12 @@ def test_ci_runs_the_readme_test_command():
     commands = [line.split("#", 1)[0].strip() for line in first_block.splitlines()]
     assert steps == ["make test"]
     assert commands == ["make run", "make test"]
+
+
+def test_the_multi_task_tables_are_the_studys_csv_files():
+    from pwfl.mmfl import markdown
+
+    text = (ROOT / "docs" / "results.md").read_text()
+    for name in ("tasks", "concurrent", "contrasts"):
+        table = markdown(pd.read_csv(ROOT / "results" / "mmfl" / f"{name}.csv"))
+        assert table in text, name

@@ -17,6 +17,7 @@ Every public name is importable from here. The modules split them by concern:
 - ``loading``: run and comparison folders read into typed tables (``Results``);
 - ``summaries``: the numbers of runs and comparisons (``summary.json``, ``summary.csv``);
 - ``fairness``: the worst set, the spread and the makespan over a run's weight sets;
+- ``multitask``: per-seed tables of a multi-task study (a task per weight set);
 - ``tables``: a summary as the README's Markdown table or the CLI's text table;
 - ``figures``: convergence, per-task, allocation, communication and round-trip
   figures, ``save_figure``;
@@ -58,6 +59,12 @@ from pwfl.analysis.loading import (
     repo_root,
     target_accuracy,
     typed,
+)
+from pwfl.analysis.multitask import (
+    concurrent_vs_sequential,
+    policy_contrast,
+    policy_table,
+    task_finals,
 )
 from pwfl.analysis.structure import plot_round_structure
 from pwfl.analysis.summaries import (
@@ -126,6 +133,11 @@ __all__ = [
     "makespan_s",
     "first_target_s",
     "fairness_numbers",
+    # multitask
+    "task_finals",
+    "policy_table",
+    "concurrent_vs_sequential",
+    "policy_contrast",
     # tables
     "SUMMARY_COLUMNS",
     "summary_view",
