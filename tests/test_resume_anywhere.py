@@ -51,6 +51,10 @@ CASES = {
     "fedprox": ["strategy.name=fedprox", "strategy.fedprox.mu=0.1"],
     "fedasync": ["strategy.name=fedasync", "strategy.fedasync.concurrency=3",
                  "faults.crash_prob=0.2"],
+    "fedast": ["strategy.name=fedast", "strategy.fedast.buffer_size=2",
+               "strategy.fedast.concurrency=4", "strategy.fedast.realloc_every=3",
+               "faults.transient_prob=0.2", "clients.offline_prob=0.2",
+               "clients.profile=tiers", "clients.tiers=0.5:1.0,0.5:0.3"],
 }  # fmt: skip
 
 

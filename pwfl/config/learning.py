@@ -187,7 +187,8 @@ class StrategyConfig:
     none, fedavgm, fedadam, fedyogi, fedadagrad (pwfl strategies)."""
     server_lr: float = ranged(0.0, ge=0)
     """Server learning rate; 0 keeps the default: Flower's for the optimiser (1.0 for
-    fedavgm, 0.1 for the adaptive ones), 1.0 for fedbuff's step."""
+    fedavgm, 0.1 for the adaptive ones), 1.0 for fedbuff's step, 0.1 for fedast's (its
+    reference code's global learning rate)."""
     server_momentum: float = ranged(0.0, ge=0, lt=1)
     """fedavgm: server momentum, in [0, 1)."""
     target_accuracy: float = ranged(0.9, gt=0, le=1)

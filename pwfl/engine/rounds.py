@@ -47,6 +47,11 @@ class RoundRecords(Parts):
             for attempt in job.tries:
                 attempt.round = end.round
             tallies[job.weight_set].add_job(job)
+        if end.last:  # the sets' jobs still in flight are given up, and recorded here
+            for row in self._unused(end.round, end.weight_sets):
+                tally = tallies[int(row["weight_set"])]
+                tally.clients.append(row)
+                tally.num_sent += row["attempt"] == 0
         cohort = sorted({row["client"] for t in tallies.values() for row in t.clients})
         asked = self._ask_clients(end, cohort) if end.evaluate_clients else []
         for item in asked:
@@ -145,11 +150,16 @@ class RoundRecords(Parts):
             )
         return record
 
-    def _unused(self, server_round: int) -> list[dict[str, Any]]:
+    def _unused(self, server_round: int, only: tuple[int, ...] = ()) -> list[dict[str, Any]]:
         """Rows of the updates the run ends without using (jobs still in flight, replies
-        still in a server step's buffer): every message sent has its row."""
+        still in a server step's buffer): every message sent has its row. With ``only``,
+        those of these weight sets alone (a set that has taken its last step)."""
         rows = []
+        kept = []
         for job in self.jobs:
+            if only and job.weight_set not in only:
+                kept.append(job)
+                continue
             for attempt in job.tries:
                 if not attempt.resolved:
                     self.resolve(attempt, UNUSED)
@@ -157,7 +167,7 @@ class RoundRecords(Parts):
                     attempt.status = UNUSED
                 attempt.round = server_round
                 rows.append(attempt.row(job.plan.start_s))
-        self.jobs = []
+        self.jobs = kept
         return rows
 
     def _round_row(

@@ -13,6 +13,7 @@ from pwfl.config import Config
 from pwfl.errors import ConfigError
 from pwfl.strategies.async_pwfl import AsyncPWFL
 from pwfl.strategies.base import Policy
+from pwfl.strategies.fedast import FedAST
 from pwfl.strategies.fedasync import FedAsync
 from pwfl.strategies.fedavg import FedAvg
 from pwfl.strategies.fedbuff import FedBuff
@@ -24,7 +25,7 @@ MODES: dict[str, type[Policy]] = {"sync": PWFL, "async": AsyncPWFL}
 groups, or none."""
 
 STRATEGIES: dict[str, type[Policy]] = {
-    cls.name: cls for cls in (FedAvg, PWFL, SequentialPWFL, FedBuff, FedAsync, FedProx)
+    cls.name: cls for cls in (FedAvg, PWFL, SequentialPWFL, FedBuff, FedAsync, FedProx, FedAST)
 }
 """Strategy name -> its policy class (each class names itself)."""
 

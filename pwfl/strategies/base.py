@@ -84,6 +84,10 @@ class RoundEnd:
     end_s: float
     evaluate_clients: bool = True
     """Whether clients evaluate the weight sets on their own data after it."""
+    last: bool = False
+    """Whether it is the last round of its weight sets while the run goes on (a FedAST
+    task that has taken its last step): their jobs still in flight are given up, their
+    clients freed, and recorded in it as unused."""
 
 
 @dataclass(frozen=True)

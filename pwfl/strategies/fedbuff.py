@@ -136,7 +136,7 @@ class FedBuff(Policy):
         arrays, _ = job.updates[0]
         statistics = server.statistics
         delta = {
-            name: value if name in statistics else _minus(value, job.sent[name])
+            name: value if name in statistics else minus(value, job.sent[name])
             for name, value in arrays.items()
         }
         weight = staleness_weight(job.staleness, self.exponent)
@@ -222,7 +222,8 @@ def _one_of(rng: np.random.Generator, free: list[int]) -> list[int]:
     return [int(rng.choice(free))]
 
 
-def _minus(value: np.ndarray, sent: np.ndarray) -> np.ndarray:
+def minus(value: np.ndarray, sent: np.ndarray) -> np.ndarray:
+    """``value - sent``: a client's delta to the weights it was sent."""
     # Integer arrays (batch-norm counters) become float deltas; floats keep their dtype.
     dtype = value.dtype if np.issubdtype(value.dtype, np.floating) else np.float64
     return np.subtract(value, sent, dtype=dtype)
