@@ -7,7 +7,7 @@ import pytest
 
 from pwfl import data
 from pwfl.config import DataConfig, load_config
-from pwfl.errors import DataError
+from pwfl.errors import ConfigError, DataError
 from pwfl.runner import run_experiment
 
 from .conftest import CONFIGS
@@ -165,3 +165,18 @@ def test_splits_that_do_not_fit_together_are_one_line(tmp_path, train, test, tes
     with pytest.raises(DataError, match=message) as err:
         data.load_dataset(_cfg(path, num_clients=2), 0)
     assert "\n" not in str(err.value)
+
+
+def test_augmenting_hub_images_is_checked_on_the_loaded_examples(femnist_like):
+    from pwfl.runner import check_user_code
+
+    path, _ = femnist_like
+    overrides = ["data.name=hf", f"data.hf_dataset={path}", "data.hf_label=character"]
+    cfg = load_config(CONFIGS / "tiny.toml", [*overrides, "train.augment=true"])
+    check_user_code(cfg)  # images (1, side, side): augmentation applies
+
+
+def test_hub_keys_for_another_data_set_are_one_line():
+    with pytest.raises(ConfigError, match="data.hf_dataset") as info:
+        load_config(CONFIGS / "tiny.toml", ["data.hf_dataset=flwrlabs/femnist"])
+    assert "data.name = hf" in str(info.value) and "\n" not in str(info.value)

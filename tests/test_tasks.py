@@ -188,3 +188,13 @@ def test_clients_train_only_the_tasks_they_hold(tmp_path):
     assert len(pairs[pairs["weight_set"] == 1]) > 0
     assert all(people.holds(int(c), int(ws)) for c, ws in pairs.itertuples(index=False))
     assert check_run(tmp_path / "run") == []
+
+
+def test_three_tasks_on_one_node_per_client_give_the_numbers_of_a_pool(tmp_path):
+    pool = three_tasks(tmp_path, "simulation.pool_size=2")
+    node = three_tasks(tmp_path, "simulation.client_binding=node")
+    run_experiment(pool, tmp_path / "pool", quiet=True)
+    run_experiment(node, tmp_path / "node", quiet=True)
+    for name in ("rounds.csv", "clients.csv", "server.csv"):
+        a, b = (pd.read_csv(tmp_path / d / name) for d in ("pool", "node"))
+        pd.testing.assert_frame_equal(non_host(a), non_host(b), check_exact=True, obj=name)

@@ -16,6 +16,7 @@ from typing import Any
 
 from pwfl import registry
 from pwfl.config.experiment import SECTIONS, Config, type_name
+from pwfl.config.learning import DataConfig
 from pwfl.config.ranges import RANGE, Range
 from pwfl.config.system import ClientsConfig, FaultsConfig
 from pwfl.errors import ConfigError
@@ -142,6 +143,7 @@ def _validate(cfg: Config, one_set: bool) -> None:
             continue  # your own, by dotted path: loaded and checked as the run starts
         _choice(key, value, names)
     _validate_augment(cfg)
+    _validate_hub_keys(cfg.data)
     if cfg.weight_set:
         _validate_weight_sets(cfg)
     _check(
@@ -247,12 +249,29 @@ def _validate_augment(cfg: Config) -> None:
     _check(
         cfg.data.name in registry.IMAGE_DATASETS
         or not cfg.train.augment
+        or cfg.data.name == "hf"  # images or not: known once loaded (check_user_code)
         or "." in cfg.data.name  # your own, checked as the run starts (check_user_code)
         or ":" in cfg.data.name,
         "train.augment",
         cfg.train.augment,
         f"augmentation rotates images; data.name = {cfg.data.name!r} has none",
     )
+
+
+def _validate_hub_keys(d: DataConfig) -> None:
+    """The ``data.hf_*`` keys are read for ``data.name = "hf"`` alone: set for another
+    data set they would be ignored without a word."""
+    if d.name == "hf":
+        return
+    defaults = DataConfig()
+    for key in ("hf_dataset", "hf_features", "hf_label", "hf_test_split"):
+        value = getattr(d, key)
+        _check(
+            value == getattr(defaults, key),
+            f"data.{key}",
+            value,
+            f"is read for data.name = 'hf' only, not {d.name!r}; remove it or set data.name = hf",
+        )
 
 
 def _validate_clients(c: ClientsConfig) -> None:
