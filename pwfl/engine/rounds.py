@@ -160,6 +160,8 @@ class RoundRecords(Parts):
             if only and job.weight_set not in only:
                 kept.append(job)
                 continue
+            for token in job.events:  # its deadline or timeout: the job is gone
+                self.sim.drop(token)
             for attempt in job.tries:
                 if not attempt.resolved:
                     self.resolve(attempt, UNUSED)
