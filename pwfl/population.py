@@ -52,13 +52,9 @@ class Population:
         return {c: self.size(c, weight_set) for c in clients}
 
     def holds(self, client: int, weight_set: int) -> bool:
-        """Whether ``client`` holds weight set ``weight_set``'s task: with probability
-        ``data.participation`` of that task, drawn from (seed, task, client)."""
-        p = self.cfg.for_set(weight_set).data.participation if self.cfg.weight_set else 1.0
-        if p >= 1:
-            return True
-        task = self.cfg.task_of(weight_set)
-        return float(rng_for(self.cfg.seed, "task-participation", task, client).random()) < p
+        """Whether ``client`` holds weight set ``weight_set``'s task
+        (:meth:`pwfl.config.Config.holds`)."""
+        return self.cfg.holds(client, weight_set)
 
     def online(self, client: int, server_round: int) -> bool:
         """Whether ``client`` can be sampled in ``server_round``: it is offline with

@@ -13,7 +13,16 @@ from pwfl import analysis
 
 from .conftest import ROOT
 
-MODULES = ["loading", "summaries", "fairness", "multitask", "tables", "figures", "timeline", "structure"]
+MODULES = [
+    "loading",
+    "summaries",
+    "fairness",
+    "multitask",
+    "tables",
+    "figures",
+    "timeline",
+    "structure",
+]
 
 
 def docs_api_table() -> list[tuple[str, list[str]]]:

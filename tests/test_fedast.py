@@ -28,6 +28,9 @@ def test_relative_variance_by_hand():
     assert relative_variance(deltas) == pytest.approx(0.25)
     same = [{"w": np.array([1.0, 2.0]), "bn": np.array([9.0])}] * 3
     assert relative_variance(same, frozenset({"bn"})) == 0.0
+    # Biases are left out, as the reference code leaves them out.
+    with_bias = [{**d, "fc.bias": np.array([float(i)])} for i, d in enumerate(deltas)]
+    assert relative_variance(with_bias) == pytest.approx(0.25)
     assert math.isnan(relative_variance([{"w": np.zeros(2)}]))
 
 
@@ -105,14 +108,18 @@ def test_fedast_on_the_scripted_federation_takes_the_hand_computed_steps():
 
 def test_shares_follow_the_tasks_mean_update_variance():
     cfg = scripted_fedast("strategy.fedast.realloc=variance", "strategy.fedast.realloc_every=4",
-                          "data.num_clients=10", "strategy.fedast.concurrency=10")  # fmt: skip
+                          "data.num_clients=10", "strategy.fedast.concurrency=10",
+                          "strategy.num_rounds=20")  # fmt: skip
     policy = FedAST(cfg)
     assert policy.shares == [5, 5]
     policy._variance = [[0.9, 3], [0.1, 1]]  # means 0.3 and 0.1: shares 3 to 1
-    policy._replies = 3
+    policy._replies, policy.steps = 3, [9, 9]
     policy._maybe_reallocate()
-    assert policy.shares == [5, 5]  # not yet: 4 replies between reallocations
-    policy._replies = 4
+    assert policy.shares == [5, 5]  # not yet: 4 updates between reallocations
+    policy._replies, policy.steps = 4, [9, 8]
+    policy._maybe_reallocate()
+    assert policy.shares == [5, 5]  # not yet: set 1 has taken only 8 steps
+    policy.steps = [9, 9]
     policy._maybe_reallocate()
     # one each, then 8 by 0.75 / 0.25: 6, 2 -> 7, 3
     assert policy.shares == [7, 3]
@@ -121,8 +128,9 @@ def test_shares_follow_the_tasks_mean_update_variance():
 
 def test_a_task_without_a_step_since_keeps_the_shares():
     policy = FedAST(scripted_fedast("strategy.fedast.realloc=variance",
-                                    "strategy.fedast.realloc_every=1"))  # fmt: skip
-    policy._variance, policy._replies = [[0.5, 2], [0.0, 0]], 5
+                                    "strategy.fedast.realloc_every=1",
+                                    "strategy.num_rounds=20"))  # fmt: skip
+    policy._variance, policy._replies, policy.steps = [[0.5, 2], [0.0, 0]], 5, [9, 9]
     policy._maybe_reallocate()
     assert policy.shares == [1, 1]
 
@@ -136,6 +144,7 @@ def test_a_task_without_a_step_since_keeps_the_shares():
         (["strategy.server_opt=fedadam"], "strategy.server_opt"),
         (["strategy.aggregator=median"], "strategy.aggregator"),
         (["strategy.merge=final"], "strategy.merge"),
+        (["strategy.group_policy=random"], "strategy.group_policy"),
     ],
 )
 def test_bad_fedast_settings_are_one_line(overrides, named):
@@ -169,4 +178,17 @@ def test_three_tasks_with_faults_and_offline_clients_keep_every_invariant(tmp_pa
     for _, mine in train.groupby("client"):
         spans = mine.sort_values("sim_start_s")[["sim_start_s", "sim_end_s"]].to_numpy()
         assert (spans[1:, 0] >= spans[:-1, 1] - 1e-9).all()
+    assert check_run(tmp_path / "run") == []
+
+
+def test_fedast_reads_participation_without_a_group_policy(tmp_path):
+    from .test_tasks import with_tables
+
+    path = with_tables(tmp_path, "train.lr = 0.05", 'data.name = "digits"\nmodel.name = "mlp"\n'
+                       "data.participation = 0.5")  # fmt: skip
+    cfg = load_config(path, ["strategy.name=fedast", "data.num_clients=6", "strategy.num_rounds=2"])
+    run_experiment(cfg, tmp_path / "run", quiet=True)
+    clients = pd.read_csv(tmp_path / "run" / "clients.csv")
+    pairs = clients[["client", "weight_set"]].drop_duplicates().itertuples(index=False)
+    assert all(cfg.holds(int(c), int(ws)) for c, ws in pairs)
     assert check_run(tmp_path / "run") == []

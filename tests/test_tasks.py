@@ -198,3 +198,20 @@ def test_three_tasks_on_one_node_per_client_give_the_numbers_of_a_pool(tmp_path)
     for name in ("rounds.csv", "clients.csv", "server.csv"):
         a, b = (pd.read_csv(tmp_path / d / name) for d in ("pool", "node"))
         pd.testing.assert_frame_equal(non_host(a), non_host(b), check_exact=True, obj=name)
+
+
+def test_a_task_no_client_holds_is_one_line(tmp_path):
+    path = with_tables(tmp_path, "train.lr = 0.05", 'data.name = "digits"\nmodel.name = "mlp"\n'
+                       "data.participation = 0.001")  # fmt: skip
+    with pytest.raises(ConfigError, match="weight_set.1.data.participation") as info:
+        load_config(path, ["strategy.group_policy=random"])
+    assert "none of the first 4 clients" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_shared_data_set_that_no_set_trains_on_is_never_loaded(tmp_path):
+    # cifar10 is not in data.root here: loading it would stop the run.
+    cfg = three_tasks(
+        tmp_path, "data.name=cifar10", "data.root=/nonexistent", "strategy.num_rounds=1"
+    )
+    run_experiment(cfg, tmp_path / "run", quiet=True)
+    assert len(pd.read_csv(tmp_path / "run" / "rounds.csv")) == 3

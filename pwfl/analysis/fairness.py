@@ -39,10 +39,11 @@ def set_targets(
 ) -> dict[str, float]:
     """The target accuracy of each weight set: its own, or the one target for all.
 
-    This is where a per-set target enters the summaries: the config has one
-    target (``strategy.target_accuracy``) today, and ``[[weight_set]]`` tables
-    cannot set it, so every set gets it; a mapping gives each set its own (a
-    multi-model run whose tasks differ in how hard they are).
+    This is where a per-set target enters the summaries: one target
+    (``strategy.target_accuracy``) for every set, or a mapping that gives each set
+    its own, as ``[[weight_set]]`` tables that set ``strategy.target_accuracy`` do
+    (:meth:`pwfl.config.Config.targets`: a multi-model run whose tasks differ in how
+    hard they are).
 
     Parameters
     ----------

@@ -6,6 +6,7 @@ Flower's grid and to the run folder, and hands the outcome back as a value.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import shutil
@@ -32,7 +33,7 @@ from pwfl.checkpoint import (
     Checkpointer,
     drop_client_state_after,
 )
-from pwfl.config import Config, check_single_run
+from pwfl.config import Config, DataConfig, check_single_run
 from pwfl.data import client_size, server_test_data, server_validation_data
 from pwfl.devices import make_profiles
 from pwfl.engine import Engine, SetModel, connect
@@ -97,9 +98,8 @@ def run_server(
         drop_client_state_after(out / CLIENT_STATE_DIR, resume.round)
     provenance = arithmetic.provenance(cfg.reproducibility.arithmetic)
     atomic_write_text(out / "config.toml", arithmetic.provenance_header(provenance) + cfg.to_toml())
-    held_out = (server_validation_data(cfg.data, cfg.seed), server_test_data(cfg.data, cfg.seed))
     settings = train_settings(cfg)
-    evaluate_weights = _tester(held_out, settings)
+    evaluate_weights = _tester(lambda: _held_out(cfg.data, cfg.seed), settings)
 
     nodes = connect(grid, cfg, pool_size)
     population = Population(cfg, _client_sizes(cfg, nodes))
@@ -117,7 +117,7 @@ def run_server(
         profiles,
         statistics=_statistics(cfg, policy.num_weight_sets),
         flops_per_example=training.flops_per_example(settings),
-        set_models=_set_models(cfg, held_out, policy.num_weight_sets),
+        set_models=_set_models(cfg, policy.num_weight_sets),
     )
     recorder = RunRecorder(out)
     watchers: list[Callback] = [recorder]
@@ -131,7 +131,10 @@ def run_server(
     if resume is not None:
         recorder.restore(resume.files)
     try:
-        initial = {k: v.numpy() for k, v in training.initial_state(settings, cfg.seed).items()}
+        # With [[weight_set]] tables each set starts from its own model's (SetModel):
+        # the shared model, which may not fit the shared data no set uses, is not built.
+        shared = training.initial_state(settings, cfg.seed) if not cfg.weight_set else {}
+        initial = {k: v.numpy() for k, v in shared.items()}
         result = engine.run(initial, resume)
     finally:
         executor.shutdown()
@@ -157,15 +160,25 @@ def checkpoints_kept(cfg: Config, policy: Policy) -> bool:
     )
 
 
+def _held_out(data: DataConfig, seed: int) -> tuple[Any, Any]:
+    """A task's server (validation, test) sets."""
+    return server_validation_data(data, seed), server_test_data(data, seed)
+
+
 def _tester(
-    held_out: tuple[Any, Any], settings: training.TrainSettings
+    held_out: Callable[[], tuple[Any, Any]], settings: training.TrainSettings
 ) -> Callable[[Arrays], dict[str, float]]:
     """The server's evaluation of one set of weights on its (validation, test) sets:
     ``accuracy`` and ``loss`` on the test set, ``val_accuracy`` and ``val_loss`` on
-    validation."""
-    validation, test = held_out
+    validation. The sets are loaded at the first evaluation (``held_out``), so a
+    shared data set that no weight set trains on is never loaded."""
+
+    loaded: list[tuple[Any, Any]] = []
 
     def evaluate_weights(arrays: Arrays) -> dict[str, float]:
+        if not loaded:
+            loaded.append(held_out())
+        validation, test = loaded[0]
         state = {name: torch.tensor(value) for name, value in arrays.items()}
         tested = training.evaluate(state, test, settings)
         validated = training.evaluate(state, validation, settings)
@@ -179,12 +192,12 @@ def _tester(
     return evaluate_weights
 
 
-def _set_models(cfg: Config, held_out: tuple[Any, Any], num_weight_sets: int) -> list[SetModel]:
+def _set_models(cfg: Config, num_weight_sets: int) -> list[SetModel]:
     """Each weight set's model, test and cost when ``[[weight_set]]`` tables make them
     differ; none otherwise (every set is the shared model). A set's initial weights
     depend on its own model and the seed only, so a set trains as it would in a run
     whose every set had its settings. A set is tested on its own task's server test
-    and validation sets (``held_out`` for task 0, the shared data)."""
+    and validation sets."""
     if not cfg.weight_set:
         return []
     models = []
@@ -192,11 +205,10 @@ def _set_models(cfg: Config, held_out: tuple[Any, Any], num_weight_sets: int) ->
         settings = train_settings(cfg.for_set(ws))
         initial = training.initial_state(settings, cfg.seed)
         data, seed = cfg.set_data(ws)
-        own = (server_validation_data(data, seed), server_test_data(data, seed))
         models.append(
             SetModel(
                 {k: v.numpy() for k, v in initial.items()},
-                _tester(held_out if data == cfg.data and seed == cfg.seed else own, settings),
+                _tester(functools.partial(_held_out, data, seed), settings),
                 training.flops_per_example(settings),
             )
         )

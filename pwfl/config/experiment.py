@@ -28,7 +28,7 @@ from pwfl.config.system import (
     SimulationConfig,
     StragglerConfig,
 )
-from pwfl.seeding import seed_for
+from pwfl.seeding import rng_for, seed_for
 
 TASK_KEYS = (
     "data.name",
@@ -148,6 +148,17 @@ class Config:
         """(data config, data seed) of weight set ``weight_set``'s task: what every
         function of :mod:`pwfl.data` takes."""
         return self.for_set(weight_set).data, self.task_seed(weight_set)
+
+    def holds(self, client: int, weight_set: int) -> bool:
+        """Whether ``client`` holds weight set ``weight_set``'s task: with probability
+        ``data.participation`` of that task, drawn from (seed, task, client). A task is
+        split over every client; a client that does not hold it is never asked to train
+        or evaluate it, so its share of the task's examples is never used."""
+        p = self.for_set(weight_set).data.participation if self.weight_set else 1.0
+        if p >= 1:
+            return True
+        draw = rng_for(self.seed, "task-participation", self.task_of(weight_set), client)
+        return float(draw.random()) < p
 
     def targets(self) -> float | dict[str, float]:
         """The target accuracy: ``strategy.target_accuracy``, or weight set (as text,

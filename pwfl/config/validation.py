@@ -216,6 +216,11 @@ def _validate_weight_sets(cfg: Config) -> None:
     )
 
 
+HOLDERS_LOOKED_AT = 10_000
+"""Clients whose draws are looked at for one that holds a partial task: a run whose task
+no client holds would wait for one for ever."""
+
+
 def _validate_tasks(cfg: Config) -> None:
     """Weight sets with tasks of their own (``data`` keys in their tables)."""
     s = cfg.strategy
@@ -235,8 +240,18 @@ def _validate_tasks(cfg: Config) -> None:
     )
     partial = [ws for ws in range(s.k) if cfg.for_set(ws).data.participation < 1]
     drawn = ("random", "alpha-fair", "variance-reduced")
+    looked = min(cfg.data.num_clients, HOLDERS_LOOKED_AT)
+    for ws in partial:
+        _check(
+            any(cfg.holds(c, ws) for c in range(looked)),
+            f"weight_set.{ws}.data.participation",
+            cfg.for_set(ws).data.participation,
+            f"gives the task to none of the first {looked} clients; raise it or data.num_clients",
+        )
+    from pwfl.strategies import policy_class
+
     _check(
-        not partial or s.group_policy in drawn,
+        not partial or s.group_policy in drawn or not policy_class(cfg).groups_by_policy,
         "strategy.group_policy",
         s.group_policy,
         "gives clients sets without asking which tasks they hold (weight set "

@@ -202,6 +202,8 @@ class Policy:
     num_weight_sets: int = 1
     weight_set_tables: bool = False
     """Whether ``[[weight_set]]`` tables may give its weight sets settings of their own."""
+    groups_by_policy: bool = True
+    """Whether ``strategy.group_policy`` forms its groups (FedAST gives slots its own way)."""
     rounds_are_steps: bool = False
     """Whether each round of the records is a server step that consumes replies sent
     before earlier steps (FedBuff, FedAsync) rather than the jobs sent for it (what

@@ -21,16 +21,18 @@ two tasks at once). A task whose ``strategy.num_rounds`` steps are done hands it
 slots to the others, in proportion to theirs.
 
 With ``realloc = "variance"`` the shares move to where the updates disagree most, as
-the reference code's reallocation: every ``realloc_every`` replies (0: the code's
-period, three quarters of ``concurrency`` times the unfinished tasks) each unfinished
-task's share becomes proportional to the mean, over its steps since the last
-reallocation, of its updates' relative variance
-``sum_i ||d_i - mean||^2 / (b ||mean||^2)`` (at least one slot each; largest
-remainders; a task with no step since keeps its share). Two departures, both stated:
-the variance is taken over each step's buffer, not the code's window of its last 8
-updates (so no update is kept beyond its step and a checkpoint holds numbers only), and
-without the code's scaling by learning rates (the relative variance is free of them),
-in slots of one, not of 32.
+the reference code's reallocation: every ``realloc_every`` delivered updates (0: the
+code's period, three quarters of ``concurrency`` times the unfinished tasks), once every
+unfinished task has taken more than 8 steps, each unfinished task's share becomes
+proportional to the mean, over its steps since the last reallocation, of its updates'
+relative variance ``sum_i ||d_i - mean||^2 / (b ||mean||^2)`` over the weights but the
+biases (at least one slot each; largest remainders). While one unfinished task has no
+step since (or updates that all agree), no share moves, and the next update tries
+again. Three departures, each stated: the variance is taken over each step's buffer,
+not the code's window of its last 8 updates (so no update is kept beyond its step and a
+checkpoint holds numbers only); it is not scaled by the learning rates (the relative
+variance is free of them); and shares move in slots of one, not blocks of 32, with
+buffers of a fixed size (the code resizes ``b_s`` to ``ceil(R_s / 32)``).
 
 Each server step is a round of the records of its task (``rounds.csv`` has a row per
 (step, task)); clients do not run federated evaluation; a checkpoint at any step
@@ -79,10 +81,14 @@ class FedASTSettings:
 
 
 REALLOC = ("variance", "none")
+FIRST_REALLOC_AFTER = 8
+"""Steps every unfinished task takes before the first reallocation (the reference code's
+``min(round_list) > 8``)."""
 DEFAULT_SERVER_LR = 0.1
 """The step's eta when ``strategy.server_lr`` is 0: the reference code's ``global_lr``.
 With many clients per task in flight and small buffers, updates are several steps
-stale; at 1 (FedBuff's default) the MNIST CNN of ``mmfl_three_tasks.toml`` diverged."""
+stale; at 1 (FedBuff's default) the MNIST CNN of ``mmfl_three_tasks.toml`` diverged
+(docs/strategies.md gives the run)."""
 
 
 class FedAST(Policy):
@@ -91,6 +97,7 @@ class FedAST(Policy):
     name = "fedast"
     Settings = FedASTSettings
     weight_set_tables = True
+    groups_by_policy = False
     rounds_are_steps = True
 
     def __init__(self, cfg: Config):
@@ -159,9 +166,9 @@ class FedAST(Policy):
         """Buffer the reply's weighted delta in its task's buffer; step when it is full.
         (A finished task has no job left: its last round gave them up.)"""
         ws = job.plan.weight_set
-        self._replies += 1
         if job.status != OK or not job.updates:
             return []
+        self._replies += 1  # delivered updates, as the reference code counts them
         arrays, _ = job.updates[0]
         statistics = server.statistics
         delta = {
@@ -225,7 +232,10 @@ class FedAST(Policy):
             return
         open_ = [not self._finished(ws) for ws in range(self.num_weight_sets)]
         period = self.settings.realloc_every or max(1, (3 * sum(self.shares)) // 4 * sum(open_))
-        if self._replies < period or sum(open_) < 2:
+        early = any(
+            o and steps <= FIRST_REALLOC_AFTER for o, steps in zip(open_, self.steps, strict=True)
+        )
+        if self._replies < period or sum(open_) < 2 or early:
             return
         means = [(total / count if count else math.nan) for total, count in self._variance]
         if any(o and (math.isnan(m) or m <= 0) for o, m in zip(open_, means, strict=True)):
@@ -306,6 +316,12 @@ class FedAST(Policy):
                 f"config key '{key}' = {value!r} is invalid: fedast steps each task's model "
                 "with its own buffered update; use strategy.name = pwfl for another"
             )
+        if s.group_policy != "complementary":
+            raise ConfigError(
+                f"config key 'strategy.group_policy' = {s.group_policy!r} is not read by "
+                "fedast, which gives each freed slot to the task furthest below its share; "
+                "leave it at complementary"
+            )
         if s.merge != "none":
             raise ConfigError(
                 f"config key 'strategy.merge' = {s.merge!r} is invalid: fedast's tasks are "
@@ -331,12 +347,13 @@ class FedAST(Policy):
 
 
 def relative_variance(deltas: list[Arrays], statistics: frozenset[str] = frozenset()) -> float:
-    """``sum_i ||d_i - mean||^2 / (n ||mean||^2)`` over the weights (running statistics
-    left out), in float64, arrays in sorted order: how much ``n`` updates of one task
+    """``sum_i ||d_i - mean||^2 / (n ||mean||^2)`` over the weights (running statistics and
+    biases left out), in float64, arrays in sorted order: how much ``n`` updates of one task
     disagree, free of the task's learning rate. NaN for no update or a zero mean."""
     if not deltas:
         return math.nan
-    names = sorted(n for n in deltas[0] if n not in statistics)
+    # Bias vectors are left out, as the reference code leaves them out.
+    names = sorted(n for n in deltas[0] if n not in statistics and "bias" not in n)
     spread = norm = 0.0
     for name in names:
         stack = np.stack([np.asarray(d[name], dtype=np.float64).ravel() for d in deltas])
