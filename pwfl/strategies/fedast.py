@@ -56,7 +56,7 @@ from pwfl.errors import ConfigError
 from pwfl.quorum import OK
 from pwfl.seeding import rng_for
 from pwfl.strategies.base import Aggregation, Finished, Plan, Policy, RoundEnd, Server, free_when
-from pwfl.strategies.fedbuff import minus, staleness_weight
+from pwfl.strategies.fedbuff import buffered_update
 
 
 @dataclass(frozen=True)
@@ -169,14 +169,8 @@ class FedAST(Policy):
         if job.status != OK or not job.updates:
             return []
         self._replies += 1  # delivered updates, as the reference code counts them
-        arrays, _ = job.updates[0]
         statistics = server.statistics
-        delta = {
-            name: value if name in statistics else minus(value, job.sent[name])
-            for name, value in arrays.items()
-        }
-        weight = staleness_weight(job.staleness, self.exponent)
-        self._buffers[ws].append((delta, weight / self.buffer_size))
+        self._buffers[ws].append(buffered_update(job, statistics, self.exponent, self.buffer_size))
         self._sources[ws].append(job.job)
         if len(self._buffers[ws]) < self.buffer_size:
             return []

@@ -133,14 +133,9 @@ class FedBuff(Policy):
         """Buffer the client's staleness-weighted delta; step when the buffer is full."""
         if job.status != OK or not job.updates:
             return []
-        arrays, _ = job.updates[0]
-        statistics = server.statistics
-        delta = {
-            name: value if name in statistics else minus(value, job.sent[name])
-            for name, value in arrays.items()
-        }
-        weight = staleness_weight(job.staleness, self.exponent)
-        self._buffer.append((delta, weight / self.buffer_size))
+        self._buffer.append(
+            buffered_update(job, server.statistics, self.exponent, self.buffer_size)
+        )
         self._sources.append(job.job)
         if len(self._buffer) < self.buffer_size:
             return []
@@ -222,8 +217,21 @@ def _one_of(rng: np.random.Generator, free: list[int]) -> list[int]:
     return [int(rng.choice(free))]
 
 
-def minus(value: np.ndarray, sent: np.ndarray) -> np.ndarray:
-    """``value - sent``: a client's delta to the weights it was sent."""
+def buffered_update(
+    job: Finished, statistics: frozenset[str], exponent: float, buffer_size: int
+) -> Update:
+    """A single-client job's entry in a buffer: its delta ``y - w_sent`` (a running
+    statistic's own value instead, :func:`pwfl.aggregation.buffered_step`), weighted
+    ``(1 + tau)^-a / buffer_size``."""
+    arrays, _ = job.updates[0]
+    delta = {
+        name: value if name in statistics else _minus(value, job.sent[name])
+        for name, value in arrays.items()
+    }
+    return delta, staleness_weight(job.staleness, exponent) / buffer_size
+
+
+def _minus(value: np.ndarray, sent: np.ndarray) -> np.ndarray:
     # Integer arrays (batch-norm counters) become float deltas; floats keep their dtype.
     dtype = value.dtype if np.issubdtype(value.dtype, np.floating) else np.float64
     return np.subtract(value, sent, dtype=dtype)
