@@ -83,7 +83,7 @@ def plan_runs(
     variants = (
         [("", [])]
         if vary is None
-        else [(f" {vary[0].split('.')[-1]}={value}", [f"{vary[0]}={value}"]) for value in vary[1]]
+        else [(variant_label("", vary[0], value), [f"{vary[0]}={value}"]) for value in vary[1]]
     )
     runs = []
     for seed in seeds:
@@ -99,6 +99,12 @@ def plan_runs(
                 )
                 runs.append((strategy + suffix, seed, run_cfg))
     return runs
+
+
+def variant_label(strategy: str, key: str, value: str) -> str:
+    """The label of ``strategy``'s run with a varied key: ``pwfl load_balancing=proportional``
+    (the key's last part)."""
+    return f"{strategy} {key.split('.')[-1]}={value}"
 
 
 def _check_vary_is_read(key: str, strategies: Sequence[str]) -> None:

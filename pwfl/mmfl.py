@@ -42,7 +42,9 @@ SEQUENTIAL = "pwfl-sequential"
 
 def label(policy: str) -> str:
     """The comparison's label of PWFL with ``policy``."""
-    return f"pwfl group_policy={policy}"
+    from pwfl.compare import variant_label
+
+    return variant_label("pwfl", "strategy.group_policy", policy)
 
 
 def commands(config: str, seeds: Sequence[int], out: str) -> list[str]:

@@ -39,6 +39,7 @@ class Population:
         self.num_clients = cfg.data.num_clients
         self._size = size
         self._sizes: dict[tuple[int, int], int] = {}
+        self._holds: dict[tuple[int, int], bool] = {}
 
     def size(self, client: int, weight_set: int = 0) -> int:
         """Examples client ``client`` holds of weight set ``weight_set``'s task."""
@@ -53,8 +54,12 @@ class Population:
 
     def holds(self, client: int, weight_set: int) -> bool:
         """Whether ``client`` holds weight set ``weight_set``'s task
-        (:meth:`pwfl.config.Config.holds`)."""
-        return self.cfg.holds(client, weight_set)
+        (:meth:`pwfl.config.Config.holds`); each (client, set) is drawn once and kept,
+        as the policies ask again every round."""
+        key = (client, weight_set)
+        if key not in self._holds:
+            self._holds[key] = self.cfg.holds(client, weight_set)
+        return self._holds[key]
 
     def online(self, client: int, server_round: int) -> bool:
         """Whether ``client`` can be sampled in ``server_round``: it is offline with
