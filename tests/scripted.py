@@ -30,6 +30,15 @@ from pwfl.transport import ARRAYS, CLIENT, CONFIG, METRICS, WEIGHT_KEY, to_recor
 
 EXAMPLES = 10
 
+FAST_LINKS = [
+    "clients.up_mbps=inf",
+    "clients.down_mbps=inf",
+    "clients.latency_ms=0",
+    "server.up_mbps=inf",
+    "server.down_mbps=inf",
+]
+"""Links that take no time: a scripted run's clock is the clients' scripted compute."""
+
 
 def scripted_app(
     compute_s: Callable[[int, int], float],

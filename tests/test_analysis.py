@@ -9,20 +9,11 @@ import re
 import subprocess
 import sys
 
-from pwfl import analysis
+from pwfl import analysis, reference
 
 from .conftest import ROOT
 
-MODULES = [
-    "loading",
-    "summaries",
-    "fairness",
-    "multitask",
-    "tables",
-    "figures",
-    "timeline",
-    "structure",
-]
+MODULES = list(reference.ANALYSIS_MODULES)
 
 
 def docs_api_table() -> list[tuple[str, list[str]]]:

@@ -14,15 +14,7 @@ import pytest
 
 from pwfl.config import load_config
 
-from .scripted import run_scripted
-
-FAST_LINKS = [
-    "clients.up_mbps=inf",
-    "clients.down_mbps=inf",
-    "clients.latency_ms=0",
-    "server.up_mbps=inf",
-    "server.down_mbps=inf",
-]
+from .scripted import FAST_LINKS, run_scripted
 
 
 def config(*overrides: str):

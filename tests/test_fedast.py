@@ -16,7 +16,7 @@ from pwfl.seeding import rng_for
 from pwfl.strategies.fedast import FedAST, _apportion, relative_variance
 
 from .conftest import CONFIGS
-from .scripted import run_scripted
+from .scripted import FAST_LINKS, run_scripted
 from .test_tasks import three_tasks
 
 TINY = CONFIGS / "tiny.toml"
@@ -60,11 +60,7 @@ def scripted_fedast(*extra: str):
             "strategy.executor=serial",
             "checkpoint.every=0",
             "clock.compute=measured",
-            "clients.up_mbps=inf",
-            "clients.down_mbps=inf",
-            "clients.latency_ms=0",
-            "server.up_mbps=inf",
-            "server.down_mbps=inf",
+            *FAST_LINKS,
             *extra,
         ],
     )

@@ -13,8 +13,7 @@ from pwfl.runner import run_experiment
 from pwfl.strategies.fedasync import mix
 
 from .conftest import CONFIGS
-from .scripted import run_scripted
-from .test_engine import FAST_LINKS
+from .scripted import FAST_LINKS, run_scripted
 
 
 def test_mix_is_the_convex_combination_and_keeps_integer_counters():

@@ -14,7 +14,7 @@ from pwfl.runner import run_experiment
 from pwfl.strategies.fedbuff import staleness_weight
 
 from .conftest import CONFIGS
-from .scripted import run_scripted
+from .scripted import FAST_LINKS, run_scripted
 
 
 def test_staleness_weight_is_polynomial():
@@ -67,11 +67,7 @@ def scripted_fedbuff(clients: int):
             "strategy.executor=serial",
             "checkpoint.every=0",
             "clock.compute=measured",
-            "clients.up_mbps=inf",
-            "clients.down_mbps=inf",
-            "clients.latency_ms=0",
-            "server.up_mbps=inf",
-            "server.down_mbps=inf",
+            *FAST_LINKS,
         ],
     )
 
