@@ -115,7 +115,5 @@ def markdown(frame: pd.DataFrame) -> str:
     for column in shown:
         if pd.api.types.is_float_dtype(shown[column]):
             shown[column] = shown[column].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-    header = "| " + " | ".join(map(str, shown.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in shown.columns) + "|"
-    body = ["| " + " | ".join(map(str, row)) + " |" for row in shown.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+    rows = [[str(cell) for cell in row] for row in shown.itertuples(index=False)]
+    return analysis.markdown_table([str(c) for c in shown.columns], rows)

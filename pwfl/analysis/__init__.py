@@ -85,7 +85,13 @@ from pwfl.analysis.summaries import (
     summarize_runs,
     worst_set,
 )
-from pwfl.analysis.tables import SUMMARY_COLUMNS, format_summary, summary_markdown, summary_view
+from pwfl.analysis.tables import (
+    SUMMARY_COLUMNS,
+    format_summary,
+    markdown_table,
+    summary_markdown,
+    summary_view,
+)
 from pwfl.analysis.timeline import plot_timeline
 from pwfl.schema import COUNT, FLAG, INT, MERGED, TEXT
 
@@ -142,6 +148,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "summary_view",
     "summary_markdown",
+    "markdown_table",
     "format_summary",
     # figures, timeline, structure
     "AXIS_LABELS",

@@ -9,7 +9,8 @@ Usage::
     b = policy_contrast(by_policy, "pwfl group_policy=alpha-fair", "pwfl group_policy=random")
 
 Every number here is per seed: a claim about a policy holds when it holds on every seed
-(:func:`policy_contrast`'s ``holds`` column), never on their mean alone.
+(the smallest gain over the seeds, :func:`policy_contrast`'s ``every`` row), never on
+their mean alone.
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+
 import pandas as pd
 
 from pwfl.analysis import summaries
@@ -101,13 +103,18 @@ def summary_markdown(summary: pd.DataFrame, each_set: bool = False, host: bool =
     """
     view = summary_view(summary, each_set, host)
     formats = dict(_labels(summary, host).values())
-    lines = [
-        "| strategy | " + " | ".join(view.columns) + " |",
-        "|---" * (len(view.columns) + 1) + "|",
+    rows = [
+        [str(strategy)]
+        + ["–" if pd.isna(v) else formats[label].format(v) for label, v in row.items()]
+        for strategy, row in view.iterrows()
     ]
-    for strategy, row in view.iterrows():
-        cells = ["–" if pd.isna(v) else formats[label].format(v) for label, v in row.items()]
-        lines.append(f"| {strategy} | " + " | ".join(cells) + " |")
+    return markdown_table(["strategy", *view.columns], rows)
+
+
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Cells already formatted as a Markdown table: a header row, its rule, the rows."""
+    lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
 
