@@ -40,6 +40,8 @@ CLIENT_STATES = ("none", "momentum", "personal")
 """``train.client_state``: ``pwfl.training.CLIENT_STATES``."""
 BINDINGS = ("pool", "node")
 """``simulation.client_binding``: ``pwfl.transport.BINDINGS``."""
+MESSAGES = ("cohort", "client")
+"""``simulation.messages``: a message per pool node and job, or one per client."""
 BACKENDS = ("ray", "inline")
 """``simulation.backend``: Flower's simulation engine on Ray, or ``pwfl.inline``."""
 GROUP_POLICIES = (

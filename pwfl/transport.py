@@ -29,6 +29,9 @@ WEIGHT_KEY = "num-examples"
 
 BINDINGS = registry.BINDINGS
 """How clients bind to Flower nodes (``simulation.client_binding``): see :class:`NodeBinding`."""
+MESSAGES = registry.MESSAGES
+"""How many clients one message carries in pool binding (``simulation.messages``): a
+cohort (:class:`Cohort`) or one."""
 
 _Record = TypeVar("_Record", ArrayRecord, MetricRecord, ConfigRecord)
 

@@ -31,6 +31,7 @@ def _pairs():
         "MODELS": models.MODELS,
         "CLIENT_STATES": training.CLIENT_STATES,
         "BINDINGS": transport.BINDINGS,
+        "MESSAGES": transport.MESSAGES,
         "GROUP_POLICIES": partition.GROUP_POLICIES,
         "EXECUTORS": aggregation.EXECUTORS,
         "SERVER_OPTIMIZERS": server_optimizer.OPTIMIZERS,
@@ -67,6 +68,7 @@ def test_the_lists_that_are_tuples_in_their_module_are_the_registrys_own():
     assert arithmetic.MODES is registry.ARITHMETIC_MODES
     assert training.CLIENT_STATES is registry.CLIENT_STATES
     assert transport.BINDINGS is registry.BINDINGS
+    assert transport.MESSAGES is registry.MESSAGES
 
 
 def test_every_registry_list_is_a_choice_of_the_config():

@@ -155,7 +155,17 @@ class SimulationConfig:
     one node per client, which holds its own data (pwfl deploy, real devices)."""
     pool_size: int = ranged(0, ge=0)
     """pool binding: Flower nodes in the pool; 0 means as many as clients train at once
-    (the clients sampled per round, or fedbuff's concurrency)."""
+    (the clients sampled per round, or fedbuff's concurrency), and with cohort
+    messages no more than the client processes that run at once."""
+    messages: str = "cohort"
+    """pool binding: cohort (each pool node gets one message per job, with the weights
+    once and the clients it trains one after another; each client's update and
+    metrics come back in the reply) or client (one message per client). The records
+    are the same; node binding always sends one message per client."""
+    node_aggregation: bool = False
+    """cohort messages: each node sums its clients' weighted updates and sends back one
+    partial sum, not every update (a plain weighted mean only; other bits than the
+    server's own sum: docs/running.md measures the gap)."""
     client_cpus: float = ranged(1.0, gt=0)
     """CPUs reserved per client actor (Flower's default of 2 runs one client at a
     time on a 2-core machine)."""

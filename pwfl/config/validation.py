@@ -79,6 +79,7 @@ def registered_choices() -> dict[str, Collection[str]]:
         "stragglers.load_balancing": registry.BALANCING,
         "reproducibility.arithmetic": registry.ARITHMETIC_MODES,
         "simulation.backend": registry.BACKENDS,
+        "simulation.messages": registry.MESSAGES,
     }
 
 
