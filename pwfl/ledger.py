@@ -98,9 +98,12 @@ class Try:
 
     @property
     def bytes_up(self) -> int:
+        """The bytes of its update on the wire (a node that aggregates reports them)."""
         if not self.answered:
             return 0
         assert self.reply is not None
+        if ARRAYS not in self.reply.content:
+            return int(self.metric("update-bytes"))
         return self.reply.content[ARRAYS].count_bytes()
 
     def metric(self, name: str, default: float = math.nan) -> float:

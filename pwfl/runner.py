@@ -95,7 +95,8 @@ get past their first query in five minutes here."""
 def simulation_nodes(cfg: Config) -> int:
     """Flower nodes a simulation starts. Node binding: one per client. Pool binding:
     ``simulation.pool_size``, else as many as clients train at once (the clients
-    sampled per round, or FedBuff's concurrency)."""
+    sampled per round, or FedBuff's concurrency), with cohort messages at most as many
+    as client processes run at once."""
     if cfg.simulation.client_binding == "node":
         if cfg.data.num_clients > NODE_BOUND_LIMIT:
             raise PwflError(
@@ -108,7 +109,19 @@ def simulation_nodes(cfg: Config) -> int:
         return cfg.simulation.pool_size
     from pwfl.strategies import policy_class
 
-    return policy_class(cfg).clients_in_flight(cfg)
+    in_flight = policy_class(cfg).clients_in_flight(cfg)
+    if cfg.simulation.messages == "client" or cfg.simulation.ray_address:
+        return in_flight
+    # A cohort message keeps its node busy for all its clients: more nodes than client
+    # processes running at once would only queue, and each node is warmed up once.
+    return max(1, min(in_flight, client_processes(cfg)))
+
+
+def client_processes(cfg: Config) -> int:
+    """How many clients run at once on this machine: its CPUs (or ``simulation.ray_cpus``)
+    over ``simulation.client_cpus``, as Ray places the client actors."""
+    cpus = cfg.simulation.ray_cpus or os.cpu_count() or 1
+    return max(1, int(cpus // cfg.simulation.client_cpus))
 
 
 def prepare_data(cfg: Config) -> None:

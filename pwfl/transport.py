@@ -10,11 +10,24 @@ to them whichever node ran it (:class:`NodeBinding`).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
+from flwr.app import (
+    Array,
+    ArrayRecord,
+    ConfigRecord,
+    ConfigRecordValues,
+    Context,
+    Error,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
+from flwr.clientapp.client_app import ClientAppException
+from flwr.common.constant import ErrorCode
 
 from pwfl import registry
 from pwfl.aggregation import Arrays, Update
@@ -155,8 +168,51 @@ def train_update(reply: Message, reference: Arrays | None = None, mode: str = "n
 
     ``reference`` is the weights the client was sent (needed by ``int8-delta``).
     """
-    arrays = decode_update(to_numpy(arrays_of(reply.content)), reference, mode)
-    return arrays, as_float(metrics_of(reply.content)[WEIGHT_KEY])
+    return content_update(reply.content, reference, mode)
+
+
+def content_update(content: RecordDict, reference: Arrays | None, mode: str) -> Update:
+    """:func:`train_update` of a reply's content."""
+    arrays = decode_update(to_numpy(arrays_of(content)), reference, mode)
+    return arrays, as_float(metrics_of(content)[WEIGHT_KEY])
+
+
+NODE_MEAN = "node-mean"
+"""The reply key of a node's weighted mean of its cohort's updates (node aggregation)."""
+SUMMED_BY = "summed-by"
+"""The ``client`` record key naming the cohort whose node mean holds a client's update."""
+
+
+def node_mean(
+    replies: list[RecordDict | Error], received: ArrayRecord, mode: str, cohort: str
+) -> None:
+    """Replace the updates of a cohort's answered clients by their weighted mean (in place).
+
+    Node aggregation: each update is decoded as the server would decode it, the
+    updates are averaged in the cohort's order with :func:`pwfl.aggregation.weighted_mean`
+    (the server's own mean), and the mean with its total weight goes back once, in the
+    first answered client's reply (``node-mean``). Every answered client's reply keeps
+    its metrics, the bytes its update would have taken on the wire (``update-bytes``:
+    the simulated upload is the client's, not the node's) and the cohort it was
+    summed in (``summed-by``). The server averages the nodes' means weighted by their
+    totals: the same mean, summed in two levels (other bits, docs/running.md).
+    """
+    from pwfl.aggregation import weighted_mean
+
+    answered = [r for r in replies if isinstance(r, RecordDict) and ARRAYS in r]
+    if not answered:
+        return
+    reference = to_numpy(received) if mode == "int8-delta" else None
+    updates = [content_update(reply, reference, mode) for reply in answered]
+    for reply in answered:
+        arrays = arrays_of(reply)
+        del reply[ARRAYS]
+        metrics_of(reply)["update-bytes"] = arrays.count_bytes()
+        config_of(reply, CLIENT)[SUMMED_BY] = cohort
+    first = answered[0]
+    first[NODE_MEAN] = to_record(weighted_mean(updates))
+    metrics_of(first)["node-weight"] = float(sum(n for _, n in updates))
+    metrics_of(first)["node-clients"] = len(updates)
 
 
 def encode_reply_arrays(state: dict[str, Any], received: ArrayRecord, mode: str) -> ArrayRecord:
@@ -185,6 +241,144 @@ def client_message(
     if state is not None:
         content[STATE] = state
     return Message(content=content, message_type=message_type, dst_node_id=node)
+
+
+COHORT = "cohort"
+"""The key of a cohort message's (and reply's) own record: how many clients it carries."""
+
+
+def cohort_message(
+    node: int,
+    arrays: ArrayRecord,
+    configs: list[dict[str, Any]],
+    message_type: str,
+    states: list[ArrayRecord | None],
+    node_mean_of: str = "",
+) -> Message:
+    """One message for several clients of one weight set, run one after another on ``node``.
+
+    The weights travel once; each client's config (``client-id``, epochs, attempt,
+    ...) and the state it kept (pool binding) under its place in the cohort
+    (``config/0``, ``client-state/0``, ...). The node answers with every client's reply
+    in one message (:func:`cohort_reply`). Flower's records hold no list of records,
+    hence the numbered keys. ``node_mean_of`` (node aggregation) names the cohort: its
+    node sends back the mean of the updates, not each one (:func:`node_mean`).
+    """
+    own: dict[str, ConfigRecordValues] = {"size": len(configs)}
+    if node_mean_of:
+        own[NODE_MEAN] = node_mean_of
+    content = RecordDict({ARRAYS: arrays, COHORT: ConfigRecord(own)})
+    for i, (config, state) in enumerate(zip(configs, states, strict=True)):
+        content[f"{CONFIG}/{i}"] = ConfigRecord(config)
+        if state is not None:
+            content[f"{STATE}/{i}"] = state
+    return Message(content=content, message_type=message_type, dst_node_id=node)
+
+
+def is_cohort(content: RecordDict) -> bool:
+    """Whether a message's content carries a cohort of clients (:func:`cohort_message`)."""
+    return COHORT in content
+
+
+def cohort_size(content: RecordDict) -> int:
+    return as_int(config_of(content, COHORT)["size"])
+
+
+def cohort_summed(content: RecordDict) -> str:
+    """The cohort's name when its node sends back the mean of its updates, else empty."""
+    return str(config_of(content, COHORT).get(NODE_MEAN, ""))
+
+
+def cohort_contents(content: RecordDict) -> list[RecordDict]:
+    """A cohort message's content as the content of one message per client, in order:
+    what a message to that client alone would hold (the weights are shared, not copied)."""
+    contents = []
+    for i in range(cohort_size(content)):
+        one = RecordDict({ARRAYS: content[ARRAYS], CONFIG: content[f"{CONFIG}/{i}"]})
+        if f"{STATE}/{i}" in content:
+            one[STATE] = content[f"{STATE}/{i}"]
+        contents.append(one)
+    return contents
+
+
+def cohort_reply(replies: list[RecordDict | Error]) -> RecordDict:
+    """The content of a cohort's reply: each client's reply content, or its error, by place."""
+    content = RecordDict({COHORT: ConfigRecord({"size": len(replies)})})
+    errors: dict[str, ConfigRecordValues] = {}
+    for i, reply in enumerate(replies):
+        if isinstance(reply, Error):
+            errors[f"{i}/code"] = int(reply.code)
+            errors[f"{i}/reason"] = str(reply.reason or "")
+            continue
+        for key, record in reply.items():
+            content[f"{i}/{key}"] = record
+    content["errors"] = ConfigRecord(errors)
+    return content
+
+
+def split_cohort_reply(reply: Message, size: int) -> list[Message]:
+    """A cohort's reply as one reply per client, in the cohort's order.
+
+    Each is a Flower message (by its metadata a reply to the cohort's reply) holding
+    that client's content or error, so the server reads it as it reads the reply to a
+    message of its own; an error of the whole message (the node failed outside any client) is
+    every client's error.
+    """
+    if reply.has_error():
+        return [Message(reply.error, reply_to=reply) for _ in range(size)]
+    content = reply.content
+    errors = config_of(content, "errors")
+    own: list[RecordDict] = [RecordDict() for _ in range(size)]
+    for key, record in content.items():  # one pass: the keys are "<place>/<key>"
+        place, _, name = key.partition("/")
+        if name:
+            own[int(place)][name] = record
+    replies = []
+    for i in range(size):
+        if f"{i}/code" in errors:
+            error = Error(code=as_int(errors[f"{i}/code"]), reason=str(errors[f"{i}/reason"]))
+            replies.append(Message(error, reply_to=reply))
+        else:
+            replies.append(Message(own[i], reply_to=reply))
+    return replies
+
+
+def client_error(ex: Exception) -> Error:
+    """A client's exception as the error Flower's simulation replies with (its code, and
+    its reason in Flower's words), for a client of a cohort, which has no reply of its own."""
+    wrapped = ClientAppException(str(ex))
+    reason = str(type(wrapped)) + ":<'" + str(wrapped) + "'>"
+    return Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason)
+
+
+Handler = Callable[[RecordDict, Context], RecordDict]
+"""A ClientApp's work for one client: the content of its message -> its reply's."""
+
+
+def each_client(
+    content: RecordDict,
+    context: Context,
+    handle: Handler,
+    compression: Callable[[], str] = lambda: "none",
+) -> RecordDict:
+    """The reply content of a message: ``handle``'s for a message to one client; for a
+    cohort (:func:`pwfl.transport.cohort_message`), every client's in turn, each
+    client's exception its own error (one failed try, not a failed node), as Flower
+    reports the exception of a message to that client alone. A cohort whose node
+    aggregates sends back the mean of its updates (:func:`pwfl.transport.node_mean`),
+    decoded as ``compression()`` says."""
+    if not is_cohort(content):
+        return handle(content, context)
+    replies: list[RecordDict | Error] = []
+    for one in cohort_contents(content):
+        try:
+            replies.append(handle(one, context))
+        except Exception as ex:  # the client's own failure, reported in its place
+            replies.append(client_error(ex))
+    summed = cohort_summed(content)
+    if summed:
+        node_mean(replies, arrays_of(content), compression(), summed)
+    return cohort_reply(replies)
 
 
 def retry_config(config: dict[str, Any], reply: Message, max_retries: int) -> dict[str, Any] | None:

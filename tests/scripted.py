@@ -26,7 +26,7 @@ from pwfl.inline import InlineGrid
 from pwfl.population import Population
 from pwfl.runner import simulation_nodes
 from pwfl.strategies import build_policy
-from pwfl.transport import ARRAYS, CLIENT, CONFIG, METRICS, WEIGHT_KEY, to_record
+from pwfl.transport import ARRAYS, CLIENT, CONFIG, METRICS, WEIGHT_KEY, each_client, to_record
 
 EXAMPLES = 10
 
@@ -51,8 +51,8 @@ def scripted_app(
     and adds ``step(c, round)`` to every weight it receives."""
     app = ClientApp()
 
-    def client_of(msg: Message, context: Context) -> int:
-        return int(msg.content[CONFIG].get("client-id", context.node_config["partition-id"]))
+    def client_of(content: RecordDict, context: Context) -> int:
+        return int(content[CONFIG].get("client-id", context.node_config["partition-id"]))
 
     @app.query()
     def describe(msg: Message, context: Context) -> Message:
@@ -60,25 +60,31 @@ def scripted_app(
         info = ConfigRecord({"partition-id": pid, "num-examples": EXAMPLES})
         return Message(RecordDict({CLIENT: info}), reply_to=msg)
 
-    @app.train()
-    def train(msg: Message, context: Context) -> Message:
-        client, config = client_of(msg, context), msg.content[CONFIG]
+    def train_one(content: RecordDict, context: Context) -> RecordDict:
+        client, config = client_of(content, context), content[CONFIG]
         server_round = int(config["server-round"])
         added = np.float32(step(client, server_round))
-        arrays = {k: v.numpy() + added for k, v in msg.content[ARRAYS].items()}
+        arrays = {k: v.numpy() + added for k, v in content[ARRAYS].items()}
         metrics = {
             WEIGHT_KEY: EXAMPLES,
             "examples-run": examples(client, server_round),
             "loss": loss(client, server_round),
             "train-measured-s": compute_s(client, server_round),
         }
-        reply = RecordDict({ARRAYS: to_record(arrays), METRICS: MetricRecord(metrics)})
-        return Message(reply, reply_to=msg)
+        return RecordDict({ARRAYS: to_record(arrays), METRICS: MetricRecord(metrics)})
+
+    def evaluate_one(content: RecordDict, context: Context) -> RecordDict:
+        metrics = MetricRecord({WEIGHT_KEY: EXAMPLES, "loss": 1.0, "accuracy": 0.5})
+        return RecordDict({METRICS: metrics})
+
+    # Cohort messages (pool binding) are answered client by client, as pwfl's app does.
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return Message(each_client(msg.content, context, train_one), reply_to=msg)
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        metrics = MetricRecord({WEIGHT_KEY: EXAMPLES, "loss": 1.0, "accuracy": 0.5})
-        return Message(RecordDict({METRICS: metrics}), reply_to=msg)
+        return Message(each_client(msg.content, context, evaluate_one), reply_to=msg)
 
     return app
 

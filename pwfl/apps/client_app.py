@@ -15,7 +15,14 @@ import threading
 from pathlib import Path
 
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import (
+    ArrayRecord,
+    ConfigRecord,
+    Context,
+    Message,
+    MetricRecord,
+    RecordDict,
+)
 from flwr.clientapp import ClientApp
 
 from pwfl import arithmetic, training
@@ -35,6 +42,7 @@ from pwfl.transport import (
     arrays_of,
     as_int,
     config_of,
+    each_client,
     encode_reply_arrays,
 )
 
@@ -74,10 +82,13 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
         node_dir = context.node_config.get("state-dir")
         return state_dir or (str(node_dir) if node_dir else None)
 
-    def setup(msg: Message, context: Context) -> tuple[Config, int]:
-        config = cfg if cfg is not None else config_from_run_config(context.run_config)
+    def config_for(context: Context) -> Config:
+        return cfg if cfg is not None else config_from_run_config(context.run_config)
+
+    def setup(content: RecordDict, context: Context) -> tuple[Config, int]:
+        config = config_for(context)
         arithmetic.ensure(config.reproducibility.arithmetic)
-        sent = config_of(msg.content) if CONFIG in msg.content else ConfigRecord()
+        sent = config_of(content) if CONFIG in content else ConfigRecord()
         if "client-id" in sent:
             return config, as_int(sent["client-id"])
         return config, as_int(context.node_config["partition-id"])
@@ -101,29 +112,43 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        """Train the received weights on the named client's data."""
-        config, client = setup(msg, context)
-        sent = config_of(msg.content)
+        """Train the received weights on the named client's data (on each client's, one
+        after another, for a cohort message)."""
+
+        def compression() -> str:
+            return config_for(context).comm.compression
+
+        return Message(each_client(msg.content, context, train_one, compression), reply_to=msg)
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        """Evaluate the received weights on the named client's held-out examples (each
+        client's, for a cohort message)."""
+        return Message(each_client(msg.content, context, evaluate_one), reply_to=msg)
+
+    def train_one(content: RecordDict, context: Context) -> RecordDict:
+        """One client's training, as the content of its reply."""
+        config, client = setup(content, context)
+        sent = config_of(content)
         server_round = as_int(sent["server-round"])
         if inject_fault(config, server_round, client, as_int(sent.get("attempt", 0)), dict(sent)):
             # A hang is simulated time: the reply says so and the server never counts it.
-            hang = RecordDict({METRICS: MetricRecord({HANG_KEY: 1})})
-            return Message(hang, reply_to=msg)
+            return RecordDict({METRICS: MetricRecord({HANG_KEY: 1})})
         with one_client_at_a_time():
             settings = train_settings(config, server_round, client, dict(sent))
             weight_set = as_int(sent["weight-set"])
             data = client_data(*config.set_data(weight_set), client)
-            received = arrays_of(msg.content)
+            received = arrays_of(content)
             keep = config.train.client_state
             pooled = config.simulation.client_binding == "pool"
             folder = state_folder(config, context)
-            local = own_state(msg, context, config, folder, client, weight_set)
+            local = own_state(content, context, config, folder, client, weight_set)
             state, metrics, local = training.train_keeping(
                 received.to_torch_state_dict(), data, settings, keep, local
             )
-            content: dict[str, ArrayRecord] = {}
+            kept: dict[str, ArrayRecord] = {}
             if keep != "none" and pooled:
-                content[STATE] = ArrayRecord(local)
+                kept[STATE] = ArrayRecord(local)
             elif keep != "none":
                 context.state[state_key(weight_set)] = ArrayRecord(local)
                 if folder:
@@ -146,30 +171,29 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
                         }
                     ),
                     CLIENT: ConfigRecord({"partition-id": client, "weight-set": weight_set}),
-                    **content,
+                    **kept,
                 }
             )
-            return Message(reply, reply_to=msg)
+            return reply
 
-    @app.evaluate()
-    def evaluate(msg: Message, context: Context) -> Message:
-        """Evaluate the client's model on the examples it held out of its training.
+    def evaluate_one(content: RecordDict, context: Context) -> RecordDict:
+        """One client's evaluation on the examples it held out of its training.
 
         Its model is the received weights, with its own personal layer in personal
         mode. A client with no held-out examples, or in personal mode no layer of its
         own for this weight set yet, has nothing to measure: it reports no examples.
         """
-        config, client = setup(msg, context)
+        config, client = setup(content, context)
         with one_client_at_a_time():
-            sent = config_of(msg.content)
+            sent = config_of(content)
             weight_set = as_int(sent["weight-set"])
             settings = train_settings(config, as_int(sent["server-round"]), client, dict(sent))
             data = client_holdout_data(*config.set_data(weight_set), client)
-            state: training.StateDict = arrays_of(msg.content).to_torch_state_dict()
+            state: training.StateDict = arrays_of(content).to_torch_state_dict()
             has_model = True
             if config.train.client_state == "personal":
                 folder = state_folder(config, context)
-                local = own_state(msg, context, config, folder, client, weight_set)
+                local = own_state(content, context, config, folder, client, weight_set)
                 has_model = any(k.startswith(PERSONAL) for k in local)
                 state = training.with_personal(state, local)
             counted = len(data) if has_model else 0
@@ -192,7 +216,7 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
                     ),
                 }
             )
-            return Message(reply, reply_to=msg)
+            return reply
 
     return app
 
@@ -231,7 +255,7 @@ def state_key(weight_set: int) -> str:
 
 
 def own_state(
-    msg: Message,
+    content: RecordDict,
     context: Context,
     config: Config,
     folder: str | Path | None,
@@ -243,15 +267,15 @@ def own_state(
     if config.train.client_state == "none":
         return {}
     if config.simulation.client_binding == "pool":
-        return carried_state(msg)
+        return carried_state(content)
     return kept_state(context, folder, client, weight_set)
 
 
-def carried_state(msg: Message) -> training.StateDict:
-    """What the client kept, as the message carries it in pool binding (empty at first)."""
-    if STATE not in msg.content:
+def carried_state(content: RecordDict) -> training.StateDict:
+    """What the client kept, as its message carries it in pool binding (empty at first)."""
+    if STATE not in content:
         return {}
-    return dict(arrays_of(msg.content, STATE).to_torch_state_dict())
+    return dict(arrays_of(content, STATE).to_torch_state_dict())
 
 
 def kept_state(

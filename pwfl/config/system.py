@@ -176,7 +176,8 @@ class SimulationConfig:
     reply_timeout_s: float = ranged(3600.0, gt=0)
     """Host seconds (a measurement of this machine, not simulated time) the server
     waits for one message's reply before it stops waiting and records it as
-    ``lost``: a safety limit for a client process that died or stalled."""
+    ``lost``: a safety limit for a client process that died or stalled. A cohort
+    message's clients run one after another: it is waited for this long per client."""
     ray_address: str = ""
     """An existing Ray cluster to run on (``auto``, or ``host:port`` of its head, as
     printed by ``ray start --head``); empty starts a Ray session on this machine."""

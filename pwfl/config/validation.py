@@ -179,6 +179,56 @@ def _validate(cfg: Config, one_set: bool) -> None:
         cfg.simulation.ray_address,
         "a Ray cluster runs the clients only with simulation.backend = ray",
     )
+    if cfg.simulation.node_aggregation:
+        _validate_node_aggregation(cfg)
+
+
+def _validate_node_aggregation(cfg: Config) -> None:
+    """A node's mean replaces its clients' updates: only where the server averages them
+    all with a plain weighted mean, and counts every reply a node summed."""
+    from pwfl.strategies import policy_class
+
+    key = "simulation.node_aggregation"
+    sim = cfg.simulation
+    _check(
+        sim.client_binding == "pool" and sim.messages == "cohort",
+        key,
+        True,
+        "a node sums its cohort's updates: it needs simulation.client_binding = pool and "
+        "simulation.messages = cohort",
+    )
+    policy = policy_class(cfg)
+    _check(
+        policy.each_update is False,
+        key,
+        True,
+        f"strategy {cfg.strategy.name!r} needs each client's update (its server steps weigh "
+        "each one); use it without node aggregation",
+    )
+    for ws in range(len(cfg.weight_set) or 1):
+        s = cfg.for_set(ws).strategy
+        _check(
+            s.aggregator == "fedavg",
+            key,
+            True,
+            f"strategy.aggregator = {s.aggregator!r} needs each client's update; node "
+            "aggregation sums them into a weighted mean (strategy.aggregator = fedavg)",
+        )
+    _check(
+        cfg.strategy.group_policy != "variance-reduced",
+        key,
+        True,
+        "group_policy = variance-reduced reads each client's update norm; use another "
+        "group policy or no node aggregation",
+    )
+    deadline = cfg.stragglers.deadline_s
+    _check(
+        (deadline == 0 or math.isinf(deadline)) and math.isinf(cfg.faults.round_timeout_s),
+        key,
+        True,
+        "a node's sum holds every reply its clients sent, so the server must count every "
+        "one: set stragglers.deadline_s = 0 and faults.round_timeout_s = inf",
+    )
 
 
 def _validate_weight_sets(cfg: Config) -> None:

@@ -116,7 +116,10 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
         prune the state files that no checkpoint can need)."""
         s = cfg.server
         self.sim = Simulation(s.up_mbps, s.down_mbps, s.cores)
-        self.messenger = Messenger(grid, nodes, cfg.simulation.reply_timeout_s)
+        cohorts = nodes.pool and cfg.simulation.messages == "cohort"
+        self.messenger = Messenger(
+            grid, nodes, cfg.simulation.reply_timeout_s, cohorts, cfg.simulation.node_aggregation
+        )
         self.jobs, self.next_job, self.dispatches = [], 0, {}
         self.free_at, self.busy, self.tallies, self.unfilled = {}, set(), {}, {}
         self.wall_before = 0.0  # host seconds spent before a resume
@@ -258,6 +261,7 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
             self.next_job += 1
             self.jobs.append(job)
             record = to_record(ws.arrays)
+            sent = []
             for client, epochs in zip(plan.clients, plan.epochs, strict=True):
                 attempt = Try(
                     job.id,
@@ -270,9 +274,10 @@ class Engine(EventHandling, ServerSide, RoundRecords, CheckpointState):
                     self._message_config(plan, client, epochs),
                 )
                 job.tries.append(attempt)
-                self.messenger.send(attempt)
+                sent.append(attempt)
                 begin = max(plan.start_s, self.free_at.get(client, 0.0))
                 self.schedule(attempt, begin, Start(attempt))
+            self.messenger.send_all(sent)
             job.waiting = set(plan.clients)
             self.busy.update(plan.clients)
             deadline = self.cfg.stragglers.deadline_s

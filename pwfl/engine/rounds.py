@@ -54,8 +54,7 @@ class RoundRecords(Parts):
                 tally.num_sent += row["attempt"] == 0
         cohort = sorted({row["client"] for t in tallies.values() for row in t.clients})
         asked = self._ask_clients(end, cohort) if end.evaluate_clients else []
-        for item in asked:
-            self.messenger.send(item, MessageType.EVALUATE)
+        self.messenger.send_all(asked, MessageType.EVALUATE)
         self.closing = Closing(end, tallies, asked)
         if not asked:
             self.finish_round()
@@ -251,11 +250,12 @@ class RoundRecords(Parts):
         groups = split_complementary(
             clients, len(sets), rng_for(self.cfg.seed, "split-evaluate", end.round)
         )
+        records = {ws: to_record(self.sets[ws].arrays) for ws in sets}  # one per set
         return [
             Evaluation(
                 client,
                 ws,
-                to_record(self.sets[ws].arrays),
+                records[ws],
                 {
                     **self.train_config(ws),
                     "server-round": end.round,

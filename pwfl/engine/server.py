@@ -18,10 +18,19 @@ from pwfl.clock import aggregation_bytes, aggregation_seconds
 from pwfl.engine.events import Aggregated
 from pwfl.engine.jobs import Job, Tally
 from pwfl.engine.parts import Parts
-from pwfl.ledger import OK
+from pwfl.ledger import OK, Try
 from pwfl.quorum import QUORUM_MISSED, has_quorum
 from pwfl.strategies.base import Aggregation, Finished
-from pwfl.transport import train_update
+from pwfl.transport import (
+    ARRAYS,
+    CLIENT,
+    NODE_MEAN,
+    SUMMED_BY,
+    arrays_of,
+    config_of,
+    to_numpy,
+    train_update,
+)
 
 
 class ServerSide(Parts):
@@ -72,20 +81,47 @@ class ServerSide(Parts):
         )
 
     def decode(self, job: Job, tries: list) -> list[Update]:
-        """The counted replies' updates, decompressed (the one place they are decoded)."""
+        """The counted replies' updates, decompressed (the one place they are decoded).
+
+        Node aggregation: the replies a node summed count as one update, its mean
+        weighted by its clients' examples (:func:`pwfl.transport.node_mean`), in
+        the place of its first client; the server never counts some of a node's sum
+        and not the rest (a config that could is refused).
+        """
         mode = self.cfg.comm.compression
-        updates = []
+        places: list[Update | str] = []  # an update, or the cohort whose mean goes there
+        summed: dict[str, list[Try]] = {}
         for attempt in tries:
             assert attempt.reply is not None and attempt.answered
-            updates.append(train_update(attempt.reply, job.sent, mode))
-        return updates
+            content = attempt.reply.content
+            if ARRAYS in content:
+                places.append(train_update(attempt.reply, job.sent, mode))
+                continue
+            cohort = str(config_of(content, CLIENT)[SUMMED_BY])
+            if cohort not in summed:
+                places.append(cohort)
+            summed.setdefault(cohort, []).append(attempt)
+        return [_node_mean(summed[p]) if isinstance(p, str) else p for p in places]
+
+    def updates_from(self, tries: list[Try]) -> int:
+        """How many updates ``tries``' replies make (a node's sum is one)."""
+        cohorts = set()
+        count = 0
+        for attempt in tries:
+            assert attempt.reply is not None
+            content = attempt.reply.content
+            if ARRAYS in content:
+                count += 1
+            else:
+                cohorts.add(str(config_of(content, CLIENT)[SUMMED_BY]))
+        return count + len(cohorts)
 
     def _run(self, aggregation: Aggregation) -> tuple[Arrays, float, float, float]:
         """Run ``aggregation`` on the executor and place it on a server core from now:
         its weights, host seconds, and start and end on the simulated clock."""
         arrays, wall = self.executor.submit(Timed(aggregation.fn), aggregation.updates).result()
         used = [t for job_id in aggregation.sources for t in self.job(job_id).counted()]
-        if len(used) != len(aggregation.updates):
+        if self.updates_from(used) != len(aggregation.updates):
             raise RuntimeError("an aggregation's updates do not match the replies they came from")
         for attempt in used:
             attempt.aggregated = True
@@ -154,3 +190,15 @@ class ServerSide(Parts):
 
     def tally(self, ws: int) -> Tally:
         return self.tallies.setdefault(ws, Tally())
+
+
+def _node_mean(group: list[Try]) -> Update:
+    """The update a node's sum makes: its mean, weighted by the examples of all its
+    clients, which the server must count every one of."""
+    holder = next((t for t in group if t.reply is not None and NODE_MEAN in t.reply.content), None)
+    if holder is None or holder.metric("node-clients") != len(group):
+        raise RuntimeError(
+            "a node's mean of its clients' updates holds an update the server does not count"
+        )
+    assert holder.reply is not None
+    return to_numpy(arrays_of(holder.reply.content, NODE_MEAN)), holder.metric("node-weight")

@@ -111,9 +111,13 @@ class CheckpointState(Parts):
         self.jobs = [self._restore_job(saved, arrays) for saved in state["jobs"]]
         self.sim.load_state(state["sim"], lambda saved: self._restore_event(saved, arrays))
         for job in self.jobs:  # what the host was still waiting for is asked again
-            for attempt in job.tries:
-                if not attempt.resolved and attempt.reply is None and not attempt.lost:
-                    self.messenger.send(attempt)
+            self.messenger.send_all(
+                [
+                    attempt
+                    for attempt in job.tries
+                    if not attempt.resolved and attempt.reply is None and not attempt.lost
+                ]
+            )
 
     # --- the simulated clock's events (the clock saves itself, Simulation.state) -------
 

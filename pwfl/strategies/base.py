@@ -215,6 +215,10 @@ class Policy:
     counts rounds that missed quorum."""
     aggregate: AggregateFn = staticmethod(weighted_mean)
     """Updates -> weights, what the default :meth:`aggregations` runs (must pickle)."""
+    each_update: bool = False
+    """Whether its aggregations weigh each client's update on its own (a buffered step),
+    so that a node's mean of several (``simulation.node_aggregation``) cannot stand
+    for them; a policy that overrides :meth:`aggregations` says so."""
 
     def __init__(self, cfg: Config):
         self.cfg = cfg

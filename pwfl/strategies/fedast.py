@@ -162,6 +162,8 @@ class FedAST(Policy):
 
     # --- replies and steps ----------------------------------------------------------------
 
+    each_update = True  # each update is weighed on its own in a buffered step
+
     def aggregations(self, job: Finished, server: Server) -> list[Aggregation]:
         """Buffer the reply's weighted delta in its task's buffer; step when it is full.
         (A finished task has no job left: its last round gave them up.)"""

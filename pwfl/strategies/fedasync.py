@@ -62,6 +62,8 @@ class FedAsync(FedBuff):
         """Every update is a step (and the failure streak's unit)."""
         return 1
 
+    each_update = True  # each update is weighed on its own in a buffered step
+
     def aggregations(self, job: Finished, server: Server) -> list[Aggregation]:
         """Mix the client's model into the global one now."""
         if job.status != OK or not job.updates:

@@ -129,6 +129,8 @@ class FedBuff(Policy):
             plans.append(Plan(0, self.steps + 1, (client,), at, epochs))
         return plans
 
+    each_update = True  # each update is weighed on its own in a buffered step
+
     def aggregations(self, job: Finished, server: Server) -> list[Aggregation]:
         """Buffer the client's staleness-weighted delta; step when the buffer is full."""
         if job.status != OK or not job.updates:
