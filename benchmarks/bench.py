@@ -26,6 +26,7 @@ import concurrency
 import overhead
 import pandas as pd
 import scale
+import startup
 from common import OUT, write
 
 CASES = {
@@ -36,6 +37,7 @@ CASES = {
     "scale": scale.run,
     "communication": communication.run,
     "arithmetic": arithmetic.run,
+    "startup": startup.run,
 }
 
 

@@ -161,10 +161,30 @@ def ensure(mode: str) -> None:
         torch.backends.mkldnn.enabled = False  # type: ignore[assignment]
         torch.backends.nnpack.set_flags(False)
         torch.set_num_threads(1)
-        torch.use_deterministic_algorithms(True)
+        _deterministic_algorithms()
     elif running == "portable" and _pins_in_environment():
         raise PwflError(_too_late("native"))
     _ensured = mode
+
+
+def _deterministic_algorithms() -> None:
+    """Switch PyTorch's deterministic algorithms on, as ``torch.use_deterministic_algorithms``
+    does, without importing its compiler.
+
+    That function also sets the flag of TorchInductor (PyTorch's compiler) and imports
+    it to do so: about 1.5 s of TorchDynamo and Inductor modules in every process that
+    trains, for a compiler pwfl never calls. The flag that eager kernels read is set
+    here directly; a compiler imported later reads its own from
+    ``TORCHINDUCTOR_DETERMINISTIC``, and one already imported is set as PyTorch would.
+    """
+    import torch
+
+    torch._C._set_deterministic_algorithms(True, warn_only=False)
+    inductor = sys.modules.get("torch._inductor.config")
+    if inductor is not None:
+        inductor.deterministic = True  # type: ignore[attr-defined]
+    else:
+        os.environ.setdefault("TORCHINDUCTOR_DETERMINISTIC", "1")
 
 
 def _too_late(mode: str) -> str:

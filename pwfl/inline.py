@@ -32,6 +32,8 @@ from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 PULL_INTERVAL_S = 0.01
+"""How often a wait for replies looks again: a reply is a finished future in this process,
+so looking costs next to nothing, and a longer pause is time the server sits idle."""
 
 
 class InlineGrid(Grid):
@@ -46,6 +48,10 @@ class InlineGrid(Grid):
     workers
         Threads that run messages at the same time.
     """
+
+    pull_interval = PULL_INTERVAL_S
+    """Read by the waits of :class:`pwfl.interrupt.StoppableGrid` (Flower's grids name it
+    so too); without it they would look every 0.1 s."""
 
     def __init__(self, client_app: ClientApp, num_nodes: int, workers: int = 4):
         self._app = client_app

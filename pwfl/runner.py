@@ -72,6 +72,81 @@ def start_ray(cfg: Config, verbose: bool = False) -> None:
     )
 
 
+class RayStart:
+    """The run's Ray session, started by :func:`start_ray` in a thread of its own.
+
+    ``ray.init`` spends seconds waiting for Ray's own processes (its control store,
+    the node's raylet and API server) to come up, and nothing of that needs this
+    process: started first, it comes up while this process imports PyTorch and
+    prepares the data. :meth:`wait` is called where the session is first needed.
+
+    The thread lives as long as the session: Ray starts its daemons to die with the
+    thread that started them (Linux's parent-death signal follows the thread, not
+    the process), so a thread that ended after ``ray.init`` would take the session
+    down with it. :meth:`release` lets it end once the session is shut down.
+    """
+
+    def __init__(self, cfg: Config, verbose: bool = False):
+        self._error: BaseException | None = None
+        self._started = threading.Event()
+        self._released = threading.Event()
+        # A daemon: a run stopped by a second Ctrl-C is not held at exit by a start
+        # still under way (Ray's processes die with this one).
+        self._thread = threading.Thread(
+            target=self._run, args=(cfg, verbose), name="pwfl-ray-start", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, cfg: Config, verbose: bool) -> None:
+        try:
+            start_ray(cfg, verbose)
+        except BaseException as err:  # handed to the thread that waits
+            self._error = err
+        finally:
+            self._started.set()
+        self._released.wait()
+
+    def wait(self) -> None:
+        """Block until the session is up; raise what ``ray.init`` raised, if anything."""
+        self._started.wait()
+        if self._error is not None:
+            raise self._error
+
+    def release(self) -> None:
+        """Let the thread end: the session is shut down (Flower's backend does it when
+        its simulation ends, :meth:`stop` otherwise)."""
+        self._released.set()
+
+    def stop(self) -> None:
+        """Wait for the start to end, shut the session down, and :meth:`release`."""
+        self._started.wait()
+        try:
+            import ray
+
+            if ray.is_initialized():
+                ray.shutdown()
+        finally:
+            self.release()
+
+
+def aggregation_executor(cfg: Config) -> str:
+    """Where the run's aggregations go: ``strategy.executor``, except that on the inline
+    backend (one machine: a cluster address needs the Ray backend) the ``ray`` executor
+    aggregates in threads. The aggregation functions are the same, so are the records
+    (only the host's ``aggregate_wall_s`` differs), and an inline run starts no Ray
+    session: that start alone took longer than the rest of a small run's start-up."""
+    if cfg.simulation.backend == "inline" and cfg.strategy.executor == "ray":
+        return "threads"
+    return cfg.strategy.executor
+
+
+def needs_ray(cfg: Config) -> bool:
+    """Whether the run starts a Ray session: Flower's simulation engine runs on one, and
+    the ``ray`` executor's tasks share it; the inline backend needs none
+    (:func:`aggregation_executor`)."""
+    return cfg.simulation.backend == "ray"
+
+
 def quiet_libraries(verbose: bool) -> None:
     """Keep Flower's and Ray's log lines (and the run_simulation deprecation) off screen."""
     level = logging.DEBUG if verbose else logging.ERROR
@@ -240,37 +315,40 @@ def run_experiment(
     Interrupted
         When it was stopped; the message says how to continue it.
     """
-    from pwfl.apps.client_app import make_client_app
-    from pwfl.apps.server_app import Outcome, run_server
-    from pwfl.callbacks import Progress
-    from pwfl.interrupt import sigint_sets
-
     check_single_run(cfg)
     quiet_libraries(verbose)
-    arithmetic.ensure(cfg.reproducibility.arithmetic)
     nodes = simulation_nodes(cfg)
-    prepare_data(cfg)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    watchers = list(callbacks)
-    if not quiet:
-        watchers.append(Progress(f"{label or cfg.strategy.name} seed {cfg.seed}"))
-    client_app = make_client_app(cfg, out / CLIENT_STATE_DIR)
-    if stop is None:
-        stop = threading.Event()
-    with sigint_sets(stop):
-        if cfg.simulation.backend == "inline":
-            from pwfl.inline import InlineGrid
+    # Started before PyTorch and Flower are imported and the data prepared: Ray's
+    # processes come up meanwhile.
+    ray_start = RayStart(cfg, verbose) if needs_ray(cfg) else None
+    handed_over = False  # to Flower's simulation, which shuts the session down itself
+    try:
+        from pwfl.apps.client_app import make_client_app
+        from pwfl.callbacks import Progress
+        from pwfl.interrupt import sigint_sets
 
-            grid = InlineGrid(client_app, nodes, workers=max(4, os.cpu_count() or 1))
-            try:
-                outcome = run_server(grid, cfg, out, watchers, label, resume, nodes, stop=stop)
-            except Interrupted as err:
-                outcome = Outcome(error=err)
-            finally:
-                grid.shutdown()
-        else:
-            outcome = _simulate(cfg, out, client_app, watchers, label, resume, nodes, verbose, stop)
+        quiet_libraries(verbose)  # again: importing Flower sets its logger's level
+        arithmetic.ensure(cfg.reproducibility.arithmetic)
+        prepare_data(cfg)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        watchers = list(callbacks)
+        if not quiet:
+            watchers.append(Progress(f"{label or cfg.strategy.name} seed {cfg.seed}"))
+        client_app = make_client_app(cfg, out / CLIENT_STATE_DIR)
+        if stop is None:
+            stop = threading.Event()
+        with sigint_sets(stop):
+            if cfg.simulation.backend == "inline":
+                outcome = _inline(cfg, out, client_app, watchers, label, resume, nodes, stop)
+            else:
+                handed_over = True
+                outcome = _simulate(
+                    cfg, out, client_app, watchers, label, resume, nodes, verbose, stop, ray_start
+                )
+    finally:
+        if ray_start is not None and not handed_over:
+            ray_start.stop()
     if isinstance(outcome.error, Interrupted):
         raise Interrupted(how_to_continue(out))
     if outcome.error is not None:
@@ -278,6 +356,39 @@ def run_experiment(
     if not outcome.summary:
         raise RuntimeError(f"the run in {out} ended without a result; rerun with --verbose")
     return outcome.summary
+
+
+def _inline(
+    cfg: Config,
+    out: Path,
+    client_app: ClientApp,
+    watchers: Sequence[Callback],
+    label: str | None,
+    resume: Checkpoint | None,
+    nodes: int,
+    stop: threading.Event,
+) -> Outcome:
+    """Run the apps on the inline grid (:mod:`pwfl.inline`), without Ray."""
+    from pwfl.apps.server_app import Outcome, run_server
+    from pwfl.inline import InlineGrid
+
+    grid = InlineGrid(client_app, nodes, workers=max(4, os.cpu_count() or 1))
+    try:
+        return run_server(
+            grid,
+            cfg,
+            out,
+            watchers,
+            label,
+            resume,
+            nodes,
+            stop=stop,
+            aggregate_with=aggregation_executor(cfg),
+        )
+    except Interrupted as err:
+        return Outcome(error=err)
+    finally:
+        grid.shutdown()
 
 
 def _simulate(
@@ -290,8 +401,12 @@ def _simulate(
     nodes: int,
     verbose: bool,
     stop: threading.Event,
+    ray_start: RayStart | None = None,
 ) -> Outcome:
-    """Run the apps on Flower's simulation engine; Ray is down when this returns."""
+    """Run the apps on Flower's simulation engine; Ray is down when this returns.
+
+    ``ray_start`` is the session already starting (:class:`RayStart`); without one it
+    is started here."""
     import ray
     from flwr.simulation import run_simulation
 
@@ -299,7 +414,10 @@ def _simulate(
 
     outcome = Outcome()
     try:
-        start_ray(cfg, verbose)
+        if ray_start is None:
+            start_ray(cfg, verbose)
+        else:
+            ray_start.wait()
         run_simulation(
             server_app=make_server_app(cfg, out, watchers, label, resume, outcome, nodes, stop),
             client_app=client_app,
@@ -317,6 +435,8 @@ def _simulate(
         # that ended before it started (a Ctrl-C during ray.init, an error).
         if ray.is_initialized():
             ray.shutdown()
+        if ray_start is not None:
+            ray_start.release()
         quiet_libraries(verbose)  # Flower resets its console handler level on each run
     if stop.is_set() and outcome.error is None and not outcome.summary:
         outcome.error = Interrupted("stopped")  # before the server app started

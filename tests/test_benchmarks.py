@@ -47,3 +47,24 @@ def test_bench_rejects_an_unknown_case():
     )
     assert result.returncode == 2
     assert "unknown case 'speed'" in result.stderr
+
+
+def test_bench_smoke_writes_the_startup_table():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "--smoke", "--only", "startup"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "## startup" in result.stdout
+    table = pd.read_csv(ROOT / "results" / "bench" / "smoke-startup.csv")
+    assert table["backend"].tolist() == ["inline"]
+    assert (table["round_s"] > 0).all() and (table["startup_s"] > 0).all()
+    assert (table["teardown_s"] >= 0).all()
+    assert table["outside_s"].tolist() == pytest.approx(
+        (table["total_s"] - table["round_s"]).tolist()
+    )
+    # Start-up, the round and teardown lie within the process's life.
+    assert (table["startup_s"] + table["round_s"] <= table["total_s"]).all()

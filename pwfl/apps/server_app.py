@@ -69,12 +69,16 @@ def run_server(
     resume: Checkpoint | None = None,
     pool_size: int = 0,
     stop: threading.Event | None = None,
+    aggregate_with: str | None = None,
 ) -> Outcome:
     """Run one experiment on a Flower grid and write its records to ``out_dir``.
 
     ``label`` names the run in the tables (default: the strategy's name);
     ``resume`` continues the run saved in that checkpoint; ``pool_size`` is the
-    number of nodes a pool-bound run waits for (0: those connected). A run
+    number of nodes a pool-bound run waits for (0: those connected);
+    ``aggregate_with`` names the executor that aggregates instead of
+    ``strategy.executor`` (the runner's choice on the inline backend,
+    :func:`pwfl.runner.aggregation_executor`). A run
     whose every weight set keeps missing quorum stops early; its outcome (and
     ``summary.json``) says why. Once ``stop`` is set, the next grid call raises
     :class:`pwfl.errors.Interrupted` (:mod:`pwfl.interrupt`): the run ends with
@@ -103,7 +107,9 @@ def run_server(
 
     nodes = connect(grid, cfg, pool_size)
     population = Population(cfg, _client_sizes(cfg, nodes))
-    executor = make_executor(cfg.strategy.executor, workers=policy.num_weight_sets)
+    executor = make_executor(
+        aggregate_with or cfg.strategy.executor, workers=policy.num_weight_sets
+    )
     profiles = make_profiles(cfg.clients, cfg.data.num_clients, cfg.seed)
     engine = Engine(
         cfg,

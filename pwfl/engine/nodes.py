@@ -14,6 +14,11 @@ from pwfl.transport import CLIENT, CONFIG, NodeBinding, as_int, config_of
 CONNECT_TIMEOUT_S = 60.0
 """How long the server waits for the nodes it needs before saying which are missing."""
 
+NODE_POLL_S = 0.05
+"""How often the server looks for nodes still missing. Flower's grids offer no event
+for a node's arrival; in a simulation the nodes are registered in the server's first
+moments, so a short pause lets the first round start as soon as they are."""
+
 
 def connect(grid: Grid, cfg: Config, pool_size: int = 0) -> NodeBinding:
     """Find the nodes that will run the clients (before the first round).
@@ -72,7 +77,7 @@ def _wait_for_nodes(grid: Grid, cfg: Config, pool: bool, expected: int) -> list[
             return node_ids
         if time.monotonic() > deadline:
             raise PwflError(_missing_nodes(cfg, pool, len(node_ids), expected))
-        time.sleep(0.2)
+        time.sleep(NODE_POLL_S)
 
 
 def _missing_nodes(cfg: Config, pool: bool, connected: int, expected: int) -> str:
