@@ -21,6 +21,7 @@ from datetime import date
 import aggregation
 import arithmetic
 import clock
+import cohorts
 import communication
 import concurrency
 import overhead
@@ -36,6 +37,7 @@ CASES = {
     "scale": scale.run,
     "communication": communication.run,
     "arithmetic": arithmetic.run,
+    "cohorts": cohorts.run,
 }
 
 
