@@ -21,6 +21,7 @@ from datetime import date
 import aggregation
 import arithmetic
 import clock
+import cohorts
 import communication
 import concurrency
 import overhead
@@ -38,6 +39,7 @@ CASES = {
     "communication": communication.run,
     "arithmetic": arithmetic.run,
     "startup": startup.run,
+    "cohorts": cohorts.run,
 }
 
 

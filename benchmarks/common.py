@@ -41,26 +41,37 @@ class PeakMemory:
     """Samples the resident memory of this process and all its descendants (Ray's too).
 
     Summing RSS counts pages shared between processes (libraries, Ray's object
-    store) once per process, so the figure is an upper bound.
+    store) once per process, so the figure is an upper bound. ``peak_by_name`` splits
+    the peak sample by process name (Ray titles its workers ``ray::<class>``), to
+    tell what holds it.
     """
 
     def __init__(self, interval_s: float = 0.2):
         self.interval_s = interval_s
         self.peak_bytes = 0
+        self.peak_by_name: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
         me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
+            by_name: dict[str, int] = {}
             for proc in [me, *me.children(recursive=True)]:
                 try:
-                    total += proc.memory_info().rss
+                    name = "this process" if proc.pid == me.pid else proc.name()
+                    by_name[name] = by_name.get(name, 0) + proc.memory_info().rss
                 except psutil.Error:
                     continue
-            self.peak_bytes = max(self.peak_bytes, total)
+            total = sum(by_name.values())
+            if total > self.peak_bytes:
+                self.peak_bytes, self.peak_by_name = total, by_name
             self._stop.wait(self.interval_s)
+
+    def holders(self, top: int = 3) -> str:
+        """The processes that held most of the peak, by name: ``raylet 0.3 GiB; ...``."""
+        ranked = sorted(self.peak_by_name.items(), key=lambda item: -item[1])[:top]
+        return "; ".join(f"{name} {size / 2**30:.2f} GiB" for name, size in ranked)
 
     def __enter__(self) -> PeakMemory:
         self._thread.start()
@@ -76,7 +87,8 @@ def timed_run(cfg: Config, out: Path) -> dict[str, float]:
 
     Start-up is from the call to the start of round 1 (Ray, client actors,
     discovery); the first round from then to its end; the mean round over all
-    rounds; steady state is the mean host time of rounds 2 onwards.
+    rounds; steady state is the mean host time of rounds 2 onwards. Also the server's
+    test accuracy of the last round's average.
     """
     clock = RoundClock()
     start = time.perf_counter()
@@ -94,6 +106,7 @@ def timed_run(cfg: Config, out: Path) -> dict[str, float]:
         if len(steady)
         else float("nan"),
         "total_s": total,
+        "final_accuracy": float(rounds["accuracy"].iloc[-1]),
     }
 
 

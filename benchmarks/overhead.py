@@ -20,11 +20,11 @@ import pandas as pd
 import torch
 from common import CONFIGS, timed_run
 
-from pwfl import training
+from pwfl import arithmetic, training
 from pwfl.aggregation import weighted_mean
 from pwfl.apps.settings import train_settings
 from pwfl.config import Config, load_config
-from pwfl.data import client_data, partition_indices, server_test_data
+from pwfl.data import client_data, prepare, server_test_data
 
 _CFG: Config | None = None
 
@@ -32,6 +32,9 @@ _CFG: Config | None = None
 def _init_worker(cfg: Config) -> None:
     global _CFG
     _CFG = cfg
+    # The kernels and threads a pwfl client process runs with: the spawned worker
+    # inherits the pins from this process's environment, ensure checks and applies them.
+    arithmetic.ensure(cfg.reproducibility.arithmetic)
     torch.set_num_threads(1)
 
 
@@ -50,9 +53,14 @@ def _warm(_: int) -> int:
 
 
 def raw_pytorch(cfg: Config) -> dict[str, float]:
-    """Rounds of the same work in a pool of one process per CPU; host seconds."""
+    """Rounds of the same work in a pool of one process per CPU; host seconds, and the
+    server's test accuracy of the last round's average.
+
+    Every client of ``cfg`` trains every round (``fraction_train`` = 1).
+    """
     start = time.perf_counter()
-    partition_indices(cfg.data, cfg.seed)  # cached split, as the runner does
+    arithmetic.ensure(cfg.reproducibility.arithmetic)  # the server's tests, as pwfl's
+    prepare(cfg.data, cfg.seed)  # the cached split, as the runner does
     test = server_test_data(cfg.data, cfg.seed)
     settings = train_settings(cfg)
     state = training.initial_state(settings, cfg.seed)
@@ -68,7 +76,7 @@ def raw_pytorch(cfg: Config) -> dict[str, float]:
             updates = pool.starmap(_train_client, jobs)
             arrays = weighted_mean(updates)
             state = {k: torch.from_numpy(v) for k, v in arrays.items()}
-            training.evaluate(state, test, settings)
+            accuracy = training.evaluate(state, test, settings)["accuracy"]
             rounds.append(time.perf_counter() - began)
     steady = rounds[1:]
     return {
@@ -76,6 +84,7 @@ def raw_pytorch(cfg: Config) -> dict[str, float]:
         "first_round_s": rounds[0],
         "steady_round_s": sum(steady) / len(steady) if steady else float("nan"),
         "total_s": time.perf_counter() - start,
+        "final_accuracy": accuracy,
     }
 
 
@@ -102,6 +111,7 @@ def run(smoke: bool = False) -> pd.DataFrame:
             ],
         )
         raw = raw_pytorch(cfg)
+        raw.pop("final_accuracy")  # this table compares times only
         with tempfile.TemporaryDirectory() as tmp:
             flower = timed_run(cfg, Path(tmp) / "run")
         rows = [

@@ -68,3 +68,39 @@ def test_bench_smoke_writes_the_startup_table():
     )
     # Start-up, the round and teardown lie within the process's life.
     assert (table["startup_s"] + table["round_s"] <= table["total_s"]).all()
+
+
+def test_bench_smoke_writes_the_cohorts_table():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench.py", "--smoke", "--only", "cohorts"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "## cohorts" in result.stdout
+    table = pd.read_csv(ROOT / "results" / "bench" / "smoke-cohorts.csv")
+    assert (table["clients_per_round"] == 4).all() and (table["rounds"] == 2).all()
+    ratios = table["setup"].str.startswith("ratio ")
+    setups = table[~ratios].set_index("setup")
+    assert len(setups) == 5 and len(table[ratios]) == 7
+    plain, flower = (
+        "plain PyTorch (process pool)",
+        "Flower run_simulation (FedAvg, node per client)",
+    )
+    # Every setup that trained (a pwfl variant not implemented yet is NaN) did the same
+    # work: the same clients, seeds and settings give the same test accuracy.
+    ran = setups.dropna(subset=["total_s"])
+    assert {plain, flower, "pwfl messages=client"} <= set(ran.index)
+    assert ran["final_accuracy"].tolist() == pytest.approx(
+        [ran["final_accuracy"].iloc[0]] * len(ran), abs=0.01
+    )
+    for name in ("startup_s", "first_round_s", "steady_round_s", "total_s", "peak_rss_gib"):
+        assert (ran[name] > 0).all(), name
+    summed = (ran["startup_s"] + ran["first_round_s"]).tolist()
+    assert ran["to_round_2_s"].tolist() == pytest.approx(summed)
+    ratio = table.set_index("setup").loc["ratio pwfl messages=client / Flower", "steady_round_s"]
+    assert ratio == pytest.approx(
+        setups.loc["pwfl messages=client", "steady_round_s"] / setups.loc[flower, "steady_round_s"]
+    )

@@ -171,7 +171,9 @@ class StrategyConfig:
     """Where the K group aggregations run: threads (the default: on one machine the
     fastest, benchmarks/aggregation.py), ray (one Ray task each: the updates are
     copied into Ray's object store, which costs more than the mean itself here, but
-    lets a multi-node cluster aggregate on other machines' cores) or serial."""
+    lets a multi-node cluster aggregate on other machines' cores; on the inline backend,
+    which starts no Ray session, it aggregates in threads: the records are the same)
+    or serial."""
     aggregator: str = "fedavg"
     """How a group's updates become one weight set: fedavg, median, trimmed-mean,
     krum, multi-krum, or a dotted path ``package.module:function`` to your own
