@@ -11,16 +11,22 @@ import pytest
 from .conftest import ROOT
 
 
-def test_bench_smoke_writes_aggregation_and_scale_tables():
+def smoke(cases: str) -> str:
+    """``bench.py --smoke --only cases``'s stdout, once it has exited cleanly."""
     result = subprocess.run(
-        [sys.executable, "benchmarks/bench.py", "--smoke", "--only", "clock,aggregation,scale"],
+        [sys.executable, "benchmarks/bench.py", "--smoke", "--only", cases],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "## aggregation" in result.stdout and "## scale" in result.stdout
+    return result.stdout
+
+
+def test_bench_smoke_writes_aggregation_and_scale_tables():
+    stdout = smoke("clock,aggregation,scale")
+    assert "## aggregation" in stdout and "## scale" in stdout
     agg = pd.read_csv(ROOT / "results" / "bench" / "smoke-aggregation.csv")
     for name in ("serial_s", "threads_s", "ray_s"):
         assert (agg[name] > 0).all(), name
@@ -50,15 +56,8 @@ def test_bench_rejects_an_unknown_case():
 
 
 def test_bench_smoke_writes_the_startup_table():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench.py", "--smoke", "--only", "startup"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "## startup" in result.stdout
+    stdout = smoke("startup")
+    assert "## startup" in stdout
     table = pd.read_csv(ROOT / "results" / "bench" / "smoke-startup.csv")
     assert table["backend"].tolist() == ["inline"]
     assert (table["round_s"] > 0).all() and (table["startup_s"] > 0).all()
@@ -71,15 +70,8 @@ def test_bench_smoke_writes_the_startup_table():
 
 
 def test_bench_smoke_writes_the_cohorts_table():
-    result = subprocess.run(
-        [sys.executable, "benchmarks/bench.py", "--smoke", "--only", "cohorts"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "## cohorts" in result.stdout
+    stdout = smoke("cohorts")
+    assert "## cohorts" in stdout
     table = pd.read_csv(ROOT / "results" / "bench" / "smoke-cohorts.csv")
     assert (table["clients_per_round"] == 4).all() and (table["rounds"] == 2).all()
     ratios = table["setup"].str.startswith("ratio ")
