@@ -78,6 +78,7 @@ PWFL_VARIANTS = {
     "pwfl messages=cohort + node_aggregation": [
         "simulation.messages=cohort",
         "simulation.node_aggregation=true",
+        "simulation.pool_size=2",
     ],
 }
 PYTORCH = "plain PyTorch (process pool)"

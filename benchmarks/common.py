@@ -46,7 +46,7 @@ class PeakMemory:
     tell what holds it.
     """
 
-    def __init__(self, interval_s: float = 0.2):
+    def __init__(self, interval_s: float = 1.0):
         self.interval_s = interval_s
         self.peak_bytes = 0
         self.peak_by_name: dict[str, int] = {}

@@ -204,7 +204,13 @@ def train_keeping(
     loss_fn = nn.CrossEntropyLoss()
     epoch_losses = []
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.seed)  # dropout and augmentation draws
+        # Dropout and augmentation draws. On the CPU only its generator is seeded:
+        # torch.manual_seed also queues a seed for each accelerator library not yet
+        # started, recording the caller's stack each time (half a millisecond a client).
+        if settings.device == "cpu":
+            torch.random.default_generator.manual_seed(settings.seed)
+        else:
+            torch.manual_seed(settings.seed)
         order = torch.Generator().manual_seed(settings.seed)
         model.train()
         steps_per_epoch = math.ceil(len(data) / settings.batch_size)

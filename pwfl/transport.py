@@ -9,6 +9,9 @@ to them whichever node ran it (:class:`NodeBinding`).
 
 from __future__ import annotations
 
+import functools
+import io
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,16 +90,97 @@ def as_float(value: object) -> float:
     raise TypeError(f"expected a number, got a {type(value).__name__}")
 
 
+# Flower's Array holds an array as the bytes of NumPy's .npy file and reads it back
+# with np.load, which parses the file's header (a Python literal) on every call, and
+# writes it with np.save through a BytesIO. For the small models of a cohort that is a
+# large share of the host's time per client, and an array's header is the same every
+# round: ``array_values`` and ``to_array`` parse or write each distinct header once,
+# with NumPy's own .npy functions, and copy the values straight from or into the bytes.
+# The bytes are those np.save writes (tests/test_transport.py checks both ways).
+
+
+@functools.lru_cache(maxsize=4096)
+def _npy_header(head: bytes) -> tuple[np.dtype, bool, tuple[int, ...]]:
+    """(dtype, Fortran order, shape) of a .npy header (its magic, length and text)."""
+    stream = io.BytesIO(head)
+    version = np.lib.format.read_magic(stream)
+    read = (
+        np.lib.format.read_array_header_1_0
+        if version == (1, 0)
+        else np.lib.format.read_array_header_2_0
+    )
+    shape, fortran, dtype = read(stream)
+    return dtype, fortran, shape
+
+
+def _header_length(data: bytes) -> int:
+    # .npy: 6 bytes of magic, 2 of version, then the header's length in 2 bytes
+    # (version 1) or 4 (later versions), then the header.
+    if data[6] == 1:
+        return 10 + int.from_bytes(data[8:10], "little")
+    return 12 + int.from_bytes(data[8:12], "little")
+
+
+def array_values(array: Array) -> np.ndarray:
+    """The values of a Flower ``Array``, as ``array.numpy()`` gives them (a writable copy)."""
+    if type(array) is not Array or array.stype != "numpy.ndarray":
+        return array.numpy()  # pwfl's DecodedArray, or another serialisation
+    data = array.data
+    end = _header_length(data)
+    dtype, fortran, shape = _npy_header(bytes(data[:end]))
+    if dtype.hasobject:
+        return array.numpy()
+    count = math.prod(shape)
+    flat = np.frombuffer(data, dtype=dtype, count=count, offset=end)
+    return flat.reshape(shape, order="F" if fortran else "C").copy(order="K")
+
+
+_NPY_HEADS: dict[tuple[str, bool, tuple[int, ...]], bytes] = {}
+
+
+def to_array(value: np.ndarray) -> Array:
+    """``value`` as the Flower ``Array`` that ``Array(value)`` builds (the same bytes)."""
+    fortran = bool(value.flags.f_contiguous and not value.flags.c_contiguous)
+    key = (value.dtype.str, fortran, tuple(value.shape))
+    head = _NPY_HEADS.get(key)
+    plain = not value.dtype.hasobject and value.dtype.fields is None
+    if head is None or not plain:
+        array = Array(value)  # np.save's own bytes; its header serves the next ones
+        if plain and len(_NPY_HEADS) < 4096:
+            _NPY_HEADS[key] = bytes(array.data[: _header_length(array.data)])
+        return array
+    body = value.tobytes(order="F" if fortran else "C")
+    return Array(dtype=str(value.dtype), shape=key[2], stype="numpy.ndarray", data=head + body)
+
+
 def to_numpy(record: ArrayRecord) -> Arrays:
     """An ArrayRecord as a name -> ndarray dict (keeps the names' order)."""
-    return {name: array.numpy() for name, array in record.items()}
+    return {name: array_values(array) for name, array in record.items()}
+
+
+def to_torch(record: ArrayRecord) -> dict[str, Any]:
+    """An ArrayRecord as a PyTorch state dict, as ``record.to_torch_state_dict()`` gives it."""
+    import torch
+
+    return {name: torch.from_numpy(array_values(array)) for name, array in record.items()}
 
 
 def to_record(arrays: Arrays) -> ArrayRecord:
     """A name -> ndarray dict as an ArrayRecord."""
-    # np.asarray(order="C"), not np.ascontiguousarray, which turns 0-d arrays
-    # (batch-norm counters, quantisation scales) into 1-d ones.
-    return ArrayRecord({name: Array(np.asarray(v, order="C")) for name, v in arrays.items()})
+    record = ArrayRecord()  # set one by one: ArrayRecord(dict) copies each Array's bytes
+    for name, value in arrays.items():
+        # np.asarray(order="C"), not np.ascontiguousarray, which turns 0-d arrays
+        # (batch-norm counters, quantisation scales) into 1-d ones.
+        record[name] = to_array(np.asarray(value, order="C"))
+    return record
+
+
+def torch_record(state: dict[str, Any]) -> ArrayRecord:
+    """A PyTorch state dict as the ArrayRecord ``ArrayRecord(state)`` builds."""
+    record = ArrayRecord()
+    for name, tensor in state.items():
+        record[name] = to_array(tensor.detach().cpu().numpy())
+    return record
 
 
 class DecodedArray(Array):
@@ -218,7 +302,7 @@ def node_mean(
 def encode_reply_arrays(state: dict[str, Any], received: ArrayRecord, mode: str) -> ArrayRecord:
     """A client's trained state as the ArrayRecord it sends back (compressed by ``mode``)."""
     if mode == "none":
-        return ArrayRecord(state)
+        return torch_record(state)
     reference = to_numpy(received) if mode == "int8-delta" else None
     arrays = {name: tensor.numpy() for name, tensor in state.items()}
     return to_record(encode_update(arrays, reference, mode))

@@ -188,12 +188,17 @@ def test_node_aggregation_changes_the_sums_bits_and_nothing_else(tmp_path):
         ("faults.round_timeout_s=3600", "faults.round_timeout_s = inf"),
         ("simulation.messages=client", "simulation.messages = cohort"),
         ("strategy.group_policy=variance-reduced", "update norm"),
+        ("simulation.pool_size=0", "set simulation.pool_size"),
     ],
 )
 def test_node_aggregation_is_refused_where_the_server_needs_each_update(override, problem):
     from pwfl.errors import ConfigError
 
-    base = ["simulation.node_aggregation=true", "faults.round_timeout_s=inf"]
+    base = [
+        "simulation.node_aggregation=true",
+        "faults.round_timeout_s=inf",
+        "simulation.pool_size=2",
+    ]
     with pytest.raises(ConfigError, match="simulation.node_aggregation") as err:
         load_config(CONFIGS / "tiny.toml", [*base, override])
     assert problem in str(err.value) and "\n" not in str(err.value)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import threading
 from pathlib import Path
+from typing import Any
 
 import torch
 from flwr.app import (
@@ -44,6 +45,8 @@ from pwfl.transport import (
     config_of,
     each_client,
     encode_reply_arrays,
+    to_torch,
+    torch_record,
 )
 
 LOCAL = "pwfl-local"  # the Context.state key of what a client keeps
@@ -60,6 +63,20 @@ def one_client_at_a_time() -> threading.Lock:
     which pickles by reference: a Ray actor receives the app, and a lock cannot be
     pickled."""
     return _ONE_CLIENT
+
+
+_RECEIVED: dict[str, Any] = {}
+
+
+def received_state(record: ArrayRecord) -> training.StateDict:
+    """The received weights as a PyTorch state dict. The clients of a cohort message share
+    one record (:func:`pwfl.transport.cohort_contents`), so it is decoded once for all of
+    them; training and evaluation only read it (they load it into a model of their own).
+    Called under :func:`one_client_at_a_time`."""
+    if _RECEIVED.get("record") is not record:
+        _RECEIVED.clear()  # hold one message's weights at a time
+        _RECEIVED.update(record=record, state=to_torch(record))
+    return dict(_RECEIVED["state"])
 
 
 def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = None) -> ClientApp:
@@ -144,13 +161,13 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
             folder = state_folder(config, context)
             local = own_state(content, context, config, folder, client, weight_set)
             state, metrics, local = training.train_keeping(
-                received.to_torch_state_dict(), data, settings, keep, local
+                received_state(received), data, settings, keep, local
             )
             kept: dict[str, ArrayRecord] = {}
             if keep != "none" and pooled:
-                kept[STATE] = ArrayRecord(local)
+                kept[STATE] = torch_record(local)
             elif keep != "none":
-                context.state[state_key(weight_set)] = ArrayRecord(local)
+                context.state[state_key(weight_set)] = torch_record(local)
                 if folder:
                     arrays = {k: v.numpy() for k, v in local.items()}
                     save_client_state(folder, client, server_round, arrays, weight_set)
@@ -189,7 +206,7 @@ def make_client_app(cfg: Config | None = None, state_dir: str | Path | None = No
             weight_set = as_int(sent["weight-set"])
             settings = train_settings(config, as_int(sent["server-round"]), client, dict(sent))
             data = client_holdout_data(*config.set_data(weight_set), client)
-            state: training.StateDict = arrays_of(content).to_torch_state_dict()
+            state: training.StateDict = received_state(arrays_of(content))
             has_model = True
             if config.train.client_state == "personal":
                 folder = state_folder(config, context)
@@ -275,7 +292,7 @@ def carried_state(content: RecordDict) -> training.StateDict:
     """What the client kept, as its message carries it in pool binding (empty at first)."""
     if STATE not in content:
         return {}
-    return dict(arrays_of(content, STATE).to_torch_state_dict())
+    return to_torch(arrays_of(content, STATE))
 
 
 def kept_state(
@@ -286,7 +303,7 @@ def kept_state(
     reaches another set's model."""
     key = state_key(weight_set)
     if key in context.state:
-        return dict(arrays_of(context.state, key).to_torch_state_dict())
+        return to_torch(arrays_of(context.state, key))
     if folder:
         saved = load_client_state(folder, client, weight_set)
         if saved is not None:

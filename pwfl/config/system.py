@@ -165,7 +165,8 @@ class SimulationConfig:
     node_aggregation: bool = False
     """cohort messages: each node sums its clients' weighted updates and sends back one
     partial sum, not every update (a plain weighted mean only; other bits than the
-    server's own sum: docs/running.md measures the gap)."""
+    server's own sum: docs/populations.md measures the gap). Needs
+    simulation.pool_size, which cuts each job into the cohorts the nodes sum."""
     client_cpus: float = ranged(1.0, gt=0)
     """CPUs reserved per client actor (Flower's default of 2 runs one client at a
     time on a 2-core machine)."""

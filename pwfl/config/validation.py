@@ -197,6 +197,16 @@ def _validate_node_aggregation(cfg: Config) -> None:
         "a node sums its cohort's updates: it needs simulation.client_binding = pool and "
         "simulation.messages = cohort",
     )
+    # The clients a node sums are a share of its job, and a job is cut into one share
+    # per pool node: left to the machine (its CPUs), the sums, and so the weights'
+    # bits, would follow it.
+    _check(
+        sim.pool_size > 0,
+        key,
+        True,
+        "the clients each node sums are cut by the pool's size, which otherwise follows "
+        "this machine's CPU count; set simulation.pool_size (e.g. 2)",
+    )
     policy = policy_class(cfg)
     _check(
         policy.each_update is False,
