@@ -68,7 +68,7 @@ from pwfl.data import client_data, client_size, prepare, server_test_data
 from pwfl.runner import quiet_libraries
 
 COHORTS = (10, 100, 1_000)
-ROUNDS = 3
+ROUNDS = {10: 3, 100: 3, 1_000: 2}  # rounds 2 on are the steady ones; 1,000 costs minutes a round
 EXAMPLES = 40
 MODEL = "mlp"
 
@@ -275,12 +275,13 @@ def _ratio(label: str, top: dict[str, Any], bottom: dict[str, Any]) -> dict[str,
 
 def run(smoke: bool = False) -> pd.DataFrame:
     """Every setup at every cohort size; one row each, then the ratio rows."""
-    cohorts, rounds = ((4,), 2) if smoke else (COHORTS, ROUNDS)
+    cohorts = (4,) if smoke else COHORTS
     # The smoke check runs pwfl's clients in threads of this process (its Ray path is
     # the same apps, and tests/test_e2e.py runs it); Flower's simulation needs Ray.
     backend = ["simulation.backend=inline"] if smoke else []
     frames = []
     for clients in cohorts:
+        rounds = 2 if smoke else ROUNDS.get(clients, 3)
         base = cohort_config(clients, rounds)
         measured = {
             PYTORCH: _measured(PYTORCH, raw_pytorch, clients, rounds, []),

@@ -5,6 +5,7 @@ test makes."""
 from __future__ import annotations
 
 import os
+import platform
 import sys
 from pathlib import Path
 
@@ -95,3 +96,13 @@ def checked_runs(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     yield found
     if found:
         pytest.fail("the run's records break invariants:\n" + "\n".join(found))
+
+
+def has_avx2() -> bool:
+    """Whether this CPU is x86-64 with AVX2 (what portable arithmetic pins)."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        return " avx2 " in f" {Path('/proc/cpuinfo').read_text().replace(chr(10), ' ')} "
+    except OSError:
+        return False

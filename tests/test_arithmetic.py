@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import subprocess
 import sys
 import tomllib
@@ -15,6 +14,8 @@ import pandas as pd
 import pytest
 
 from pwfl import arithmetic
+
+from .conftest import has_avx2
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = ROOT / "tests" / "arithmetic_probe.py"
@@ -28,16 +29,7 @@ OTHER_HOST = {
 kernels, oneDNN's SSE4.1 code and MKL's SSE4.2 branch. Any x86-64 CPU runs them."""
 
 
-def _has_avx2() -> bool:
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    try:
-        return " avx2 " in f" {Path('/proc/cpuinfo').read_text().replace(chr(10), ' ')} "
-    except OSError:
-        return False
-
-
-needs_avx2 = pytest.mark.skipif(not _has_avx2(), reason="portable arithmetic pins x86-64 AVX2")
+needs_avx2 = pytest.mark.skipif(not has_avx2(), reason="portable arithmetic pins x86-64 AVX2")
 
 
 def _environment(mode: str, other_host: bool) -> dict[str, str]:

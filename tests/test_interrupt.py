@@ -45,7 +45,14 @@ def uninterrupted(tmp_path_factory):
 
 
 @pytest.mark.parametrize(
-    ("command", "backend"), [("run", "inline"), ("run", "ray"), ("compare", "inline")]
+    ("command", "backend"),
+    [
+        ("run", "inline"),
+        # A minute on 2 cores (a Ray session, stopped and started again); the engine's
+        # stop is the same code on both backends, and the inline cases run in CI.
+        pytest.param("run", "ray", marks=pytest.mark.slow),
+        ("compare", "inline"),
+    ],
 )
 def test_one_ctrl_c_stops_the_run_and_it_resumes_exactly(command, backend, tmp_path, uninterrupted):
     folder = tmp_path / "out"
