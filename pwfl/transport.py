@@ -279,7 +279,7 @@ def node_mean(
     its metrics, the bytes its update would have taken on the wire (``update-bytes``:
     the simulated upload is the client's, not the node's) and the cohort it was
     summed in (``summed-by``). The server averages the nodes' means weighted by their
-    totals: the same mean, summed in two levels (other bits, docs/running.md).
+    totals: the same mean, summed in two levels (other bits, docs/populations.md).
     """
     from pwfl.aggregation import weighted_mean
 

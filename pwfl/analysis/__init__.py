@@ -27,6 +27,9 @@ Every public name is importable from here. The modules split them by concern:
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from pwfl.analysis.fairness import (
     EVERY_SEED,
     FAIRNESS_METRICS,
@@ -36,16 +39,6 @@ from pwfl.analysis.fairness import (
     makespan_s,
     set_targets,
     worst_accuracy,
-)
-from pwfl.analysis.figures import (
-    AXIS_LABELS,
-    plot_allocation,
-    plot_communication,
-    plot_convergence,
-    plot_round_trips,
-    plot_search,
-    plot_task_curves,
-    save_figure,
 )
 from pwfl.analysis.loading import (
     CLIENT_TYPES,
@@ -66,7 +59,6 @@ from pwfl.analysis.multitask import (
     policy_table,
     task_finals,
 )
-from pwfl.analysis.structure import plot_round_structure
 from pwfl.analysis.summaries import (
     ALL,
     SET_MEANS,
@@ -92,8 +84,45 @@ from pwfl.analysis.tables import (
     summary_markdown,
     summary_view,
 )
-from pwfl.analysis.timeline import plot_timeline
 from pwfl.schema import COUNT, FLAG, INT, MERGED, TEXT
+
+# The figure modules load matplotlib (most of a second): they are imported when one of
+# their names is first used, so that a run, which only summarises, does not load it.
+_FIGURES = {
+    "AXIS_LABELS": "figures",
+    "plot_allocation": "figures",
+    "plot_communication": "figures",
+    "plot_convergence": "figures",
+    "plot_round_trips": "figures",
+    "plot_search": "figures",
+    "plot_task_curves": "figures",
+    "save_figure": "figures",
+    "plot_timeline": "timeline",
+    "plot_round_structure": "structure",
+}
+
+if TYPE_CHECKING:
+    from pwfl.analysis.figures import (
+        AXIS_LABELS,
+        plot_allocation,
+        plot_communication,
+        plot_convergence,
+        plot_round_trips,
+        plot_search,
+        plot_task_curves,
+        save_figure,
+    )
+    from pwfl.analysis.structure import plot_round_structure
+    from pwfl.analysis.timeline import plot_timeline
+
+
+def __getattr__(name: str) -> Any:
+    module = _FIGURES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pwfl.analysis' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pwfl.analysis.{module}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     # loading
