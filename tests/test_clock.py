@@ -6,6 +6,8 @@ import json
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pwfl.clock import (
     Cores,
@@ -74,6 +76,38 @@ def test_an_unlimited_link_gives_every_flow_its_cap():
     link.add("a", 1e6, cap_bps=3e6)
     link.add("b", 1e6, cap_bps=5e6)
     assert {k: f.rate for k, f in link.flows.items()} == {"a": 3e6, "b": 5e6}
+
+
+def _water_filled(capacity: float, caps: dict[str, float]) -> dict[str, float]:
+    """Max-min fair rates computed afresh: the lowest caps first, each at most an equal
+    share of what the earlier ones left."""
+    rates, left, waiting = {}, capacity, len(caps)
+    for key in sorted(caps, key=lambda k: (caps[k], k)):
+        rates[key] = min(caps[key], left / waiting)
+        left -= rates[key]
+        waiting -= 1
+    return rates
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([1.0, 20.0, 1000.0, math.inf]),
+    st.lists(
+        st.tuples(st.booleans(), st.integers(0, 30), st.sampled_from([0.5e6, 2e6, 20e6, 50e6])),
+        max_size=120,
+    ),
+)
+def test_link_rates_are_those_of_water_filling_afresh_bit_for_bit(mbps, steps):
+    # The link skips the water-filling while every flow fits at its cap: the rates
+    # must be the same floats as computing it afresh after every start and end.
+    link = Link(mbps=mbps)
+    for start, key, cap in steps:
+        if start and str(key) not in link.flows:
+            link.add(str(key), 1e6, cap_bps=cap)
+        else:
+            link.remove(str(key))
+        caps = {k: f.cap for k, f in link.flows.items()}
+        assert {k: f.rate for k, f in link.flows.items()} == _water_filled(link.capacity, caps)
 
 
 def test_transfers_end_when_their_bits_are_moved_and_the_others_speed_up():

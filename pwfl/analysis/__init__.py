@@ -124,6 +124,7 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
 __all__ = [
     # loading
     "TEXT",
