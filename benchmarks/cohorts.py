@@ -36,16 +36,19 @@ node), and the plain pool's a warm-up task per process. ``to_round_2_s``
 column, and those of ``startup_s`` and ``first_round_s`` compare unlike boundaries.
 pwfl's server also scores its validation split each round and writes its records
 (``rounds.csv``, ``clients.csv``); Flower's ``FedAvg`` aggregates in the server's
-thread, as pwfl's does. Peak memory is the resident memory of this process and its
-descendants summed (an upper bound: shared pages count once per process), with the
-processes holding most of it.
+thread, as pwfl's does. Each setup runs in a fresh interpreter of its own, so none
+inherits what an earlier one left (imports, caches, garbage). Peak memory is the
+resident memory of that process (``main process``) and its descendants summed (an
+upper bound: shared pages count once per process), with the processes holding most of it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +70,7 @@ from pwfl.config import Config, load_config
 from pwfl.data import client_data, client_size, prepare, server_test_data
 from pwfl.runner import quiet_libraries
 
+HERE = Path(__file__).resolve().parent
 COHORTS = (10, 100, 1_000)
 ROUNDS = {10: 3, 100: 3, 1_000: 2}  # rounds 2 on are the steady ones; 1,000 costs minutes a round
 EXAMPLES = 40
@@ -233,20 +237,50 @@ def _pwfl(cfg: Config) -> dict[str, float]:
         return timed_run(cfg, Path(tmp) / "run")
 
 
+CHILD_MARK = "cohorts-figures: "
+
+
+def _child(kind: str, clients: str, rounds: str, overrides: str) -> None:
+    """Run one setup in this fresh process and print its figures as one JSON line."""
+    run = {"pytorch": raw_pytorch, "flower": flower_simulation, "pwfl": _pwfl}[kind]
+    try:
+        figures: dict[str, Any] = run(
+            cohort_config(int(clients), int(rounds), json.loads(overrides))
+        )
+    except Exception as err:
+        measures = ("startup_s", "first_round_s", "steady_round_s", "total_s")
+        figures = dict.fromkeys((*measures, "final_accuracy"), math.nan)
+        figures["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+    print(CHILD_MARK + json.dumps(figures), flush=True)
+
+
 def _measured(
-    label: str, run: Any, clients: int, rounds: int, overrides: list[str]
+    label: str, kind: str, clients: int, rounds: int, overrides: list[str]
 ) -> dict[str, Any]:
-    """One setup's figures and its peak memory; NaN for a setup whose config is refused
-    or whose run raises (a variant pwfl does not implement yet), so the other rows are
-    still measured."""
+    """One setup's figures and its peak memory, each setup in a fresh interpreter: run in
+    this one after the others, a setup would inherit what they left (imports, caches,
+    garbage the collector walks) and later setups would pay for earlier ones. NaN for a
+    setup whose config is refused or whose run raises, so the other rows are still
+    measured."""
     began = time.perf_counter()
-    with PeakMemory() as memory:
-        try:
-            figures = run(cohort_config(clients, rounds, overrides))
-        except Exception as err:
-            measures = ("startup_s", "first_round_s", "steady_round_s", "total_s")
-            figures = dict.fromkeys((*measures, "final_accuracy"), math.nan)
-            figures["error"] = f"{type(err).__name__}: {err}".splitlines()[0][:200]
+    code = (
+        "import sys; import pwfl; sys.path.insert(0, sys.argv[1]); import cohorts; "
+        "cohorts._child(*sys.argv[2:])"
+    )
+    command = [sys.executable, "-c", code, str(HERE), kind, str(clients), str(rounds)]
+    child = subprocess.Popen(
+        [*command, json.dumps(overrides)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    with PeakMemory(root=child.pid) as memory:
+        out, err = child.communicate()
+    lines = [line for line in out.splitlines() if line.startswith(CHILD_MARK)]
+    if lines:
+        figures = json.loads(lines[-1][len(CHILD_MARK) :])
+    else:
+        measures = ("startup_s", "first_round_s", "steady_round_s", "total_s")
+        figures = dict.fromkeys((*measures, "final_accuracy"), math.nan)
+        tail = (err.strip().splitlines() or ["no output"])[-1]
+        figures["error"] = f"the setup's process ended with {child.returncode}: {tail}"[:200]
     # Where each setup's start-up ends differs (module docstring); round 2 starts
     # once every setup has loaded and run everything once.
     figures["to_round_2_s"] = figures["startup_s"] + figures["first_round_s"]
@@ -284,11 +318,11 @@ def run(smoke: bool = False) -> pd.DataFrame:
         rounds = 2 if smoke else ROUNDS.get(clients, 3)
         base = cohort_config(clients, rounds)
         measured = {
-            PYTORCH: _measured(PYTORCH, raw_pytorch, clients, rounds, []),
-            FLOWER: _measured(FLOWER, flower_simulation, clients, rounds, []),
+            PYTORCH: _measured(PYTORCH, "pytorch", clients, rounds, []),
+            FLOWER: _measured(FLOWER, "flower", clients, rounds, []),
         }
         for label, overrides in PWFL_VARIANTS.items():
-            measured[label] = _measured(label, _pwfl, clients, rounds, [*overrides, *backend])
+            measured[label] = _measured(label, "pwfl", clients, rounds, [*overrides, *backend])
         rows = [{"setup": label, **figures} for label, figures in measured.items()]
         for label in (FLOWER, *PWFL_VARIANTS):
             rows.append(_ratio(f"ratio {label} / PyTorch", measured[label], measured[PYTORCH]))

@@ -46,20 +46,29 @@ class PeakMemory:
     tell what holds it.
     """
 
-    def __init__(self, interval_s: float = 1.0):
+    def __init__(self, interval_s: float = 1.0, root: int | None = None):
         self.interval_s = interval_s
+        self.root = root  # the process whose tree is sampled; None: this one
         self.peak_bytes = 0
         self.peak_by_name: dict[str, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
 
     def _sample(self) -> None:
-        me = psutil.Process()
+        try:
+            me = psutil.Process(self.root)
+        except psutil.Error:
+            return  # the process ended before the first sample
+        own = "this process" if self.root is None else "main process"
         while not self._stop.is_set():
             by_name: dict[str, int] = {}
-            for proc in [me, *me.children(recursive=True)]:
+            try:
+                tree = [me, *me.children(recursive=True)]
+            except psutil.Error:
+                return  # it ended
+            for proc in tree:
                 try:
-                    name = "this process" if proc.pid == me.pid else proc.name()
+                    name = own if proc.pid == me.pid else proc.name()
                     by_name[name] = by_name.get(name, 0) + proc.memory_info().rss
                 except psutil.Error:
                     continue
