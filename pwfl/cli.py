@@ -20,6 +20,7 @@ committed to git, is never written over without --overwrite.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import sys
 from pathlib import Path
@@ -314,6 +315,12 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+# As the interpreter exits, what is still alive is moved out of the collector's reach, so
+# its last collections do not walk PyTorch's and Flower's objects one by one (about a
+# second). At exit only: a process that calls main() again and again is not affected.
+atexit.register(gc.freeze)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pwfl`` console script."""
     args = _parser().parse_args(argv)
@@ -328,11 +335,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pwfl: interrupted", file=sys.stderr)
         return 130
-    finally:
-        # The command is done and the process about to exit: what is alive now is moved
-        # out of the collector's reach, so the interpreter's last collections do not
-        # walk PyTorch's and Flower's objects one by one (about a second here).
-        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -130,6 +130,7 @@ class Link:
 
     def add(self, key: FlowKey, bits: float, cap_bps: float) -> None:
         """Start a transfer of ``bits`` now (call :meth:`advance` first)."""
+        self._forget(key)
         self.flows[key] = flow = _Flow(bits, cap_bps)
         self._caps[cap_bps] += 1
         if self._at_caps and self._room():
@@ -139,15 +140,26 @@ class Link:
 
     def remove(self, key: FlowKey) -> None:
         """End (or cancel) a transfer."""
-        flow = self.flows.pop(key, None)
-        if flow is None:
+        if not self._forget(key):
             return
-        self._caps[flow.cap] -= 1
-        if not self._caps[flow.cap]:
-            del self._caps[flow.cap]
         if not self._at_caps:
             self._share()
         # At their caps the other flows stay there: one flow fewer leaves them more room.
+
+    def restore(self, time: float, flows: dict[FlowKey, _Flow]) -> None:
+        """Continue from saved flows, rates included (a checkpoint's)."""
+        self.time, self.flows = time, dict(flows)
+        self._caps = Counter(flow.cap for flow in self.flows.values())
+        self._at_caps = all(flow.rate == flow.cap for flow in self.flows.values())
+
+    def _forget(self, key: FlowKey) -> bool:
+        flow = self.flows.pop(key, None)
+        if flow is None:
+            return False
+        self._caps[flow.cap] -= 1
+        if not self._caps[flow.cap]:
+            del self._caps[flow.cap]
+        return True
 
     def next_done(self) -> tuple[float, FlowKey] | None:
         """When the first running transfer ends, and which (ties: the smallest key)."""
@@ -314,12 +326,11 @@ class Simulation:
         heapq.heapify(self._queue)
         self._done = {(link, tuple(key)): decode(event) for link, key, event in state["done"]}
         for name, saved in state["links"].items():
-            link = self.links[name]
-            link.time = float(saved["time"])
-            link.flows = {
+            flows = {
                 tuple(key): _Flow(float(remaining), float(cap), float(rate))
                 for key, remaining, cap, rate in saved["flows"]
             }
+            self.links[name].restore(float(saved["time"]), flows)
 
     def busy(self) -> bool:
         """Whether anything is scheduled or moving."""

@@ -199,3 +199,31 @@ def test_a_simulation_restored_from_its_state_runs_on_as_the_original():
     # 8 Mbit/s shared: 4 Mbit at 4 Mbit/s each, then the rest of 8 Mbit at its cap of 4.
     assert rest == [(1.0, "sent-2"), (2.0, "sent-1"), (3.0, "b")]
     assert not original.busy() and not restored.busy()
+
+
+def test_a_restored_saturated_link_shares_as_the_original():
+    """Two flows split a link they fill (each capped at the link's whole rate): restored
+    mid-way, the one left speeds up when the other ends, and a flow started and ended
+    after the restore changes nothing either."""
+
+    def build() -> Simulation:
+        sim = Simulation(up_mbps=10.0, down_mbps=float("inf"), cores=1)
+        sim.transfer("up", ("a",), 1_000_000, 10.0, "a done")  # 8 Mbit
+        sim.transfer("up", ("b",), 1_500_000, 10.0, "b done")  # 12 Mbit
+        sim.at(0.5, "tick")
+        assert sim.pop() == (0.5, "tick")
+        return sim
+
+    def finish(sim: Simulation) -> list:
+        sim.transfer("up", ("c",), 1, 10.0, "c done")
+        sim.cancel("up", ("c",))
+        return [sim.pop() for _ in range(2)]
+
+    original = build()
+    saved = json.loads(json.dumps(original.state(lambda event, token: event)))
+    restored = Simulation(up_mbps=10.0, down_mbps=float("inf"), cores=1)
+    restored.load_state(saved, lambda event: event)
+    rest = finish(original)
+    assert finish(restored) == rest
+    # 5 Mbit/s each: a ends at 1.6 s; b's last 4 Mbit go at 10 Mbit/s, 0.4 s more.
+    assert rest == [(pytest.approx(1.6), "a done"), (pytest.approx(2.0), "b done")]

@@ -36,6 +36,10 @@ BASE = [
     "strategy.fraction_evaluate=0.5",
     "checkpoint.every=1",
     "simulation.reply_timeout_s=120",  # a reply never asked again shows as lost, not a hang
+    # Server links the transfers fill: transfers share them, part-way through, when a
+    # checkpoint is taken and when the run resumes.
+    "server.up_mbps=1",
+    "server.down_mbps=1",
 ]
 CASES = {
     "fedavg": ["strategy.name=fedavg"],

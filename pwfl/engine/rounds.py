@@ -163,6 +163,9 @@ class RoundRecords(Parts):
                 self.sim.drop(token)
             for attempt in job.tries:
                 if not attempt.resolved:
+                    # In flight on the simulated clock: whether the host already holds
+                    # its reply is host timing, so nothing of the reply is recorded.
+                    attempt.reply = None
                     self.resolve(attempt, UNUSED)
                 elif attempt.status == OK:
                     attempt.status = UNUSED
