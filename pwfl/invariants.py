@@ -53,6 +53,9 @@ INVARIANTS = {
     "group trains its set's current weights (every strategy but fedbuff)",
     "attempts": "a client's tries in a job are numbered 0, 1, ... consecutively, each retry "
     "after a retried try, at most faults.max_retries + 1 of them",
+    "unheard": "a try given up on (late, timeout, unused) before its download ended on the "
+    "simulated clock (download_s empty) holds none of the client's numbers (num_examples, "
+    "examples_run, train_measured_s, loss)",
     "bytes": "rounds.csv bytes of a (round, set) are the sums over its clients.csv rows; only "
     "an ok try sends an update; every try of a set is sent the same weights",
     "bytes-total": "the run's bytes in rounds.csv are the sums over clients.csv",
@@ -398,6 +401,16 @@ def _attempts(records: Records) -> Found:
         yield "attempts", _listed(bad)
 
 
+def _unheard(records: Records) -> Found:
+    train = records.train
+    given_up = train["status"].isin(["late", "timeout", "unused"]) & train["download_s"].isna()
+    numbers = ["num_examples", "examples_run", "train_measured_s", "loss"]
+    held = given_up & train[numbers].notna().any(axis=1)
+    bad = [f"{_try(r)} {r.status} before its download ended" for r in train[held].itertuples()]
+    if bad:
+        yield "unheard", _listed(bad)
+
+
 def _bytes(records: Records) -> Found:
     groups = records.by_round
     train = records.train
@@ -662,6 +675,7 @@ CHECKS = [
     _no_overlap,
     _staleness,
     _attempts,
+    _unheard,
     _bytes,
     _round_trip,
     _in_round,

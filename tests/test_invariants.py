@@ -75,6 +75,56 @@ def test_real_runs_of_other_strategies_satisfy_every_invariant(overrides, tmp_pa
     assert [str(v) for v in check_run(tmp_path)] == []
 
 
+NUMBERS = ["num_examples", "examples_run", "train_measured_s", "loss"]
+
+
+@pytest.mark.parametrize("give_up", ["stragglers.deadline_s=0.05", "faults.round_timeout_s=0.05"])
+def test_a_try_given_up_on_before_its_download_ends_keeps_none_of_its_reply(give_up, tmp_path):
+    # Clients 0 and 1 download in no time, 2 and 3 take seconds: the server waits for
+    # 0 and 1's replies, and the host (inline, in order) has often run client 2 by then
+    # but not 3. Neither has downloaded on the simulated clock when the server gives up.
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "client,speed,up_mbps,down_mbps,latency_ms\n"
+        "0,1,50,1000,1\n1,1,50,1000,1\n2,1,50,0.01,1\n3,1,50,0.01,1\n"
+    )
+    cfg = load_config(None, [*TINY, give_up, "clients.profile=trace", f"clients.trace={trace}"])
+    run_experiment(cfg, tmp_path / "run", quiet=True)
+    clients = pd.read_csv(tmp_path / "run" / "clients.csv")
+    given_up = clients[clients["status"].isin(["late", "timeout"])]
+    assert sorted(set(given_up["client"])) == [2, 3]
+    assert given_up["download_s"].isna().all()
+    assert given_up[NUMBERS].isna().all().all()
+    assert [str(v) for v in check_run(tmp_path / "run")] == []
+
+
+def test_a_late_try_past_its_download_keeps_the_clients_numbers(tmp_path):
+    # Clients 2 and 3 compute 10,000 times slower: late after their download ended,
+    # when the host held their replies whatever its timing.
+    trace = tmp_path / "trace.csv"
+    trace.write_text(
+        "client,speed,up_mbps,down_mbps,latency_ms\n"
+        "0,1,50,1000,1\n1,1,50,1000,1\n2,0.0001,50,1000,1\n3,0.0001,50,1000,1\n"
+    )
+    overrides = ["stragglers.deadline_s=0.05", "clients.profile=trace", f"clients.trace={trace}"]
+    run_experiment(load_config(None, [*TINY, *overrides]), tmp_path / "run", quiet=True)
+    clients = pd.read_csv(tmp_path / "run" / "clients.csv")
+    late = clients[clients["status"] == "late"]
+    assert sorted(set(late["client"])) == [2, 3]
+    assert late["download_s"].notna().all()
+    assert late[NUMBERS].notna().all().all()
+    assert [str(v) for v in check_run(tmp_path / "run")] == []
+
+
+def test_numbers_of_a_try_given_up_on_before_its_download_break_unheard(run, tmp_path):
+    def edit(clients):
+        row = train_rows(clients)[0]
+        clients.loc[row, "status"] = "late"
+        clients.loc[row, ["download_s", "compute_s", "upload_s"]] = float("nan")
+
+    assert "unheard" in broken(tampered(run, tmp_path, "clients.csv", edit))
+
+
 def test_a_violation_is_one_line_naming_the_run_the_invariant_and_the_rows(run, tmp_path):
     def edit(rounds):
         rounds.loc[0, "num_clients"] += 1

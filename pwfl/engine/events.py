@@ -104,7 +104,7 @@ class EventHandling(Parts):
         if job.end_s is None:
             for attempt in job.tries:
                 if not attempt.resolved:
-                    self.resolve(attempt, event.status)
+                    self.give_up(attempt, event.status)
             self.complete(job)
 
     def _started(self, attempt: Try, profile: ClientProfile) -> None:
@@ -216,6 +216,19 @@ class EventHandling(Parts):
             self.free_at[attempt.client] = self.now
             self.busy.discard(attempt.client)
             self.job(attempt.job).waiting.discard(attempt.client)
+
+    def give_up(self, attempt: Try, status: str) -> None:
+        """The server stops waiting for a try still in flight (late, timeout, unused).
+
+        Before its download ends on the simulated clock the client has not started
+        its work there, and whether the host already holds its reply is host
+        timing: the try keeps nothing of that reply, so its row is the same on any
+        host. From then on the host held the reply when the download's event was
+        handled, and its row keeps the client's numbers.
+        """
+        if math.isnan(attempt.download_s):
+            attempt.reply = None
+        self.resolve(attempt, status)
 
     def check_complete(self, attempt: Try) -> None:
         job = self.job(attempt.job)

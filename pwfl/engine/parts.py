@@ -98,6 +98,9 @@ class Parts:
     def resolve(self, attempt: Try, status: str, release: bool = True) -> None:
         raise NotImplementedError
 
+    def give_up(self, attempt: Try, status: str) -> None:
+        raise NotImplementedError
+
     def check_complete(self, attempt: Try) -> None:
         raise NotImplementedError
 

@@ -22,7 +22,7 @@ from pwfl.clock import idle_time
 from pwfl.engine.jobs import Closing, Job, Tally, train_loss
 from pwfl.engine.messaging import Evaluation
 from pwfl.engine.parts import Parts
-from pwfl.ledger import FAILED, OK, TIMEOUT, UNUSED, bytes_moved, error_reason
+from pwfl.ledger import FAILED, LOST, OK, UNUSED, bytes_moved, error_reason
 from pwfl.partition import sample_clients, split_complementary
 from pwfl.quorum import QUORUM_MISSED
 from pwfl.schema import CLIENTS, MERGED, ROUNDS, SERVER
@@ -163,10 +163,7 @@ class RoundRecords(Parts):
                 self.sim.drop(token)
             for attempt in job.tries:
                 if not attempt.resolved:
-                    # In flight on the simulated clock: whether the host already holds
-                    # its reply is host timing, so nothing of the reply is recorded.
-                    attempt.reply = None
-                    self.resolve(attempt, UNUSED)
+                    self.give_up(attempt, UNUSED)
                 elif attempt.status == OK:
                     attempt.status = UNUSED
                 attempt.round = server_round
@@ -305,8 +302,8 @@ def _evaluation_row(item: Evaluation, server_round: int) -> dict[str, Any]:
         "attempt": 0,
     }
     reply = item.reply
-    if reply is None:
-        row["status"] = TIMEOUT
+    if reply is None:  # the host stopped waiting (evaluation takes no simulated time)
+        row["status"] = LOST
     elif reply.has_error():
         row.update(status=FAILED, error=error_reason(reply))
     else:
