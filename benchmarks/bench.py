@@ -24,6 +24,7 @@ import clock
 import cohorts
 import communication
 import concurrency
+import links
 import overhead
 import pandas as pd
 import scale
@@ -36,6 +37,7 @@ CASES = {
     "concurrency": concurrency.run,
     "aggregation": aggregation.run,
     "scale": scale.run,
+    "links": links.run,
     "communication": communication.run,
     "arithmetic": arithmetic.run,
     "startup": startup.run,

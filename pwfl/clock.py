@@ -38,12 +38,14 @@ simulated time.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
-from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from pwfl import registry
 
@@ -110,97 +112,161 @@ class Link:
     Shares are max-min fair: transfers whose cap is below an equal share get
     their cap, the rest split what is left equally. Rates change only when a
     transfer starts or ends.
+
+    The transfers' bits, caps and rates are NumPy arrays, so moving them on and
+    finding the next to end are a few array operations even for thousands of
+    transfers; each element goes through the same IEEE operations as one float
+    would, so the times are the same bits. The rates are worked out when next
+    needed, not at every start and end: a round's transfers start at one moment,
+    and the water-filling runs once for all of them.
     """
 
     def __init__(self, mbps: float):
         self.capacity = mbps * 1e6
         self.time = 0.0
-        self.flows: dict[FlowKey, _Flow] = {}
-        self._caps: Counter[float] = Counter()  # the flows' caps, to know the largest
-        self._at_caps = True  # whether every flow runs at its cap
+        self._slots: dict[FlowKey, int] = {}  # in the order the transfers started
+        self._keys: list[FlowKey] = []  # each slot's key
+        self._remaining = np.zeros(8)  # bits still to move, by slot
+        self._caps = np.zeros(8)  # each transfer's own ceiling in bit/s (its client's bandwidth)
+        self._rates = np.zeros(8)
+        # (cap, key) of every transfer, sorted: the water-filling's order
+        self._by_cap: list[tuple[float, FlowKey]] = []
+        self._stale = False  # the flows changed since the rates were worked out
+        self._at_caps = True  # whether every flow runs at its cap (when not stale)
+        self._first: tuple[float, FlowKey] | None = None  # next_done's answer, while
+        self._first_known = False  # the flows and the time stay as they are
+
+    @property
+    def flows(self) -> dict[FlowKey, _Flow]:
+        """Each transfer's bits left, cap and rate, in the order they started (a copy)."""
+        self._settle()
+        return {
+            key: _Flow(float(self._remaining[i]), float(self._caps[i]), float(self._rates[i]))
+            for key, i in self._slots.items()
+        }
 
     def advance(self, time: float) -> None:
         """Move every transfer on to ``time``."""
         elapsed = time - self.time
+        n = len(self._keys)
         if elapsed > 0:
-            for flow in self.flows.values():
-                moved = math.inf if math.isinf(flow.rate) else flow.rate * elapsed
-                flow.remaining = max(0.0, flow.remaining - moved)
+            self._first_known = False
+        if elapsed > 0 and n:
+            self._settle()
+            # rate * elapsed is inf for an unlimited rate, and the bits left clip at 0.
+            left = self._remaining[:n] - self._rates[:n] * elapsed
+            self._remaining[:n] = np.where(left > 0, left, 0.0)
         self.time = max(self.time, time)
 
     def add(self, key: FlowKey, bits: float, cap_bps: float) -> None:
         """Start a transfer of ``bits`` now (call :meth:`advance` first)."""
         self._forget(key)
-        self.flows[key] = flow = _Flow(bits, cap_bps)
-        self._caps[cap_bps] += 1
-        if self._at_caps and self._room():
-            flow.rate = cap_bps
+        self._first_known = False
+        slot = len(self._keys)
+        if slot == len(self._remaining):
+            for name in ("_remaining", "_caps", "_rates"):
+                setattr(self, name, np.resize(getattr(self, name), 2 * slot))
+        self._slots[key] = slot
+        self._keys.append(key)
+        self._remaining[slot], self._caps[slot] = bits, cap_bps
+        bisect.insort(self._by_cap, (cap_bps, key))
+        if not self._stale and self._at_caps and self._room():
+            self._rates[slot] = cap_bps
         else:
-            self._share()
+            self._stale = True
 
     def remove(self, key: FlowKey) -> None:
         """End (or cancel) a transfer."""
-        if not self._forget(key):
-            return
-        if not self._at_caps:
-            self._share()
+        if self._forget(key) and not self._at_caps:
+            self._stale = True
         # At their caps the other flows stay there: one flow fewer leaves them more room.
 
     def restore(self, time: float, flows: dict[FlowKey, _Flow]) -> None:
         """Continue from saved flows, rates included (a checkpoint's)."""
-        self.time, self.flows = time, dict(flows)
-        self._caps = Counter(flow.cap for flow in self.flows.values())
-        self._at_caps = all(flow.rate == flow.cap for flow in self.flows.values())
+        size = max(8, len(flows))
+        self.time = time
+        self._slots = {key: i for i, key in enumerate(flows)}
+        self._keys = list(flows)
+        self._remaining, self._caps, self._rates = (np.zeros(size) for _ in range(3))
+        for i, flow in enumerate(flows.values()):
+            self._remaining[i], self._caps[i], self._rates[i] = flow.remaining, flow.cap, flow.rate
+        self._by_cap = sorted((flow.cap, key) for key, flow in flows.items())
+        self._stale, self._first_known = False, False
+        self._at_caps = all(flow.rate == flow.cap for flow in flows.values())
 
     def _forget(self, key: FlowKey) -> bool:
-        flow = self.flows.pop(key, None)
-        if flow is None:
+        slot = self._slots.pop(key, None)
+        if slot is None:
             return False
-        self._caps[flow.cap] -= 1
-        if not self._caps[flow.cap]:
-            del self._caps[flow.cap]
+        self._first_known = False
+        del self._by_cap[bisect.bisect_left(self._by_cap, (float(self._caps[slot]), key))]
+        last = len(self._keys) - 1
+        if slot != last:  # the last slot's transfer moves into the freed one
+            moved = self._keys[last]
+            self._keys[slot], self._slots[moved] = moved, slot
+            for values in (self._remaining, self._caps, self._rates):
+                values[slot] = values[last]
+        self._keys.pop()
         return True
 
     def next_done(self) -> tuple[float, FlowKey] | None:
         """When the first running transfer ends, and which (ties: the smallest key)."""
-        best = None
-        for key, flow in self.flows.items():
-            if flow.remaining <= 0 or math.isinf(flow.rate):
-                done = self.time
-            elif flow.rate > 0:
-                done = self.time + flow.remaining / flow.rate
-            else:
-                continue
-            if best is None or (done, key) < best:
-                best = (done, key)
-        return best
+        if not self._first_known:
+            self._first, self._first_known = self._first_done(), True
+        return self._first
+
+    def _first_done(self) -> tuple[float, FlowKey] | None:
+        n = len(self._keys)
+        if not n:
+            return None
+        self._settle()
+        remaining, rates = self._remaining[:n], self._rates[:n]
+        now = (remaining <= 0) | np.isinf(rates)
+        running = now | (rates > 0)  # a flow at rate 0 never ends
+        if not running.any():
+            return None
+        with np.errstate(divide="ignore", invalid="ignore"):
+            done = np.where(now, self.time, self.time + remaining / rates)
+        first = done[running].min()
+        ties = np.flatnonzero(running & (done == first))
+        key = self._keys[ties[0]] if len(ties) == 1 else min(self._keys[i] for i in ties)
+        return float(first), key
 
     def _room(self) -> bool:
         """Whether every flow can run at its cap: the flows times the largest cap fit in
         the link with a margin (1e-9 of it) far above the rounding of the water-filling's
         running sum. Then the water-filling gives each flow exactly its cap, since each
-        equal share it computes is at least that cap, and :meth:`add` skips it: a round
-        of N clients would otherwise sort the N flows 2N times."""
-        if not self.flows:
+        equal share it computes is at least that cap, and the loop over the flows is
+        skipped."""
+        n = len(self._keys)
+        if not n:
             return True
-        n = len(self.flows)  # below a million flows the margin covers the rounding
-        return n < 1_000_000 and n * max(self._caps) <= self.capacity * (1 - 1e-9)
+        # below a million flows the margin covers the rounding
+        return n < 1_000_000 and n * self._by_cap[-1][0] <= self.capacity * (1 - 1e-9)
+
+    def _settle(self) -> None:
+        """Work the rates out if the flows changed since they last were."""
+        if self._stale:
+            self._share()
+            self._stale = False
 
     def _share(self) -> None:
+        n = len(self._keys)
         if self._room():
-            for flow in self.flows.values():
-                flow.rate = flow.cap
+            self._rates[:n] = self._caps[:n]
             self._at_caps = True
             return
         self._at_caps = False
         # Water-filling: the lowest caps are served first, each with at most an
-        # equal share of what the earlier ones left.
-        left, waiting = self.capacity, len(self.flows)
-        for key in sorted(self.flows, key=lambda k: (self.flows[k].cap, k)):
-            flow = self.flows[key]
-            flow.rate = min(flow.cap, left / waiting)
-            left -= flow.rate
+        # equal share of what the earlier ones left. Each share depends on the
+        # ones before it, so this stays a loop of floats.
+        left, waiting, rates = self.capacity, n, []
+        for cap, _ in self._by_cap:
+            rate = min(cap, left / waiting)
+            rates.append(rate)
+            left -= rate
             waiting -= 1
+        self._rates[[self._slots[key] for _, key in self._by_cap]] = rates
 
 
 class Cores:

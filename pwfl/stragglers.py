@@ -79,6 +79,7 @@ class StragglerTracker:
         """The epochs each client got at its latest plan."""
         self.fresh: dict[str, set[int]] = {}
         """The clients with a round trip observed since their latest plan."""
+        self._medians: dict[str, float] = {}  # per cost, until its next observation
 
     def observe(self, client: int, cost: str, timing: ClientTiming, epochs: float) -> None:
         """Fold one round trip of work priced by ``cost`` into the client's estimates.
@@ -93,6 +94,7 @@ class StragglerTracker:
         fixed = timing.download_s + timing.upload_s + timing.latency_s
         per_epoch = timing.compute_s / epochs
         self.fresh.setdefault(cost, set()).add(client)
+        self._medians.pop(cost, None)
         known = self.estimates.setdefault(cost, {})
         old = known.get(client)
         if old is None:
@@ -103,8 +105,16 @@ class StragglerTracker:
         old.per_epoch_s = w * per_epoch + (1 - w) * old.per_epoch_s
 
     def median_round_trip(self, cost: str) -> float:
-        """Median predicted round trip at the base epochs over the clients seen with ``cost``."""
-        return median(e.predict(self.base_epochs) for e in self.estimates[cost].values())
+        """Median predicted round trip at the base epochs over the clients seen with ``cost``.
+
+        Kept until the next round trip of ``cost`` is observed: a round's N tries each
+        ask whether their client straggles, and N medians of N estimates would cost
+        seconds a round at a thousand clients."""
+        if cost not in self._medians:
+            self._medians[cost] = median(
+                e.predict(self.base_epochs) for e in self.estimates[cost].values()
+            )
+        return self._medians[cost]
 
     def is_straggler(self, client: int, cost: str) -> bool:
         """Whether the client's predicted round trip for ``cost`` is ``threshold`` x the
@@ -167,7 +177,7 @@ class StragglerTracker:
 
     def load_state(self, state: dict) -> None:
         """Restore what :meth:`state` returned."""
-        self.estimates, self.epochs, self.fresh = {}, {}, {}
+        self.estimates, self.epochs, self.fresh, self._medians = {}, {}, {}, {}
         for k, c, fixed, per_epoch in state["estimates"]:
             self.estimates.setdefault(str(k), {})[int(c)] = Estimate(fixed, per_epoch)
         for k, c, epochs in state["epochs"]:

@@ -25,8 +25,15 @@ def smoke(cases: str) -> str:
 
 
 def test_bench_smoke_writes_aggregation_and_scale_tables():
-    stdout = smoke("clock,aggregation,scale")
-    assert "## aggregation" in stdout and "## scale" in stdout
+    stdout = smoke("clock,aggregation,scale,links")
+    assert "## aggregation" in stdout and "## scale" in stdout and "## links" in stdout
+    links = pd.read_csv(ROOT / "results" / "bench" / "smoke-links.csv")
+    assert links["events"].tolist() == [3 * n for n in links["clients"]]  # 3 a client
+    # The simulated round depends on the case alone: a server link that fits every
+    # transfer at its cap gives the round of an unlimited one.
+    free = links[links["server_mbps"] == float("inf")].set_index("clients")["sim_round_s"]
+    fits = links[links["server_mbps"] == 10_000].set_index("clients")["sim_round_s"]
+    assert fits.tolist() == free.tolist() and (links["host_s"] > 0).all()
     agg = pd.read_csv(ROOT / "results" / "bench" / "smoke-aggregation.csv")
     for name in ("serial_s", "threads_s", "ray_s"):
         assert (agg[name] > 0).all(), name

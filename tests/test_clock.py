@@ -110,6 +110,75 @@ def test_link_rates_are_those_of_water_filling_afresh_bit_for_bit(mbps, steps):
         assert {k: f.rate for k, f in link.flows.items()} == _water_filled(link.capacity, caps)
 
 
+class _FloatLink:
+    """The link as one float per transfer and a loop over them, rates worked out afresh
+    at every start and end: what :class:`Link` computes with arrays and later."""
+
+    def __init__(self, mbps: float):
+        self.capacity, self.time = mbps * 1e6, 0.0
+        self.flows: dict[str, list[float]] = {}  # key: [bits left, cap, rate]
+
+    def advance(self, time: float) -> None:
+        if time - self.time > 0:
+            for flow in self.flows.values():
+                moved = math.inf if math.isinf(flow[2]) else flow[2] * (time - self.time)
+                flow[0] = max(0.0, flow[0] - moved)
+        self.time = max(self.time, time)
+
+    def change(self, key: str, flow: list[float] | None) -> None:
+        self.flows.pop(key, None)
+        if flow is not None:
+            self.flows[key] = flow
+        caps = {k: f[1] for k, f in self.flows.items()}
+        for k, rate in _water_filled(self.capacity, caps).items():
+            self.flows[k][2] = rate
+
+    def next_done(self) -> tuple[float, str] | None:
+        ends = [
+            (self.time if f[0] <= 0 or math.isinf(f[2]) else self.time + f[0] / f[2], k)
+            for k, f in self.flows.items()
+            if f[0] <= 0 or f[2] > 0
+        ]
+        return min(ends, default=None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from([1.0, 20.0, 1000.0, math.inf]),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "remove", "advance"]),
+            st.integers(0, 40),
+            st.sampled_from([0.5e6, 2e6, 20e6, 50e6, math.inf]),
+            st.floats(0.0, 2.0),
+        ),
+        max_size=150,
+    ),
+)
+def test_link_moves_and_ends_transfers_as_one_float_each_bit_for_bit(mbps, steps):
+    # The link keeps its transfers in arrays and works their rates out only when it
+    # next needs them; every time and every bit left must be the same floats as
+    # those of a loop over one float per transfer, rates worked out at every change.
+    link, floats = Link(mbps=mbps), _FloatLink(mbps)
+    for action, key, cap, seconds in steps:
+        name = f"f{key}"
+        if action == "add" and not (math.isinf(cap) and math.isinf(mbps)):
+            link.add((name,), 1e4 * (key + 1), cap_bps=cap)
+            floats.change(name, [1e4 * (key + 1), cap, 0.0])
+        elif action == "remove":
+            link.remove((name,))
+            floats.change(name, None)
+        else:
+            done = floats.next_done()
+            at = floats.time + seconds if done is None else min(done[0], floats.time + seconds)
+            link.advance(at)
+            floats.advance(at)
+        done = floats.next_done()
+        assert link.next_done() == (None if done is None else (done[0], (done[1],)))
+        assert {k[0]: [f.remaining, f.cap, f.rate] for k, f in link.flows.items()} == floats.flows
+        assert list(link.flows) == [(k,) for k in floats.flows]  # in the order they started
+
+
 def test_transfers_end_when_their_bits_are_moved_and_the_others_speed_up():
     """A saturated link: 1 Mbit and 2 Mbit over 1 Mbit/s, both capped at 10."""
     sim = Simulation(up_mbps=1.0, down_mbps=math.inf, cores=1)
