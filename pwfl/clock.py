@@ -160,6 +160,7 @@ class Link:
 
     def add(self, key: FlowKey, bits: float, cap_bps: float) -> None:
         """Start a transfer of ``bits`` now (call :meth:`advance` first)."""
+        bisect.insort(self._by_cap, (cap_bps, key))  # first: a key of another kind raises here
         self._forget(key)
         self._first_known = False
         slot = len(self._keys)
@@ -169,7 +170,6 @@ class Link:
         self._slots[key] = slot
         self._keys.append(key)
         self._remaining[slot], self._caps[slot] = bits, cap_bps
-        bisect.insort(self._by_cap, (cap_bps, key))
         if not self._stale and self._at_caps and self._room():
             self._rates[slot] = cap_bps
         else:
@@ -411,6 +411,12 @@ class Simulation:
         best: tuple[float, int, Any, tuple[str, FlowKey] | None, Any] | None = None
         if self._queue:
             top = self._queue[0]
+            if all(top.time <= link.time for link in self.links.values()):
+                # No transfer ends before its link's time, and at equal times the
+                # scheduled events come first: the links need not be asked (nor their
+                # rates worked out, so a round's starts, one event each, share one
+                # water-filling).
+                return top.time, None, top.event
             best = (top.time, 0, top.seq, None, top.event)
         for name in sorted(self.links):
             done = self.links[name].next_done()

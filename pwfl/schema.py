@@ -230,8 +230,9 @@ CLIENTS = Table(
             COUNT,
             "examples",
             "distinct examples the update was computed from (its weight), or evaluated on; "
-            "empty, as are examples_run, train_measured_s and loss, for an error reply and "
-            "for a try given up on before its download ended on the simulated clock",
+            "empty, as are examples_run, train_measured_s and loss, for an error reply, for "
+            "a reply that never came (a hang, a lost reply) and for a try given up on before "
+            "its download ended on the simulated clock",
         ),
         Column(
             "examples_run",

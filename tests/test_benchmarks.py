@@ -28,7 +28,7 @@ def test_bench_smoke_writes_aggregation_and_scale_tables():
     stdout = smoke("clock,aggregation,scale,links")
     assert "## aggregation" in stdout and "## scale" in stdout and "## links" in stdout
     links = pd.read_csv(ROOT / "results" / "bench" / "smoke-links.csv")
-    assert links["events"].tolist() == [3 * n for n in links["clients"]]  # 3 a client
+    assert links["events"].tolist() == [4 * n for n in links["clients"]]  # 4 a client
     # The simulated round depends on the case alone: a server link that fits every
     # transfer at its cap gives the round of an unlimited one.
     free = links[links["server_mbps"] == float("inf")].set_index("clients")["sim_round_s"]

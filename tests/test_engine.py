@@ -11,8 +11,10 @@ import time
 
 import numpy as np
 import pytest
+from flwr.app import MessageType
 
 from pwfl.config import load_config
+from pwfl.inline import InlineGrid
 
 from .scripted import FAST_LINKS, run_scripted
 
@@ -214,6 +216,33 @@ def test_a_reply_the_host_stops_waiting_for_is_lost_not_a_timeout():
     assert train.loc[1, "status"] == "lost" and not train.loc[1, "aggregated"]
     assert train.loc[0, "status"] == "ok" and train.loc[0, "aggregated"]
     assert rounds["num_clients"].tolist() == [1]
+
+
+def test_an_evaluation_the_host_stops_waiting_for_is_lost(monkeypatch):
+    """Client evaluation takes no simulated time: a reply the host stopped waiting for
+    is lost, with none of the client's numbers, and the round's client metrics come
+    from the replies that came."""
+    handle = InlineGrid._handle
+
+    def slow_evaluation(self, message):
+        if message.metadata.message_type == MessageType.EVALUATE:
+            time.sleep(0.6)
+        return handle(self, message)
+
+    monkeypatch.setattr(InlineGrid, "_handle", slow_evaluation)
+    cfg = config(
+        "strategy.name=fedavg",
+        "strategy.num_rounds=1",
+        "data.num_clients=2",
+        "strategy.fraction_evaluate=1.0",
+        "simulation.reply_timeout_s=0.2",
+    )
+    rows, _ = run_scripted(cfg, lambda client, server_round: 1.0)
+    rounds, clients, _ = rows.frames()
+    evaluated = clients[clients["phase"] == "evaluate"]
+    assert len(evaluated) == 2 and (evaluated["status"] == "lost").all()
+    assert evaluated[["num_examples", "loss"]].isna().all().all()
+    assert rounds["client_accuracy"].isna().all()
 
 
 @pytest.mark.parametrize(
