@@ -151,11 +151,11 @@ class Link:
         n = len(self._keys)
         if elapsed > 0:
             self._first_known = False
-        if elapsed > 0 and n:
-            self._settle()
-            # rate * elapsed is inf for an unlimited rate, and the bits left clip at 0.
-            left = self._remaining[:n] - self._rates[:n] * elapsed
-            self._remaining[:n] = np.where(left > 0, left, 0.0)
+            if n:
+                self._settle()
+                # rate * elapsed is inf for an unlimited rate; the bits left clip at 0.
+                left = self._remaining[:n] - self._rates[:n] * elapsed
+                self._remaining[:n] = np.where(left > 0, left, 0.0)
         self.time = max(self.time, time)
 
     def add(self, key: FlowKey, bits: float, cap_bps: float) -> None:
@@ -165,8 +165,9 @@ class Link:
         self._first_known = False
         slot = len(self._keys)
         if slot == len(self._remaining):
-            for name in ("_remaining", "_caps", "_rates"):
-                setattr(self, name, np.resize(getattr(self, name), 2 * slot))
+            self._remaining, self._caps, self._rates = (
+                np.resize(values, 2 * slot) for values in (self._remaining, self._caps, self._rates)
+            )
         self._slots[key] = slot
         self._keys.append(key)
         self._remaining[slot], self._caps[slot] = bits, cap_bps
